@@ -1,0 +1,1 @@
+"""tokdist-studio core library: Token Distillation for new token embeddings."""

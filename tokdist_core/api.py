@@ -1,0 +1,252 @@
+"""The Python API: `TokenDistillation(model).run(...)` and `.compare(...)`."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from . import corpus
+from .distill import DistillationConfig, StepRecord, TeacherCache, fit_output_rows
+from .evaluate import heldout_metrics
+from .methods import METHOD_NAMES, MethodContext, get_method
+from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .rows import NewTokenRows
+from .snippet import Snippet
+from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list
+
+OUTPUT_POLICIES = ("ntp", "zero", "subword_mean")
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Skipped:
+    word: str
+    reason: str
+
+
+@dataclass
+class Comparison:
+    """Everything one compare run produced; `to_json()` is the CLI's report format."""
+
+    model: dict
+    config: dict
+    splits: list[WordSplit]
+    contexts: dict[str, corpus.WordContexts]
+    rows: dict[str, NewTokenRows] = field(default_factory=dict)
+    histories: dict[str, list[StepRecord]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> word -> metrics
+    skipped: list[Skipped] = field(default_factory=list)
+    cancelled: str | None = None
+
+    def to_json(self) -> dict:
+        words = []
+        for split in self.splits:
+            ctx = self.contexts.get(split.word)
+            words.append({
+                "word": split.word,
+                "subwords": list(split.pieces),
+                "subword_ids": list(split.ids),
+                "train_snippets": len(ctx.train) if ctx else 0,
+                "heldout_snippets": len(ctx.heldout) if ctx else 0,
+                "sources": dict(ctx.sources) if ctx else {},
+                "methods": {
+                    m: {**{k: v for k, v in self.metrics[m][split.word].items() if not k.startswith("layer_")},
+                        "seconds": self.seconds.get(m, 0.0)}
+                    for m in self.metrics if split.word in self.metrics[m]
+                },
+            })
+        summary = {}
+        for method in self.metrics:
+            vals = [w["methods"][method] for w in words if method in w["methods"]]
+            if vals:
+                summary[method] = {k: sum(v[k] for v in vals) / len(vals)
+                                   for k in ("hidden_mse", "hidden_cos", "next_token_kl", "norm_percentile", "seconds")}
+        return {
+            "model": self.model,
+            "config": self.config,
+            "words": words,
+            "skipped": [{"word": s.word, "reason": s.reason} for s in self.skipped],
+            "summary": summary,
+            "cancelled": self.cancelled,
+        }
+
+
+class TokenDistillation:
+    """Add new tokens to a causal LM and learn their embeddings; the base model is never modified."""
+
+    def __init__(self, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto") -> None:
+        self.lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+
+    # -- words and contexts -------------------------------------------------------------------------
+    def prepare_words(self, new_tokens: str | Sequence[str], mid_sentence: bool = True) -> tuple[list[WordSplit], list[Skipped]]:
+        """Normalize and split the words; those that cannot become new tokens are returned with a reason."""
+        entries = new_tokens if isinstance(new_tokens, str) else list(new_tokens)
+        words, rejected = parse_word_list(entries, mid_sentence=mid_sentence)
+        skipped = [Skipped(w, r) for w, r in rejected]
+        splits = []
+        for word in words:
+            try:
+                splits.append(check_new_word(self.lm.tokenizer, word))
+            except WordError as exc:
+                skipped.append(Skipped(word, str(exc)))
+        return splits, skipped
+
+    def contexts(self, splits: Sequence[WordSplit], data: str | list[str] = "auto", snippets_per_token: int = 25,
+                 heldout_per_token: int = 10, snippet_len: int = 50, seed: int = 0,
+                 progress: Progress | None = None) -> dict[str, corpus.WordContexts]:
+        return corpus.collect_contexts(self.lm, list(splits), data=data, snippets_per_token=snippets_per_token,
+                                       heldout_per_token=heldout_per_token, snippet_len=snippet_len, seed=seed,
+                                       progress=progress)
+
+    # -- training -----------------------------------------------------------------------------------
+    def output_rows(self, splits: Sequence[WordSplit], train: Sequence[Snippet], policy: str,
+                    config: DistillationConfig, cache: TeacherCache | None = None) -> torch.Tensor | None:
+        """New LM-head rows for untied models (None for tied ones, which share the input rows)."""
+        if self.lm.tied:
+            return None
+        if policy not in OUTPUT_POLICIES:
+            raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {policy!r}")
+        head = self.lm.model.get_output_embeddings().weight.detach()
+        mean = torch.stack([head[list(s.ids)].float().mean(0) for s in splits])
+        if policy == "zero":
+            return torch.zeros_like(mean)
+        if policy == "subword_mean" or not train:
+            return mean
+        if cache is None or not cache.with_final:
+            cache = TeacherCache(self.lm, train, [s.word for s in splits], config.target_layer, with_final=True,
+                                 mixed_precision=config.mixed_precision)
+        return fit_output_rows(self.lm, cache, mean)
+
+    def train(self, splits: Sequence[WordSplit], train: Sequence[Snippet], methods: Sequence[str] = ("tokdist",),
+              training: DistillationConfig | None = None, output_policy: str = "ntp",
+              callback: Callable[[StepRecord], None] | None = None, cancel: threading.Event | None = None,
+              on_method_done: Callable[[NewTokenRows, float], None] | None = None,
+              ) -> tuple[dict[str, NewTokenRows], dict[str, list[StepRecord]], dict[str, float], str | None]:
+        """Run each method; a cancel keeps the methods that finished and reports where it stopped."""
+        config = training or DistillationConfig()
+        config.validate(self.lm)
+        if output_policy not in OUTPUT_POLICIES:
+            raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {output_policy!r}")
+        chosen = [get_method(m) for m in dict.fromkeys(methods)]
+        if not chosen:
+            raise ValueError("choose at least one method")
+        splits = list(splits)
+        ctx = MethodContext(lm=self.lm, splits=splits, train_snippets=list(train), config=config,
+                            callback=callback, cancel=cancel)
+        rows: dict[str, NewTokenRows] = {}
+        histories: dict[str, list[StepRecord]] = {}
+        seconds: dict[str, float] = {}
+        shared_output: torch.Tensor | None = None
+        from .distill import DistillationCancelled
+
+        for method in chosen:
+            if cancel is not None and cancel.is_set():
+                return rows, histories, seconds, f"cancelled before {method.name}"
+            start = time.perf_counter()
+            try:
+                out = method.run(ctx)
+            except DistillationCancelled as exc:
+                return rows, histories, seconds, str(exc)
+            if shared_output is None and not self.lm.tied:
+                cache = ctx.teacher_cache(with_final=True) if output_policy == "ntp" and train else None
+                shared_output = self.output_rows(splits, train, output_policy, config, cache)
+            result = NewTokenRows(method=method.name, words=[s.word for s in splits],
+                                  input_rows=out.rows.detach().float().cpu(),
+                                  output_rows=None if shared_output is None else shared_output.detach().float().cpu())
+            rows[method.name] = result
+            histories[method.name] = out.history
+            seconds[method.name] = time.perf_counter() - start
+            if on_method_done is not None:
+                on_method_done(result, seconds[method.name])
+        return rows, histories, seconds, None
+
+    # -- end-to-end ---------------------------------------------------------------------------------
+    def compare(self, new_tokens: str | Sequence[str], data: str | list[str] = "auto",
+                methods: Sequence[str] = METHOD_NAMES, training: DistillationConfig | None = None,
+                snippet_len: int = 50, snippets_per_token: int = 25, heldout_per_token: int = 10,
+                seed: int | None = None, mid_sentence: bool = True, output_policy: str = "ntp",
+                callback: Callable[[StepRecord], None] | None = None, cancel: threading.Event | None = None,
+                progress: Progress | None = None) -> Comparison:
+        """Collect contexts, run every method and evaluate each on held-out snippets."""
+        config = training or DistillationConfig()
+        if seed is not None:
+            config = replace(config, seed=seed)
+        config.validate(self.lm)
+        for m in methods:
+            get_method(m)
+        splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence)
+        if progress:
+            progress(0.0, "collecting contexts")
+        contexts = self.contexts(splits, data, snippets_per_token, heldout_per_token, snippet_len, config.seed) if splits else {}
+        usable = []
+        for split in splits:
+            ctx = contexts.get(split.word)
+            if ctx is None or not ctx.train or not ctx.heldout:
+                reason = (ctx.problem if ctx and ctx.problem else "not enough snippets for training and held-out evaluation")
+                skipped.append(Skipped(split.word, reason))
+            else:
+                usable.append(split)
+        comparison = Comparison(
+            model=self.lm.describe(),
+            config={**config.to_dict(), "methods": list(methods), "data": data, "snippet_len": snippet_len,
+                    "snippets_per_token": snippets_per_token, "heldout_per_token": heldout_per_token,
+                    "mid_sentence": mid_sentence, "output_policy": output_policy},
+            splits=usable, contexts={s.word: contexts[s.word] for s in usable}, skipped=skipped,
+        )
+        if not usable:
+            return comparison
+        train = [sn for s in usable for sn in contexts[s.word].train]
+        heldout = [sn for s in usable for sn in contexts[s.word].heldout]
+        if progress:
+            progress(0.1, "training")
+        rows, histories, seconds, cancelled = self.train(usable, train, methods, config, output_policy, callback, cancel)
+        comparison.rows, comparison.histories, comparison.seconds, comparison.cancelled = rows, histories, seconds, cancelled
+        if progress:
+            progress(0.9, "evaluating on held-out snippets")
+        if rows:
+            comparison.metrics = heldout_metrics(self.lm, list(rows.values()), heldout, config.target_layer)
+        if progress:
+            progress(1.0, "done")
+        return comparison
+
+    def run(self, new_tokens: str | Sequence[str], data: str | list[str] = "auto",
+            training: DistillationConfig | None = None, snippet_len: int = 50, snippets_per_token: int = 25,
+            out_path: str | Path | None = None, save: bool = False, method: str = "tokdist",
+            mid_sentence: bool = True, output_policy: str = "ntp"):
+        """Learn rows for `new_tokens` and return (model, tokenizer): copies with the tokens added.
+
+        Words that cannot be added raise WordError listing every reason; with save=True the result is
+        written to out_path with save_pretrained.
+        """
+        config = training or DistillationConfig()
+        splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence)
+        if skipped:
+            raise WordError("; ".join(f"{s.word!r}: {s.reason}" for s in skipped))
+        contexts = self.contexts(splits, data, snippets_per_token, 0, snippet_len, config.seed)
+        missing = [f"{w!r}: {c.problem or 'no snippets'}" for w, c in contexts.items() if not c.train]
+        if missing and get_method(method).trains:
+            raise WordError("no training snippets for " + "; ".join(missing))
+        train = [sn for s in splits for sn in contexts[s.word].train]
+        rows, _, _, _ = self.train(splits, train, [method], config, output_policy)
+        model, tokenizer = self.with_new_tokens(rows[method])
+        if save:
+            if out_path is None:
+                raise ValueError("save=True needs out_path")
+            from .export import save_model
+
+            save_model(model, tokenizer, out_path)
+        return model, tokenizer
+
+    def with_new_tokens(self, rows: NewTokenRows):
+        """Copies of the base model and tokenizer with the words added and their rows written."""
+        model = copy.deepcopy(self.lm.model)
+        tokenizer = copy.deepcopy(self.lm.tokenizer)
+        add_tokens_to_model(model, tokenizer, rows.words, rows.input_rows, rows.output_rows)
+        return model, tokenizer

@@ -1,0 +1,383 @@
+"""Token Distillation training: teacher cache, aligned positions, losses and the optimisation loop.
+
+Alignment (DESIGN.md §1.3). A teacher snippet is prefix (p tokens) + word (n subwords) + suffix (s
+tokens); the student reads prefix + new token + suffix. Prefix positions are identical in both (causal
+model), so the student reuses the teacher's prefix key/value cache and runs only from the new token on.
+Student position j (0 = the new token) is paired with teacher position p + n - 1 + j.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from .forward import (
+    autocast_for,
+    decoder_forward,
+    embed_ids,
+    embed_scale,
+    output_logits,
+    resolve_layer,
+    softcap,
+)
+from .models import LoadedModel
+from .snippet import Snippet
+
+LOSSES = ("distill", "ntp")
+
+
+class DistillationCancelled(RuntimeError):
+    """The cancel flag was set; the run stopped between steps and returned nothing half-trained."""
+
+
+@dataclass
+class DistillationConfig:
+    """Hyperparameters of one training run.
+
+    Defaults are for the interactive case (a few words, ~25 snippets each): the paper's lr 1e-4 for one
+    epoch relies on thousands of steps; here lr 1e-2 over 8 epochs of cached snippets converges (README).
+    """
+
+    epochs: int = 8
+    batch_size: int = 16
+    learning_rate: float = 1e-2
+    target_layer: int = -1  # HF hidden-state index; -1 = last hidden state after the final norm
+    losses: tuple[str, ...] = ("distill",)  # "distill", "ntp" or both (αNTP: CE scaled to the distill loss)
+    seed: int = 0
+    mixed_precision: str = "auto"  # "auto" (bf16 on CUDA), "bf16" or "no"
+
+    def validate(self, lm: LoadedModel | None = None) -> None:
+        def positive_int(name: str, value, upper: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
+                raise ValueError(f"{name} must be an integer between 1 and {upper}, got {value!r}")
+
+        positive_int("epochs", self.epochs, 1000)
+        positive_int("batch_size", self.batch_size, 1024)
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 10:
+            raise ValueError(f"learning_rate must be a finite number in (0, 10], got {lr!r}")
+        if not self.losses or any(loss not in LOSSES for loss in self.losses):
+            raise ValueError(f"losses must be a non-empty subset of {LOSSES}, got {self.losses!r}")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            raise ValueError(f"mixed_precision must be 'auto', 'bf16' or 'no', got {self.mixed_precision!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if lm is not None:
+            resolve_layer(lm.model, self.target_layer)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StepRecord:
+    method: str
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    word_losses: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    rows: dict[str, torch.Tensor]  # word -> new input row (unscaled, like the embedding matrix)
+    history: list[StepRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    snippets_seen: int = 0
+    tokens_seen: int = 0
+
+
+@dataclass
+class _Cached:
+    snippet: Snippet
+    word_index: int
+    keys: list[torch.Tensor]  # per layer [kv_heads, p, head_dim] of the teacher's prefix
+    values: list[torch.Tensor]
+    targets: torch.Tensor | None  # [1 + s, H] teacher states at the target layer, aligned to the student
+    prefix_final: torch.Tensor | None  # [p, H] teacher final hidden states over the prefix (for next-token losses)
+
+
+class TeacherCache:
+    """Teacher hidden states and prefix key/values, computed once under no_grad and reused.
+
+    Built for one target layer; `with_final` also runs the teacher to the top for next-token losses.
+    """
+
+    def __init__(self, lm: LoadedModel, snippets: Sequence[Snippet], words: Sequence[str], target_layer: int,
+                 with_final: bool, batch_size: int = 16, mixed_precision: str = "auto") -> None:
+        self.lm = lm
+        self.words = list(words)
+        self.layer = resolve_layer(lm.model, target_layer)
+        self.with_final = with_final
+        self.mixed_precision = mixed_precision
+        word_index = {w: i for i, w in enumerate(self.words)}
+        unknown = {s.word for s in snippets} - set(word_index)
+        if unknown:
+            raise ValueError(f"snippets for words not being trained: {sorted(unknown)}")
+        self.items: list[_Cached] = []
+        self.seconds = 0.0
+        start = time.perf_counter()
+        ordered = sorted(snippets, key=lambda s: len(s.token_ids))  # similar lengths pad less
+        for b in range(0, len(ordered), batch_size):
+            self.items.extend(self._run(ordered[b : b + batch_size], word_index))
+        self.seconds = time.perf_counter() - start
+
+    @torch.no_grad()
+    def _run(self, batch: list[Snippet], word_index: dict[str, int]) -> list[_Cached]:
+        lm, device = self.lm, self.lm.device
+        pad = lm.tokenizer.pad_token_id or 0
+        width = max(len(s.token_ids) for s in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, s in enumerate(batch):
+            ids[i, : len(s.token_ids)] = torch.tensor(s.token_ids)
+            mask[i, : len(s.token_ids)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        cache = DynamicCache(config=lm.model.config)
+        with autocast_for(device, self.mixed_precision != "no"):
+            hidden, final = decoder_forward(
+                lm.model, embed_ids(lm.model, ids), mask, self.layer, cache=cache, run_to_end=self.with_final
+            )
+        layers = [cache.layers[i] for i in range(len(cache.layers)) if getattr(cache.layers[i], "keys", None) is not None]
+        out = []
+        for i, s in enumerate(batch):
+            p, n, length = s.start, s.n_subwords, len(s.token_ids)
+            out.append(
+                _Cached(
+                    snippet=s,
+                    word_index=word_index[s.word],
+                    keys=[layer.keys[i, :, :p].clone() for layer in layers],
+                    values=[layer.values[i, :, :p].clone() for layer in layers],
+                    targets=hidden[i, p + n - 1 : length].float().clone(),
+                    prefix_final=final[i, :p].float().clone() if final is not None else None,
+                )
+            )
+        return out
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class _StudentBatch:
+    items: list[_Cached]
+    cache: DynamicCache | None
+    attention_mask: torch.Tensor  # [B, P + S]
+    position_ids: torch.Tensor  # [B, S]
+    suffix_ids: torch.Tensor  # [B, S - 1] padded
+    valid: torch.Tensor  # [B, S] bool: real student positions from the new token on
+    word_index: torch.Tensor  # [B]
+    targets: torch.Tensor | None  # [B, S, H]
+
+
+def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) -> _StudentBatch:
+    device = lm.device
+    bsz = len(items)
+    prefix = max(it.snippet.start for it in items)
+    width = max(len(it.snippet.suffix) + 1 for it in items)
+    pad = lm.tokenizer.pad_token_id or 0
+    suffix_ids = torch.full((bsz, width - 1), pad, dtype=torch.long)
+    mask = torch.zeros((bsz, prefix + width), dtype=torch.long)
+    positions = torch.zeros((bsz, width), dtype=torch.long)
+    valid = torch.zeros((bsz, width), dtype=torch.bool)
+    for i, it in enumerate(items):
+        p, s = it.snippet.start, len(it.snippet.suffix)
+        if s:
+            suffix_ids[i, :s] = torch.tensor(it.snippet.suffix)
+        mask[i, prefix - p : prefix + 1 + s] = 1  # prefix keys are left-padded inside the cache
+        positions[i] = torch.arange(p, p + width)
+        valid[i, : s + 1] = True
+    cache = None
+    if prefix:
+        cache = DynamicCache(config=lm.model.config)
+        for layer in range(len(items[0].keys)):
+            ks, vs = [], []
+            for it in items:
+                k, v = it.keys[layer], it.values[layer]
+                missing = prefix - k.shape[1]
+                ks.append(F.pad(k, (0, 0, missing, 0)))
+                vs.append(F.pad(v, (0, 0, missing, 0)))
+            cache.update(torch.stack(ks), torch.stack(vs), layer)
+    targets = None
+    if need_targets:
+        targets = torch.zeros((bsz, width, items[0].targets.shape[-1]), device=device)
+        for i, it in enumerate(items):
+            targets[i, : it.targets.shape[0]] = it.targets
+    return _StudentBatch(
+        items=items,
+        cache=cache,
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        suffix_ids=suffix_ids.to(device),
+        valid=valid.to(device),
+        word_index=torch.tensor([it.word_index for it in items], device=device),
+        targets=targets,
+    )
+
+
+def masked_mse(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-weighted MSE over valid positions, and the per-row sums of squared error / counts."""
+    per_position = (student.float() - teacher.float()).pow(2).mean(-1) * valid
+    count = valid.sum(-1).clamp(min=1)
+    per_row = per_position.sum(-1) / count
+    return per_position.sum() / valid.sum().clamp(min=1), per_row
+
+
+class DistillationTrainer:
+    """Trains the input rows of several new tokens at once; the base model is never modified."""
+
+    def __init__(self, lm: LoadedModel, words: Sequence[str], config: DistillationConfig, cache: TeacherCache,
+                 output_rows: torch.Tensor | None = None) -> None:
+        config.validate(lm)
+        self.lm, self.words, self.config, self.cache = lm, list(words), config, cache
+        self.use_distill = "distill" in config.losses
+        self.use_ntp = "ntp" in config.losses
+        if self.use_distill and resolve_layer(lm.model, config.target_layer) != cache.layer:
+            raise ValueError("teacher cache was built for a different target layer")
+        if self.use_ntp and not cache.with_final:
+            raise ValueError("next-token losses need a teacher cache built with_final=True")
+        # Untied models keep their new output rows fixed while the input rows train (set by the output policy).
+        self.fixed_output_rows = None if lm.tied else output_rows
+
+    def _loss(self, rows: torch.Tensor, batch: _StudentBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.lm.model
+        scale = embed_scale(model)
+        new = (rows[batch.word_index] * scale).unsqueeze(1)
+        rest = embed_ids(model, batch.suffix_ids) if batch.suffix_ids.shape[1] else new[:, :0]
+        embeds = torch.cat([new.to(rest.dtype), rest], dim=1)
+        hidden, final = decoder_forward(
+            model, embeds, batch.attention_mask, self.cache.layer, batch.position_ids, batch.cache,
+            run_to_end=self.use_ntp,
+        )
+        zero = embeds.new_zeros(())
+        per_row = embeds.new_zeros(len(batch.items))
+        distill = zero
+        if self.use_distill:
+            distill, per_row = masked_mse(hidden, batch.targets, batch.valid)
+        if not self.use_ntp:
+            return distill, per_row
+        ce = self._next_token_loss(rows, batch, final)
+        if not self.use_distill:
+            return ce, per_row
+        # αNTP: the CE term is rescaled to the size of the distillation loss (stop-gradient ratio).
+        alpha = (distill.detach() / ce.detach().clamp(min=1e-8))
+        return distill + alpha * ce, per_row
+
+    def _next_token_loss(self, rows: torch.Tensor, batch: _StudentBatch, final: torch.Tensor) -> torch.Tensor:
+        model = self.lm.model
+        out_rows = rows if self.lm.tied else self.fixed_output_rows
+        vocab = model.get_output_embeddings().weight.shape[0]
+        # Student positions 0..s-1 predict the suffix tokens.
+        logits = output_logits(model, final[:, :-1], out_rows)
+        labels = batch.suffix_ids.masked_fill(~batch.valid[:, 1:], -100)
+        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
+        count = (labels != -100).sum()
+        if self.lm.tied:
+            # The last prefix position predicts the new token itself: the output side of a tied row.
+            with_prefix = [i for i, it in enumerate(batch.items) if it.snippet.start > 0]
+            if with_prefix:
+                h = torch.stack([batch.items[i].prefix_final[-1] for i in with_prefix]).to(final.dtype)
+                target = batch.word_index[with_prefix] + vocab
+                total = total + F.cross_entropy(output_logits(model, h, out_rows), target, reduction="sum")
+                count = count + len(with_prefix)
+        return total / count.clamp(min=1)
+
+    def train(self, init_rows: torch.Tensor, method: str = "tokdist",
+              callback: Callable[[StepRecord], None] | None = None,
+              cancel: threading.Event | None = None) -> TrainResult:
+        cfg, lm = self.config, self.lm
+        if init_rows.shape != (len(self.words), lm.hidden_size):
+            raise ValueError(f"init rows must be [{len(self.words)}, {lm.hidden_size}], got {tuple(init_rows.shape)}")
+        rows = torch.nn.Parameter(init_rows.detach().clone().float().to(lm.device))
+        optimizer = torch.optim.Adam([rows], lr=cfg.learning_rate)
+        rng = random.Random(cfg.seed)
+        order = list(range(len(self.cache.items)))
+        steps_per_epoch = math.ceil(len(order) / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        result = TrainResult(rows={})
+        start = time.perf_counter()
+        use_amp = cfg.mixed_precision != "no"
+        step = 0
+        for epoch in range(cfg.epochs):
+            rng.shuffle(order)
+            for b in range(0, len(order), cfg.batch_size):
+                if cancel is not None and cancel.is_set():
+                    raise DistillationCancelled(f"{method}: stopped after {step} of {total_steps} steps")
+                items = [self.cache.items[i] for i in order[b : b + cfg.batch_size]]
+                batch = _student_batch(lm, items, need_targets=self.use_distill)
+                with autocast_for(lm.device, use_amp):
+                    loss, per_row = self._loss(rows, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                result.snippets_seen += len(items)
+                result.tokens_seen += int(batch.valid.sum())
+                if callback is not None:
+                    per_word: dict[str, list[float]] = defaultdict(list)
+                    for it, value in zip(items, per_row.detach().cpu().tolist()):
+                        per_word[it.snippet.word].append(value)
+                    callback(StepRecord(
+                        method=method, step=step, total_steps=total_steps, epoch=epoch, loss=float(loss.detach()),
+                        word_losses={w: sum(v) / len(v) for w, v in per_word.items()},
+                        seconds=time.perf_counter() - start,
+                    ))
+        if not torch.isfinite(rows).all():
+            raise FloatingPointError(f"{method}: training diverged (non-finite rows); lower the learning rate")
+        result.seconds = time.perf_counter() - start
+        result.rows = {w: rows.detach()[i].clone() for i, w in enumerate(self.words)}
+        return result
+
+
+def fit_output_rows(lm: LoadedModel, cache: TeacherCache, init_rows: torch.Tensor, steps: int = 200,
+                    learning_rate: float = 1e-2) -> torch.Tensor:
+    """Next-token fit of new LM-head rows for untied models, from the teacher's prefix states.
+
+    Every prefix position keeps its original target; the last one predicts the new token. The
+    original logits are fixed, so their log-sum-exp is computed once and only the new rows train.
+    """
+    if not cache.with_final:
+        raise ValueError("fit_output_rows needs a teacher cache built with_final=True")
+    model = lm.model
+    hs, targets, is_new = [], [], []
+    for it in cache.items:
+        p = it.snippet.start
+        if p == 0:
+            continue
+        hs.append(it.prefix_final)
+        nxt = list(it.snippet.prefix[1:])
+        targets.append(torch.tensor(nxt + [it.word_index]))
+        is_new.append(torch.tensor([False] * (p - 1) + [True]))
+    rows = init_rows.detach().clone().float().to(lm.device)
+    if not hs:
+        return rows
+    h = torch.cat(hs).to(lm.device)
+    target = torch.cat(targets).to(lm.device)
+    new_mask = torch.cat(is_new).to(lm.device)
+    with torch.no_grad():
+        base = output_logits(model, h)  # [N, V] original rows only, softcapped
+        base_lse = torch.logsumexp(base, -1)
+        base_target = base.gather(1, target.clamp(max=base.shape[1] - 1).unsqueeze(1)).squeeze(1)
+        del base
+    param = torch.nn.Parameter(rows)
+    optimizer = torch.optim.Adam([param], lr=learning_rate)
+    for _ in range(steps):
+        extra = softcap(model, h @ param.T)  # only the new rows' logits; the original ones are fixed
+        lse = torch.logaddexp(base_lse, torch.logsumexp(extra, -1))
+        new_target = extra.gather(1, target.clamp(max=param.shape[0] - 1).unsqueeze(1)).squeeze(1)
+        loss = (lse - torch.where(new_mask, new_target, base_target)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return param.detach()

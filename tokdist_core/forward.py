@@ -1,0 +1,145 @@
+"""Forward passes that stop at a chosen layer, and logits over the original plus new output rows.
+
+Hidden-state indices follow Hugging Face's `output_hidden_states`: 0 is the embedding output, i in
+1..L-1 is the output of decoder layer i, and L (also written -1) is the last hidden state after the
+final norm. Stopping early saves the layers above the target and the LM head.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+_tap_state = threading.local()
+
+
+class _StopForward(Exception):
+    """Raised by a layer tap once the requested hidden state is captured."""
+
+
+def _decoder(model: PreTrainedModel) -> nn.Module:
+    decoder = model.get_decoder()
+    if not hasattr(decoder, "layers"):
+        raise TypeError(f"{type(model).__name__}: expected a decoder with a .layers list")
+    return decoder
+
+
+def num_layers(model: PreTrainedModel) -> int:
+    return len(_decoder(model).layers)
+
+
+def resolve_layer(model: PreTrainedModel, layer: int) -> int:
+    """Map -1 (and other negatives) to the HF hidden-state index; validate the range."""
+    total = num_layers(model)
+    resolved = total + 1 + layer if layer < 0 else layer
+    if not 1 <= resolved <= total:
+        raise ValueError(f"target_layer {layer} is out of range: use 1..{total} or -1 (last hidden state)")
+    return resolved
+
+
+def _tap(module: nn.Module, args, output, index: int) -> None:
+    # One permanent hook per layer; what it does is decided per thread, so concurrent requests on the
+    # shared model never see each other's settings.
+    wanted = getattr(_tap_state, "layer", None)
+    if wanted != index:
+        return
+    _tap_state.captured = output[0] if isinstance(output, tuple) else output
+    if getattr(_tap_state, "stop", False):
+        raise _StopForward
+
+
+def _install_taps(model: PreTrainedModel) -> None:
+    decoder = _decoder(model)
+    if getattr(decoder, "_tokdist_taps", False):
+        return
+    for i, layer in enumerate(decoder.layers):
+        layer.register_forward_hook(lambda m, a, o, _i=i + 1: _tap(m, a, o, _i))
+    decoder._tokdist_taps = True
+
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op on CPU (fp32 there)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def decoder_forward(
+    model: PreTrainedModel,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer: int,
+    position_ids: torch.Tensor | None = None,
+    cache=None,
+    run_to_end: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the decoder on embeddings and return (hidden state at `layer`, final hidden or None).
+
+    Without `run_to_end` the pass stops right after `layer`. The final hidden state (after the
+    final norm) is returned only when the whole stack ran.
+    """
+    decoder = _decoder(model)
+    total = len(decoder.layers)
+    layer = resolve_layer(model, layer)
+    kwargs = dict(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids)
+    if cache is not None:
+        kwargs.update(cache=cache, use_cache=True)
+    else:
+        kwargs.update(use_cache=False)
+    if layer == total or run_to_end:
+        if layer == total:
+            final = decoder(**kwargs).last_hidden_state
+            return final, final
+        _install_taps(model)
+        _tap_state.layer, _tap_state.stop, _tap_state.captured = layer, False, None
+        try:
+            final = decoder(**kwargs).last_hidden_state
+            return _tap_state.captured, final
+        finally:
+            _tap_state.layer, _tap_state.captured = None, None
+    _install_taps(model)
+    _tap_state.layer, _tap_state.stop, _tap_state.captured = layer, True, None
+    try:
+        decoder(**kwargs)
+    except _StopForward:
+        pass
+    finally:
+        captured = _tap_state.captured
+        _tap_state.layer, _tap_state.stop, _tap_state.captured = None, False, None
+    if captured is None:
+        raise RuntimeError(f"layer {layer} did not run")
+    return captured, None
+
+
+def embed_scale(model: PreTrainedModel) -> float | torch.Tensor:
+    """The factor the embedding module applies to its rows (sqrt(hidden) for Gemma, 1 elsewhere)."""
+    return getattr(model.get_input_embeddings(), "embed_scale", 1.0)
+
+
+def embed_ids(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
+    # Through the module, never `.weight[ids]`, so model-specific scaling (Gemma) is applied.
+    return model.get_input_embeddings()(ids)
+
+
+def softcap(model: PreTrainedModel, logits: torch.Tensor) -> torch.Tensor:
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def output_logits(model: PreTrainedModel, hidden: torch.Tensor, new_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits over every original output row, followed by one logit per new output row."""
+    head = model.get_output_embeddings()
+    logits = head(hidden)
+    if new_rows is not None and new_rows.shape[0]:
+        logits = torch.cat([logits, hidden @ new_rows.to(hidden.dtype).T], dim=-1)
+    return softcap(model, logits.float())
+
+
+def output_rows_matrix(model: PreTrainedModel) -> torch.Tensor:
+    return model.get_output_embeddings().weight

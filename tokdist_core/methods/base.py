@@ -1,0 +1,91 @@
+"""What every init method gets and returns, and the one registry they live in."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..distill import DistillationConfig, StepRecord, TeacherCache
+from ..models import LoadedModel
+from ..snippet import Snippet
+from ..vocab import WordSplit
+
+
+@dataclass
+class MethodContext:
+    """Inputs shared by all methods of one run; teacher caches are built lazily and shared."""
+
+    lm: LoadedModel
+    splits: list[WordSplit]
+    train_snippets: list[Snippet]
+    config: DistillationConfig
+    callback: Callable[[StepRecord], None] | None = None
+    cancel: threading.Event | None = None
+    _caches: dict[tuple[int, bool], TeacherCache] = field(default_factory=dict, repr=False)
+
+    @property
+    def words(self) -> list[str]:
+        return [s.word for s in self.splits]
+
+    @property
+    def input_matrix(self) -> torch.Tensor:
+        """Original input rows only (padding rows beyond the tokenizer are excluded)."""
+        weight = self.lm.model.get_input_embeddings().weight
+        return weight[: min(len(self.lm.tokenizer), weight.shape[0])].detach()
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.config.seed)
+
+    def teacher_cache(self, with_final: bool) -> TeacherCache:
+        # A cache with final states also serves distill-only methods, so reuse it when present.
+        layer = self.config.target_layer
+        for (cached_layer, cached_final), cache in self._caches.items():
+            if cached_layer == layer and (cached_final or not with_final):
+                return cache
+        cache = TeacherCache(self.lm, self.train_snippets, self.words, layer, with_final,
+                             batch_size=max(self.config.batch_size, 16), mixed_precision=self.config.mixed_precision)
+        self._caches[(layer, with_final)] = cache
+        return cache
+
+
+@dataclass
+class MethodOutput:
+    rows: torch.Tensor  # [num_words, hidden] new input rows in the embedding matrix's (unscaled) space
+    history: list[StepRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    description: str
+    trains: bool  # needs snippets and an optimisation loop
+    run: Callable[[MethodContext], MethodOutput]
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, label: str, description: str, trains: bool = False):
+    def wrap(fn: Callable[[MethodContext], MethodOutput]) -> Callable[[MethodContext], MethodOutput]:
+        if name in REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        REGISTRY[name] = Method(name=name, label=label, description=description, trains=trains, run=fn)
+        return fn
+
+    return wrap
+
+
+def subword_rows(ctx: MethodContext, weights: Callable[[int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Per word, a (weighted) mean of its subwords' input rows."""
+    matrix = ctx.lm.model.get_input_embeddings().weight.detach()
+    rows = []
+    for split in ctx.splits:
+        pieces = matrix[list(split.ids)].float()
+        w = torch.full((len(split.ids),), 1.0 / len(split.ids)) if weights is None else weights(len(split.ids))
+        rows.append((w.to(pieces.device).unsqueeze(1) * pieces).sum(0))
+    return torch.stack(rows)

@@ -1,0 +1,56 @@
+"""Trained methods: start from the subword mean and optimise only the new rows on the snippets.
+
+`ntp`: next-token prediction. `tokdist`: Token Distillation (hidden-state MSE against the original
+tokenization). `tokdist_antp`: Token Distillation plus next-token CE auto-weighted to the same size.
+"""
+
+from dataclasses import replace
+
+import torch
+
+from ..distill import DistillationTrainer
+from .base import MethodContext, MethodOutput, register, subword_rows
+
+
+def _train(ctx: MethodContext, name: str, losses: tuple[str, ...]) -> MethodOutput:
+    if not ctx.train_snippets:
+        raise ValueError(f"{name} needs training snippets; none were given")
+    config = replace(ctx.config, losses=losses)
+    cache = ctx.teacher_cache(with_final="ntp" in losses)
+    init = subword_rows(ctx)
+    # Untied heads hold their new output rows fixed at the subword mean while input rows train.
+    output_rows = None if ctx.lm.tied else _output_subword_mean(ctx)
+    trainer = DistillationTrainer(ctx.lm, ctx.words, config, cache, output_rows=output_rows)
+    history = []
+
+    def record(step):
+        history.append(step)
+        if ctx.callback is not None:
+            ctx.callback(step)
+
+    result = trainer.train(init, method=name, callback=record, cancel=ctx.cancel)
+    rows = init.new_empty(init.shape)
+    for i, word in enumerate(ctx.words):
+        rows[i] = result.rows[word]
+    return MethodOutput(rows=rows, history=history, seconds=result.seconds + cache.seconds)
+
+
+def _output_subword_mean(ctx: MethodContext) -> torch.Tensor:
+    head = ctx.lm.model.get_output_embeddings().weight.detach()
+    return torch.stack([head[list(s.ids)].float().mean(0) for s in ctx.splits])
+
+
+@register("ntp", "NTP", "Subword-mean start, then next-token prediction on the snippets (new row only).", trains=True)
+def ntp_rows(ctx: MethodContext) -> MethodOutput:
+    return _train(ctx, "ntp", ("ntp",))
+
+
+@register("tokdist", "Token Distillation", "Match the hidden states the model had on the original subwords.", trains=True)
+def tokdist_rows(ctx: MethodContext) -> MethodOutput:
+    return _train(ctx, "tokdist", ("distill",))
+
+
+@register("tokdist_antp", "Token Distillation + αNTP",
+          "Token Distillation plus next-token loss auto-weighted to the distillation loss's size.", trains=True)
+def tokdist_antp_rows(ctx: MethodContext) -> MethodOutput:
+    return _train(ctx, "tokdist_antp", ("distill", "ntp"))
