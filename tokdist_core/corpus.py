@@ -131,6 +131,7 @@ _RE_CAPTION_LINE = re.compile(
 _RE_TABLE_LINE = re.compile(r"^\s*(?:\{\||\|\}|\|-|\||!)[^\n]*$", re.M)
 _RE_PARAGRAPHS = re.compile(r"\n\s*\n")
 _MIN_PARAGRAPH_CHARS = 80
+_WIKI_LEFTOVERS = ("{{", "}}", "[[", "]]", "{|", "|}", "<ref", "</ref", "thumb|")
 
 
 def _loop_sub(pattern: re.Pattern[str], text: str, repl: str = "") -> str:
@@ -176,8 +177,11 @@ def _clean_wikitext(raw: str) -> list[str]:
     for block in _RE_PARAGRAPHS.split(text):
         para = _collapse(block)
         # Short blocks are headings, list stubs or leftovers; real prose paragraphs are longer.
-        if len(para) >= _MIN_PARAGRAPH_CHARS and " " in para and not para.startswith(("|", "!", "{")):
-            paragraphs.append(para)
+        if len(para) < _MIN_PARAGRAPH_CHARS or " " not in para or para.startswith(("|", "!", "{")):
+            continue
+        if any(mark in para for mark in _WIKI_LEFTOVERS):
+            continue  # unbalanced markup the parser could not strip: drop the paragraph, not half of it
+        paragraphs.append(para)
     return paragraphs
 
 

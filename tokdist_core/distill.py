@@ -144,7 +144,7 @@ class TeacherCache:
             ids[i, : len(s.token_ids)] = torch.tensor(s.token_ids)
             mask[i, : len(s.token_ids)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        cache = DynamicCache(config=lm.model.config)
+        cache = DynamicCache()  # full layers: sliding-window layers would drop prefix keys we slice
         with autocast_for(device, self.mixed_precision != "no"):
             hidden, final = decoder_forward(
                 lm.model, embed_ids(lm.model, ids), mask, self.layer, cache=cache, run_to_end=self.with_final
@@ -200,7 +200,7 @@ def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) ->
         valid[i, : s + 1] = True
     cache = None
     if prefix:
-        cache = DynamicCache(config=lm.model.config)
+        cache = DynamicCache()  # full layers: sliding-window layers would drop prefix keys we slice
         for layer in range(len(items[0].keys)):
             ks, vs = [], []
             for it in items:

@@ -1,0 +1,85 @@
+"""Shared fixtures: the real SmolLM2 tokenizer, tiny in-process models built on it, the bundled model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+from tokdist_core import models
+from tokdist_core.models import LoadedModel
+from tokdist_core.snippet import Snippet
+from tokdist_core.vocab import check_new_word
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    folder = models._dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"])
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def make_tiny(tokenizer, kind: str = "tied", seed: int = 0) -> LoadedModel:
+    """A 2-layer model over the real tokenizer. kind: tied | untied | padded | gemma."""
+    torch.manual_seed(seed)
+    vocab = len(tokenizer) + (64 if kind == "padded" else 0)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                  bos_token_id=tokenizer.bos_token_id)
+    if kind == "gemma":
+        config = Gemma3TextConfig(head_dim=8, sliding_window=16, final_logit_softcapping=30.0,
+                                  tie_word_embeddings=True, **common)
+        model = Gemma3ForCausalLM(config)
+    else:
+        config = LlamaConfig(tie_word_embeddings=kind != "untied", **common)
+        model = LlamaForCausalLM(config)
+    model.config._attn_implementation = "sdpa"
+    model.eval().requires_grad_(False)
+    return LoadedModel(name=f"tiny-{kind}", model=model, tokenizer=tokenizer, device=torch.device("cpu"),
+                       source=f"test:tiny-{kind}")
+
+
+@pytest.fixture(params=["tied", "untied", "padded", "gemma"])
+def tiny_any(request, tokenizer) -> LoadedModel:
+    return make_tiny(tokenizer, request.param)
+
+
+@pytest.fixture
+def tiny(tokenizer) -> LoadedModel:
+    return make_tiny(tokenizer, "tied")
+
+
+TEXTS = [
+    "The injured man was taken to hospital in a Krankenwagen after the crash near Berlin yesterday evening.",
+    "A Krankenwagen arrived within minutes, and the paramedics treated everyone at the scene.",
+    "Nobody expected the Krankenwagen to be late, but the snow blocked every road into town.",
+    "They call it Schadenfreude, the pleasure derived from another person's misfortune, as the article explains.",
+    "He felt a little Schadenfreude when his rival's car broke down on the way to the race.",
+    "Critics say Schadenfreude is common in politics, where every mistake is celebrated by opponents.",
+]
+
+
+def snippets_for(tokenizer, word: str, texts=TEXTS) -> list[Snippet]:
+    split = check_new_word(tokenizer, word)
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        for i in range(len(ids)):
+            if tuple(ids[i : i + len(split.ids)]) == split.ids:
+                out.append(Snippet(split.word, tuple(ids), i, len(split.ids), "test"))
+                break
+    return out
+
+
+@pytest.fixture
+def two_words(tokenizer):
+    words = [" Krankenwagen", " Schadenfreude"]
+    splits = [check_new_word(tokenizer, w) for w in words]
+    snippets = [s for w in words for s in snippets_for(tokenizer, w)]
+    assert len(snippets) == 6
+    return splits, snippets

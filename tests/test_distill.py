@@ -1,0 +1,166 @@
+"""Distillation on tiny in-process models: alignment, losses, cache reuse, frozen weights, cancel."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from tokdist_core.distill import (
+    DistillationCancelled,
+    DistillationConfig,
+    DistillationTrainer,
+    TeacherCache,
+    _student_batch,
+    fit_output_rows,
+)
+from tokdist_core.forward import decoder_forward, embed_ids, output_logits
+from tokdist_core.methods import subword_rows
+from tokdist_core.methods.base import MethodContext
+from tokdist_core.snippet import Snippet
+
+
+def _init(lm, splits):
+    return subword_rows(MethodContext(lm=lm, splits=splits, train_snippets=[], config=DistillationConfig()))
+
+
+def _reference_mse(lm, snippet: Snippet, row: torch.Tensor, layer: int) -> float:
+    """Full forward passes, no cache: the definition of the aligned loss."""
+    student_ids = torch.tensor([list(snippet.prefix) + [0] + list(snippet.suffix)])
+    embeds = embed_ids(lm.model, student_ids)
+    embeds[0, snippet.start] = row * getattr(lm.model.get_input_embeddings(), "embed_scale", 1.0)
+    out = lm.model(inputs_embeds=embeds, output_hidden_states=True).hidden_states[layer]
+    ref = lm.model(input_ids=torch.tensor([snippet.token_ids]), output_hidden_states=True).hidden_states[layer]
+    student = out[0, snippet.start :]
+    teacher = ref[0, snippet.start + snippet.n_subwords - 1 :]
+    return float((student - teacher).pow(2).mean())
+
+
+@pytest.mark.parametrize("layer", [-1, 1])
+def test_cached_student_loss_equals_full_forward(tiny_any, two_words, layer):
+    lm = tiny_any
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    cache = TeacherCache(lm, snippets, words, layer, with_final=False, batch_size=4)
+    init = _init(lm, splits)
+    trainer = DistillationTrainer(lm, words, DistillationConfig(target_layer=layer), cache)
+    batch = _student_batch(lm, cache.items, need_targets=True)
+    with torch.no_grad():
+        _, per_row = trainer._loss(init, batch)
+    hf_layer = layer if layer >= 0 else lm.num_layers
+    for item, got in zip(cache.items, per_row.tolist()):
+        expected = _reference_mse(lm, item.snippet, init[item.word_index], hf_layer)
+        assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_alignment_pairs_new_token_with_last_subword(tiny, two_words):
+    splits, snippets = two_words
+    cache = TeacherCache(tiny, snippets, [s.word for s in splits], -1, with_final=False)
+    for item in cache.items:
+        s = item.snippet
+        # targets: the teacher's last subword position and every position after it, nothing before
+        assert item.targets.shape[0] == len(s.suffix) + 1 == s.student_length() - s.start
+        assert item.keys[0].shape[1] == s.start  # prefix key/values only
+        full = tiny.model(input_ids=torch.tensor([s.token_ids]), output_hidden_states=True).hidden_states[-1][0]
+        torch.testing.assert_close(item.targets, full[s.start + s.n_subwords - 1 :], rtol=1e-4, atol=1e-5)
+
+
+def test_pad_equal_to_eos_inside_snippet_is_still_trained(tiny, tokenizer):
+    # pad == eos for SmolLM2; an eos id inside the text must count as a real position.
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    word = " Krankenwagen"
+    from tokdist_core.vocab import check_new_word
+
+    split = check_new_word(tokenizer, word)
+    eos = tokenizer.eos_token_id
+    ids = (11, 22, 33) + split.ids + (eos, 44, eos)
+    snippet = Snippet(word, ids, 3, len(split.ids), "test")
+    cache = TeacherCache(tiny, [snippet], [word], -1, with_final=False)
+    batch = _student_batch(tiny, cache.items, need_targets=True)
+    assert int(batch.valid.sum()) == 4  # new token + three suffix tokens, two of them equal to pad
+
+
+@pytest.mark.parametrize("losses", [("distill",), ("ntp",), ("distill", "ntp")])
+def test_training_lowers_loss_and_leaves_model_bit_identical(tiny_any, two_words, losses):
+    lm = tiny_any
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    cache = TeacherCache(lm, snippets, words, -1, with_final="ntp" in losses)
+    config = DistillationConfig(epochs=15, batch_size=4, learning_rate=5e-2, losses=losses)
+    output_rows = None if lm.tied else torch.zeros(len(words), lm.hidden_size)
+    trainer = DistillationTrainer(lm, words, config, cache, output_rows=output_rows)
+    steps = []
+    result = trainer.train(_init(lm, splits), callback=steps.append)
+    assert len(steps) == steps[0].total_steps == 15 * 2
+    assert set(steps[-1].word_losses) <= set(words)
+    assert steps[-1].loss < steps[0].loss
+    assert all(math.isfinite(s.loss) for s in steps)
+    assert set(result.rows) == set(words)
+    for key, value in lm.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_cancel_stops_between_steps(tiny, two_words):
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    cache = TeacherCache(tiny, snippets, words, -1, with_final=False)
+    trainer = DistillationTrainer(tiny, words, DistillationConfig(epochs=50, batch_size=2), cache)
+    cancel = threading.Event()
+    seen = []
+
+    def on_step(record):
+        seen.append(record.step)
+        if record.step == 3:
+            cancel.set()
+
+    with pytest.raises(DistillationCancelled, match="3 of 150"):
+        trainer.train(_init(tiny, splits), callback=on_step, cancel=cancel)
+    assert seen == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("learning_rate", 0.0), ("learning_rate", -1.0), ("learning_rate", float("nan")), ("learning_rate", float("inf")),
+     ("epochs", 0), ("batch_size", 0), ("epochs", 2.5), ("losses", ()), ("losses", ("mse",)),
+     ("mixed_precision", "fp8"), ("target_layer", 3), ("target_layer", -4)],
+)
+def test_bad_hyperparameters_are_rejected(tiny, field, value):
+    config = DistillationConfig(**{field: value})
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        config.validate(tiny)
+
+
+def test_output_rows_fit_raises_new_token_probability(tokenizer, two_words):
+    from tests.conftest import make_tiny
+
+    lm = make_tiny(tokenizer, "untied")
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    cache = TeacherCache(lm, snippets, words, -1, with_final=True)
+    init = torch.zeros(len(words), lm.hidden_size)
+    fitted = fit_output_rows(lm, cache, init, steps=100, learning_rate=5e-2)
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
+
+    def mean_logprob(rows):
+        vals = []
+        for item in cache.items:
+            logits = output_logits(lm.model, item.prefix_final[-1:], rows)
+            vals.append(float(logits.log_softmax(-1)[0, vocab + item.word_index]))
+        return sum(vals) / len(vals)
+
+    assert mean_logprob(fitted) > mean_logprob(init) + 1.0
+
+
+def test_decoder_forward_stops_early(tiny):
+    ids = torch.tensor([[5, 6, 7, 8]])
+    mask = torch.ones_like(ids)
+    h1, final = decoder_forward(tiny.model, embed_ids(tiny.model, ids), mask, 1)
+    ref = tiny.model(input_ids=ids, output_hidden_states=True).hidden_states
+    assert final is None
+    torch.testing.assert_close(h1, ref[1])
+    h1b, final_b = decoder_forward(tiny.model, embed_ids(tiny.model, ids), mask, 1, run_to_end=True)
+    torch.testing.assert_close(h1b, ref[1])
+    torch.testing.assert_close(final_b, ref[-1])
