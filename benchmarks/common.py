@@ -1,0 +1,58 @@
+"""Shared helpers for the benchmarks: matmul peak, FLOP counting, memory, JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+import time
+
+import torch
+
+PAPER_WORDS = ["Agassi", "Schopenhauer", "alchemy", "Andorra", "alkanes", "Aberdeen", "anarchism", "Aruba"]
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 (CPU) or bf16 (CUDA) dense matmul throughput on an n x n problem."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def layer_flops_per_token(lm) -> float:
+    """Forward FLOPs per token of the decoder layers (2 x non-embedding matmul parameters)."""
+    params = sum(p.numel() for layer in lm.model.get_decoder().layers for p in layer.parameters() if p.ndim == 2)
+    return 2.0 * params
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    out = {"host_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def environment(device: torch.device) -> dict:
+    env = {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "machine": platform.machine(), "device": str(device)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def emit(result: dict) -> None:
+    print(json.dumps(result, indent=2, ensure_ascii=False))
