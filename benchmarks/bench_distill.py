@@ -13,7 +13,14 @@ import time
 
 import torch
 
-from benchmarks.common import PAPER_WORDS, emit, environment, layer_flops_per_token, matmul_peak_gflops, peak_memory_mb
+from benchmarks.common import (
+    PAPER_WORDS,
+    emit,
+    environment,
+    layer_flops_per_token,
+    matmul_peak_gflops,
+    peak_memory_mb,
+)
 from tokdist_core.api import TokenDistillation
 from tokdist_core.distill import DistillationConfig, DistillationTrainer, TeacherCache
 from tokdist_core.evaluate import heldout_metrics
