@@ -164,3 +164,21 @@ def test_decoder_forward_stops_early(tiny):
     h1b, final_b = decoder_forward(tiny.model, embed_ids(tiny.model, ids), mask, 1, run_to_end=True)
     torch.testing.assert_close(h1b, ref[1])
     torch.testing.assert_close(final_b, ref[-1])
+
+
+def test_evaluator_and_trainer_agree_on_hidden_mse(tiny_any, two_words):
+    # Two independent code paths (cached student vs. full forward in evaluate) must give the same number.
+    from tokdist_core.evaluate import heldout_metrics
+    from tokdist_core.rows import NewTokenRows
+
+    lm = tiny_any
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    snippet = snippets[0]
+    cache = TeacherCache(lm, [snippet], words, -1, with_final=False)
+    init = _init(lm, splits)
+    trainer = DistillationTrainer(lm, words, DistillationConfig(), cache)
+    with torch.no_grad():
+        loss, _ = trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))
+    report = heldout_metrics(lm, [NewTokenRows("subword_mean", words, init)], [snippet])
+    assert report["subword_mean"][snippet.word]["hidden_mse"] == pytest.approx(float(loss), rel=1e-4)
