@@ -429,7 +429,9 @@ def iter_documents(
     or a list of these. Sources are validated now (a missing file raises ``CorpusError`` at the call, not at
     the first ``next``). ``max_documents`` caps the total; HF datasets are capped at ``HF_MAX_DOCUMENTS`` each.
     """
-    if max_documents is not None and (not isinstance(max_documents, int) or max_documents < 1):
+    if max_documents is not None and (
+        isinstance(max_documents, bool) or not isinstance(max_documents, int) or max_documents < 1
+    ):
         raise CorpusError(f"max_documents must be a positive integer or None, got {max_documents!r}.")
     if not isinstance(text_column, str) or not text_column:
         raise CorpusError("text_column must be a non-empty column name.")

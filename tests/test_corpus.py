@@ -1,0 +1,422 @@
+"""Contexts: text sources, Aho-Corasick mining, windows, train/held-out split and generated snippets.
+
+Runs on real components: the SmolLM2 tokenizer/model from the bundled GGUF, the bundled gensim corpus,
+real temp files read through `datasets`.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.metadata
+import json
+import re
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tokdist_core import corpus, models
+from tokdist_core.corpus import CorpusError, WordContexts
+from tokdist_core.vocab import check_new_word, split_word
+
+WORD = " Krankenwagen"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(models._dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return models.load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bundled_docs():
+    return list(corpus.iter_documents("bundled"))
+
+
+def _filler(i: int) -> str:
+    # Distinct prose so windows never deduplicate by accident.
+    return f"Report number {i} describes the weather, the roads and the people of town {i}."
+
+
+def _check_snippet(snip, split, snippet_len: int) -> None:
+    assert snip.word == split.word
+    assert snip.token_ids[snip.start : snip.start + split.n_subwords] == split.ids
+    assert snip.n_subwords == split.n_subwords
+    assert len(snip.token_ids) <= snippet_len
+
+
+# ------------------------------------------------------------------------------------------ bundled corpus
+
+
+def test_bundled_corpus_is_clean_english(bundled_docs):
+    stats = corpus.corpus_stats("bundled")
+    by = stats["by_source"]
+    assert (
+        set(by) == set(corpus.BUNDLED_SOURCES) == {"bundled:lee_background", "bundled:lee", "bundled:enwiki"}
+    )
+    assert by["bundled:lee_background"]["documents"] == 300
+    assert by["bundled:lee"]["documents"] == 50
+    assert by["bundled:enwiki"]["documents"] > 1000  # one document per paragraph of 106 articles
+    assert stats["chars"] > 2_500_000 and stats["documents"] == len(bundled_docs)
+    wiki = "\n".join(t for label, t in bundled_docs if label == "bundled:enwiki")
+    for markup in ("[[", "]]", "{{", "}}", "<ref", "</ref", "{|", "|}", "Category:", "thumb|", "'''"):
+        assert markup not in wiki, markup
+    assert "Autism is a neurodevelopmental disorder" in wiki
+    # Cached: a second read is instant.
+    t0 = time.perf_counter()
+    assert corpus.corpus_stats("bundled")["documents"] == stats["documents"]
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_bundled_missing_gensim_has_install_hint(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(corpus.importlib.metadata, "distribution", missing)
+    with pytest.raises(CorpusError, match=r"pip install --no-deps gensim==4\.4\.0"):
+        corpus.iter_documents("bundled")
+    assert corpus.bundled_available() is False
+
+
+# ------------------------------------------------------------------------------------------ mining rules
+
+
+def test_boundary_rule_mid_sentence(tokenizer):
+    split = check_new_word(tokenizer, WORD)
+    docs = [
+        ("t:plural", _filler(1) + " Two Krankenwagens came down the street. " + _filler(2)),
+        ("t:ok_dot", _filler(3) + " Then the Krankenwagen. " + _filler(4)),
+        ("t:ok_comma", _filler(5) + " A Krankenwagen, loud and fast. " + _filler(6)),
+        ("t:glued_left", _filler(7) + " xKrankenwagen drove by. " + _filler(8)),
+        ("t:underscore", _filler(9) + " _Krankenwagen drove by. " + _filler(10)),
+        ("t:no_space", _filler(11) + ' "Krankenwagen" drove by. ' + _filler(12)),
+        ("t:digit", _filler(13) + " the Krankenwagen2 drove by. " + _filler(14)),
+    ]
+    snippets = corpus.mine_snippets(docs, tokenizer, [split], snippet_len=40)[WORD]
+    assert sorted(s.source for s in snippets) == ["t:ok_comma", "t:ok_dot"]
+    for snip in snippets:
+        _check_snippet(snip, split, 40)
+        text = tokenizer.decode(snip.token_ids)
+        assert re.search(r" Krankenwagen[.,]", text)
+
+
+def test_boundary_rule_word_initial_and_tokenization_check(tokenizer):
+    initial = split_word(tokenizer, "Krankenwagen")
+    docs = [
+        ("t:doc_start", "Krankenwagen are fast. " + _filler(1) + " " + _filler(10)),
+        ("t:quote", _filler(2) + ' He said "Krankenwagen" twice. ' + _filler(3)),
+        ("t:newline", _filler(4) + "\nKrankenwagen everywhere. " + _filler(5)),
+        ("t:space", _filler(6) + " Krankenwagen with a space is the other form. " + _filler(7)),
+        ("t:glued", _filler(8) + " theKrankenwagen. " + _filler(9)),
+    ]
+    snippets = corpus.mine_snippets(docs, tokenizer, [initial], snippet_len=30)["Krankenwagen"]
+    assert sorted(s.source for s in snippets) == ["t:doc_start", "t:newline", "t:quote"]
+    at_start = next(s for s in snippets if s.source == "t:doc_start")
+    assert at_start.start == 0 and len(at_start.token_ids) == 30  # window filled after the word
+    for snip in snippets:
+        _check_snippet(snip, initial, 30)
+
+    # The boundary rule accepts "'llama" (apostrophe is not a letter), but byte-level BPE reads "'ll" as a
+    # contraction: context ids differ from the standalone split, so that occurrence must be rejected.
+    llama = split_word(tokenizer, "llama")
+    docs = [("t:apostrophe", _filler(1) + " O'llama again. " + _filler(2)),
+            ("t:paren", _filler(3) + " the (llama) again. " + _filler(4))]  # fmt: skip
+    got = corpus.mine_snippets(docs, tokenizer, [llama], snippet_len=30)["llama"]
+    assert [s.source for s in got] == ["t:paren"]
+
+
+def test_window_centering_and_document_edges(tokenizer):
+    split = check_new_word(tokenizer, WORD)
+    n = split.n_subwords
+    long_before = " ".join(_filler(i) for i in range(10))
+    docs = [
+        ("t:middle", long_before + " The Krankenwagen arrived. " + long_before),
+        ("t:near_start", "A Krankenwagen arrived. " + long_before),
+        ("t:near_end", long_before + " at last a Krankenwagen"),
+        ("t:short", "One Krankenwagen only."),
+    ]
+    got = {s.source: s for s in corpus.mine_snippets(docs, tokenizer, [split], snippet_len=50)[WORD]}
+    assert set(got) == {"t:middle", "t:near_start", "t:near_end", "t:short"}
+    for snip in got.values():
+        _check_snippet(snip, split, 50)
+    assert len(got["t:middle"].token_ids) == 50 and got["t:middle"].start == (50 - n) // 2
+    assert got["t:near_start"].start == 1 and len(got["t:near_start"].token_ids) == 50
+    assert got["t:near_end"].start == 50 - n and len(got["t:near_end"].suffix) == 0
+    short = got["t:short"]
+    assert tokenizer.decode(short.token_ids) == "One Krankenwagen only."
+
+
+def test_mining_bundled_structure_determinism_and_seed(tokenizer, bundled_docs):
+    words = [" Afghanistan", " anarchism", " government", " Aristotle", WORD]
+    splits = [split_word(tokenizer, w) for w in words]
+    a = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=0)
+    b = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=0)
+    c = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=1)
+    assert list(a) == words and a == b
+    assert a[WORD] == []  # absent from the corpus: present as an empty list, never dropped
+    for split in splits[:4]:
+        snippets = a[split.word]
+        assert len(snippets) == 20
+        assert len({s.token_ids for s in snippets}) == 20  # deduplicated
+        full = [s for s in snippets if len(s.token_ids) == 50]
+        assert len(full) >= 15
+        want_before = (50 - split.n_subwords) // 2
+        for snip in snippets:
+            _check_snippet(snip, split, 50)
+            assert snip.source.startswith("bundled:")
+            # Word in the middle, unless a document edge is closer: then the window runs up to that edge.
+            if snip.start < want_before:
+                prefix = tokenizer.decode(snip.prefix)
+                assert any(t.startswith(prefix) for _, t in bundled_docs)
+            elif snip.start > want_before:
+                suffix = tokenizer.decode(snip.suffix)
+                assert any(t.endswith(suffix) for _, t in bundled_docs)
+        assert {s.token_ids for s in c[split.word]} != {s.token_ids for s in snippets}
+    # A word's selection does not depend on the other words requested.
+    alone = corpus.mine_snippets(
+        bundled_docs, tokenizer, [splits[0]], snippet_len=50, max_per_word=20, seed=0
+    )
+    assert alone[words[0]] == a[words[0]]
+
+
+def test_mining_timing_100_words(tokenizer, bundled_docs, capsys):
+    text = " ".join(t for _, t in bundled_docs)
+    counts = collections.Counter(re.findall(r"(?<= )[A-Za-z]{4,}(?=[ .,;])", text))
+    splits = []
+    for word, _ in counts.most_common(3000):
+        s = split_word(tokenizer, " " + word)
+        if s.n_subwords >= 2:
+            splits.append(s)
+        if len(splits) == 100:
+            break
+    frequent = [split_word(tokenizer, " " + w) for w, _ in counts.most_common(100)]
+    t0 = time.perf_counter()
+    res_multi = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=35)
+    t1 = time.perf_counter()
+    res_freq = corpus.mine_snippets(bundled_docs, tokenizer, frequent, snippet_len=50, max_per_word=35)
+    t2 = time.perf_counter()
+    with capsys.disabled():
+        print(
+            f"\n[timing] mine 100 multi-subword words: {t1 - t0:.2f}s, {sum(map(len, res_multi.values()))} snippets;"
+            f" 100 most frequent words: {t2 - t1:.2f}s, {sum(map(len, res_freq.values()))} snippets"
+        )
+    assert all(len(v) == 35 for v in res_freq.values())
+
+
+# ------------------------------------------------------------------------------------------ file sources
+
+
+def test_local_files_txt_jsonl_json_parquet_and_folder(tmp_path):
+    txt = tmp_path / "notes.txt"
+    long_line = "This long line is a whole document on its own. " * 6
+    txt.write_text(
+        "First paragraph, hard\nwrapped over two lines.\n\nSecond paragraph.\n\n"
+        + f"{long_line}\n{long_line}x\n",
+        encoding="utf-8",
+    )
+    docs = list(corpus.iter_documents(str(txt)))
+    assert docs[0] == ("file:notes.txt", "First paragraph, hard wrapped over two lines.")
+    assert docs[1] == ("file:notes.txt", "Second paragraph.")
+    assert len(docs) == 4  # the two long lines are two documents
+
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"body": f"doc {i}", "id": i}) for i in range(3)), encoding="utf-8")
+    assert [t for _, t in corpus.iter_documents(str(jsonl), text_column="body")] == [
+        "doc 0",
+        "doc 1",
+        "doc 2",
+    ]
+    with pytest.raises(CorpusError, match=r"no column 'text'.*body, id"):
+        list(corpus.iter_documents(str(jsonl)))
+
+    js = tmp_path / "b.json"
+    js.write_text(json.dumps([{"text": "json one"}, {"text": "json two"}]), encoding="utf-8")
+    pq_path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": ["parquet one", None, "parquet two"]}), pq_path)
+    got = list(corpus.iter_documents([str(js), str(pq_path)]))
+    assert got == [
+        ("file:b.json", "json one"),
+        ("file:b.json", "json two"),
+        ("file:c.parquet", "parquet one"),
+        ("file:c.parquet", "parquet two"),
+    ]
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "x.txt").write_text("Folder text one.", encoding="utf-8")
+    (folder / "skip.bin").write_bytes(b"\x00\x01")
+    assert list(corpus.iter_documents(str(folder))) == [("file:x.txt", "Folder text one.")]
+    assert len(list(corpus.iter_documents([str(folder), str(txt)], max_documents=3))) == 3
+
+
+def test_source_errors(tmp_path):
+    with pytest.raises(CorpusError, match="missing.txt"):
+        corpus.iter_documents(str(tmp_path / "missing.txt"))  # raised at the call, not lazily
+    bad = tmp_path / "data.xlsx"
+    bad.write_bytes(b"x")
+    with pytest.raises(CorpusError, match="Unsupported file type"):
+        corpus.iter_documents(str(bad))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CorpusError, match="no readable text files"):
+        corpus.iter_documents(str(empty))
+    with pytest.raises(CorpusError, match="collect_contexts"):
+        corpus.iter_documents("auto")
+    with pytest.raises(CorpusError, match="No data source"):
+        corpus.iter_documents([])
+    with pytest.raises(CorpusError, match="Bad dataset spec"):
+        corpus.iter_documents("hf:")
+    assert issubclass(CorpusError, ValueError)
+    assert corpus.parse_hf_spec("hf:wikitext:wikitext-2-raw-v1:validation") == corpus._HFSpec(
+        "wikitext", "wikitext-2-raw-v1", "validation"
+    )
+
+
+def test_hf_streaming_local_standin(tmp_path):
+    folder = tmp_path / "my_dataset"
+    (folder / "data").mkdir(parents=True)
+    rows = [f"Streaming document {i} mentions a Krankenwagen." for i in range(30)]
+    pq.write_table(pa.table({"content": rows, "n": list(range(30))}), folder / "data" / "train.parquet")
+    spec = f"hf:{folder}"
+    docs = list(corpus.iter_documents(spec, text_column="content", max_documents=12))
+    assert len(docs) == 12 and docs[0] == (spec, rows[0])
+    assert len(list(corpus.iter_documents(spec, text_column="content"))) == 30
+    with pytest.raises(CorpusError, match=r"no column 'text'.*content, n"):
+        list(corpus.iter_documents(spec))
+    direct = list(corpus.iter_hf_dataset(str(folder), split="train", text_column="content", max_documents=5))
+    assert direct == docs[:5]
+
+
+def test_hf_unknown_dataset_clear_error(monkeypatch):
+    # Offline mode makes the hub failure immediate instead of retrying for ~25 s.
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CorpusError, match="tokdist-nonexistent/dataset-xyz"):
+        list(corpus.iter_documents("hf:tokdist-nonexistent/dataset-xyz"))
+
+
+# ------------------------------------------------------------------------------------------ split rule
+
+
+def _fake(i: int) -> corpus.Snippet:
+    return corpus.Snippet(WORD, (i, 1, 2), 1, 1, "t")
+
+
+@pytest.mark.parametrize(
+    ("k", "want"),
+    [(40, (25, 10)), (35, (25, 10)), (14, (10, 4)), (2, (1, 1)), (1, (1, 0)), (0, (0, 0))],
+)
+def test_split_train_heldout_proportional(k, want):
+    snippets = [_fake(i) for i in range(k)]
+    train, heldout = corpus.split_train_heldout(snippets, 25, 10)
+    assert (len(train), len(heldout)) == want
+    assert heldout == snippets[: len(heldout)]
+    assert not set(train) & set(heldout)
+
+
+# ------------------------------------------------------------------------------------------ generation
+
+
+def test_generate_snippets_deterministic_and_start_with_word(lm):
+    split = check_new_word(lm.tokenizer, WORD)
+    a = corpus.generate_snippets(lm, split, n=3, snippet_len=16, seed=0)
+    b = corpus.generate_snippets(lm, split, n=3, snippet_len=16, seed=0)
+    c = corpus.generate_snippets(lm, split, n=3, snippet_len=16, seed=1)
+    assert a == b and a != c and len(a) == 3
+    bos = lm.tokenizer.bos_token_id
+    for snip in a:
+        _check_snippet(snip, split, 16)
+        assert snip.source == "generated" and snip.start == 1 and snip.token_ids[0] == bos
+        assert lm.tokenizer.eos_token_id not in snip.token_ids
+        nxt = lm.tokenizer.decode(
+            snip.token_ids[snip.start + split.n_subwords : snip.start + split.n_subwords + 1]
+        )
+        assert nxt and not nxt[0].isalnum()  # the word stays a whole word
+
+
+# ------------------------------------------------------------------------------------------ collect_contexts
+
+
+def test_collect_contexts_bundled_split_problem_and_determinism(lm):
+    splits = [split_word(lm.tokenizer, " Afghanistan"), check_new_word(lm.tokenizer, WORD)]
+    events = []
+    kwargs = dict(data="bundled", snippets_per_token=6, heldout_per_token=3, snippet_len=40)
+    a = corpus.collect_contexts(lm, splits, seed=0, progress=lambda f, m: events.append((f, m)), **kwargs)
+    b = corpus.collect_contexts(lm, splits, seed=0, **kwargs)
+    c = corpus.collect_contexts(lm, splits, seed=5, **kwargs)
+    afg = a[" Afghanistan"]
+    assert isinstance(afg, WordContexts) and afg.problem is None and afg.note is None
+    assert (len(afg.train), len(afg.heldout)) == (6, 3)
+    assert not {s.token_ids for s in afg.train} & {s.token_ids for s in afg.heldout}
+    assert sum(afg.sources.values()) == 9 and all(k.startswith("bundled:") for k in afg.sources)
+    assert a == b
+    assert {s.token_ids for s in c[" Afghanistan"].heldout} != {s.token_ids for s in afg.heldout}
+    missing = a[WORD]
+    assert missing.train == [] and missing.heldout == [] and missing.sources == {}
+    assert missing.problem and "no occurrences" in missing.problem
+    assert events and events[-1][0] == 1.0 and all(0.0 <= f <= 1.0 for f, _ in events)
+
+
+def test_collect_contexts_auto_tops_up_with_generation(lm, tokenizer, bundled_docs):
+    # A word the corpus has only once or twice: auto mixes corpus and generated snippets.
+    text = " ".join(t for _, t in bundled_docs)
+    rare = next(
+        w
+        for w in ("Wollongong", "Goulburn", "Shellharbour", "Cessnock")
+        if 1 <= len(re.findall(rf"(?<= ){w}(?![A-Za-z0-9])", text)) <= 2
+    )
+    splits = [check_new_word(lm.tokenizer, " " + rare), check_new_word(lm.tokenizer, WORD)]
+    out = corpus.collect_contexts(
+        lm, splits, data="auto", snippets_per_token=3, heldout_per_token=1, snippet_len=16
+    )
+    absent = out[WORD]
+    assert absent.problem is None and absent.sources == {"generated": 4}
+    assert (len(absent.train), len(absent.heldout)) == (3, 1)
+    mixed = out[" " + rare]
+    assert mixed.problem is None and sum(mixed.sources.values()) == 4
+    assert mixed.sources.get("generated", 0) >= 2 and any(k.startswith("bundled:") for k in mixed.sources)
+    for ctx, split in zip(out.values(), splits, strict=True):
+        for snip in ctx.train + ctx.heldout:
+            _check_snippet(snip, split, 16)
+
+
+def test_collect_contexts_from_file_and_shortfall_note(lm, tmp_path):
+    path = tmp_path / "few.jsonl"
+    lines = [f"Report {i}: a Krankenwagen drove past house number {i} at noon." for i in range(4)]
+    path.write_text("\n".join(json.dumps({"text": t}) for t in lines), encoding="utf-8")
+    split = check_new_word(lm.tokenizer, WORD)
+    out = corpus.collect_contexts(lm, [split], data=str(path), snippets_per_token=10, heldout_per_token=5)
+    ctx = out[WORD]
+    assert ctx.problem is None and ctx.note and "only 4 of 15" in ctx.note
+    assert (len(ctx.train), len(ctx.heldout)) == (3, 1)
+    assert ctx.sources == {"file:few.jsonl": 4}
+
+
+def test_collect_contexts_validation(lm):
+    split = check_new_word(lm.tokenizer, WORD)  # 5 subwords
+    with pytest.raises(ValueError, match="too short"):
+        corpus.collect_contexts(lm, [split], data="bundled", snippet_len=6)
+    with pytest.raises(ValueError, match="limit of 1024"):
+        corpus.collect_contexts(lm, [split], data="bundled", snippet_len=2048)
+    with pytest.raises(ValueError, match="snippets_per_token"):
+        corpus.collect_contexts(lm, [split], data="bundled", snippets_per_token=0)
+    with pytest.raises(ValueError, match="heldout_per_token"):
+        corpus.collect_contexts(lm, [split], data="bundled", heldout_per_token=1001)
+    with pytest.raises(ValueError, match="twice"):
+        corpus.collect_contexts(lm, [split, split], data="bundled")
+    with pytest.raises(ValueError, match="No words"):
+        corpus.collect_contexts(lm, [], data="bundled")
+    with pytest.raises(CorpusError, match="nope.txt"):
+        corpus.collect_contexts(lm, [split], data="nope.txt")
+    assert corpus._parse_data("auto") == (["bundled"], True, True)
+    assert corpus._parse_data(["generated", "a.txt", "hf:x"]) == (["a.txt", "hf:x"], True, False)
