@@ -16,8 +16,6 @@ from tokdist_core.models import LoadedModel
 from tokdist_core.snippet import Snippet
 from tokdist_core.vocab import check_new_word
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
-
 
 @pytest.fixture(scope="session")
 def tokenizer():

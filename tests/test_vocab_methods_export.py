@@ -62,7 +62,10 @@ def test_word_list_reports_every_rejection():
     assert [r[1].split()[0] for r in rejected] == ["duplicate", "'bad\\x07word'"]
 
 
-def test_unknown_model_names_what_was_tried():
+def test_unknown_model_names_what_was_tried(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once instead of retrying
     with pytest.raises(ModelLoadError, match="not a bundled name.*not a local folder"):
         load_model("no-such-org/definitely-not-a-model-xyz")
     with pytest.raises(ModelLoadError):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from . import corpus
-from .distill import DistillationConfig, StepRecord, TeacherCache, fit_output_rows
+from .distill import DistillationCancelled, DistillationConfig, StepRecord, TeacherCache, fit_output_rows
 from .evaluate import heldout_metrics
 from .methods import METHOD_NAMES, MethodContext, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
@@ -144,8 +144,6 @@ class TokenDistillation:
         histories: dict[str, list[StepRecord]] = {}
         seconds: dict[str, float] = {}
         shared_output: torch.Tensor | None = None
-        from .distill import DistillationCancelled
-
         for method in chosen:
             if cancel is not None and cancel.is_set():
                 return rows, histories, seconds, f"cancelled before {method.name}"
