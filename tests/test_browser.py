@@ -1,0 +1,179 @@
+"""Click through the real page in headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Saves a screenshot of every tab into screenshots/ (gitignored) so a person can look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("TOKDIST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+STEP_TIMEOUT_MS = 240_000  # one training step on a busy 2-core machine can take a while
+
+
+@pytest.fixture(scope="module")
+def url():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    from tokdist_core.models import ModelLoadError
+    from ui.app import build_app, launch_kwargs
+    from ui.runtime import Runtime
+
+    rt = Runtime(default_model="smollm2-135m", device="cpu")
+    try:
+        rt.model()
+    except ModelLoadError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")
+    demo = build_app(runtime=rt)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        pg.goto(url)
+        pg.locator("#split-btn").wait_for()
+        yield pg
+        context.close()
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_timeout(400)  # let plots finish their transition
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def open_tab(page, label: str) -> None:
+    page.get_by_role("tab", name=label).click()
+    page.wait_for_timeout(300)
+
+
+def close_toasts(page) -> None:
+    for button in page.locator(".toast-close").all():
+        if button.is_visible():
+            button.click()
+
+
+def test_click_through_every_tab(page):
+    try:
+        click_through(page)
+    except Exception:
+        shot(page, "99-failure")  # what the page showed when a step timed out
+        raise
+
+
+def click_through(page) -> None:
+    # Bad input first: an empty word box shows a visible error and the page stays usable.
+    page.locator("#words-input textarea").fill("")
+    page.locator("#split-btn").click()
+    page.get_by_text("Type at least one word").first.wait_for()
+    shot(page, "00-empty-words-error")
+    close_toasts(page)
+
+    # Words: the first quick demo fills every tab's settings.
+    page.get_by_text("Schopenhauer, Andorra · quick demo").first.click()
+    page.wait_for_timeout(300)
+    assert page.locator("#words-input textarea").input_value() == "Schopenhauer, Andorra"
+    page.locator("#split-btn").click()
+    page.get_by_text("can become new tokens").wait_for()
+    assert page.locator(".td-chip").count() >= 6  # 3 pieces per word
+    shot(page, "01-words")
+
+    open_tab(page, "2 · Contexts")
+    page.locator("#contexts-btn").click()
+    page.get_by_text("Snippets ready for 2 of 2").wait_for(timeout=STEP_TIMEOUT_MS)
+    assert page.locator("mark").count() >= 4
+    shot(page, "02-contexts")
+
+    open_tab(page, "3 · Distill")
+    page.locator("#train-btn").click()
+    # Mid-run: the progress bar moves and the live loss curve has at least one line.
+    page.locator("#train-progress").get_by_text(re.compile(r"step [1-9]")).wait_for(timeout=STEP_TIMEOUT_MS)
+    page.locator("#loss-plot .scatterlayer .trace").first.wait_for(timeout=STEP_TIMEOUT_MS)
+    shot(page, "03-distill-running")
+    page.get_by_text("Open the Compare tab").wait_for(timeout=STEP_TIMEOUT_MS)
+    shot(page, "03-distill-done")
+
+    # Compare fills itself after training.
+    open_tab(page, "4 · Compare")
+    page.locator("#metrics-table .td-best").first.wait_for(timeout=STEP_TIMEOUT_MS)
+    assert page.locator("#metrics-table tbody tr").count() == 6  # 2 words x 3 methods
+    shot(page, "04-compare")
+
+    open_tab(page, "5 · Generate")
+    assert "Schopenhauer" in page.locator("#prompt textarea").input_value() or \
+        "Andorra" in page.locator("#prompt textarea").input_value()
+    page.locator("#generate-btn").click()
+    page.locator(".td-card").nth(3).wait_for(timeout=STEP_TIMEOUT_MS)  # original + 3 methods
+    shot(page, "05-generate")
+
+    open_tab(page, "6 · Lens")
+    page.locator("#lens-btn").click()
+    page.get_by_text("original pieces (top-3 next)").wait_for(timeout=STEP_TIMEOUT_MS)
+    shot(page, "06-lens")
+
+    open_tab(page, "7 · Export")
+    page.locator("#export-btn").click()
+    page.get_by_text("TokenDistillation(model=").first.wait_for(timeout=STEP_TIMEOUT_MS)
+    page.locator("#rows-files a").nth(1).wait_for()  # two download links: safetensors + JSON
+    listing = page.locator("#rows-files").inner_text()
+    assert "new_rows" in listing and "safetensors" in listing, listing
+    shot(page, "07-export")
+
+
+def test_stop_button_keeps_finished_methods(page):
+    """Runs after the click-through (same page and session): a long run is stopped from the page."""
+    open_tab(page, "3 · Distill")
+    for elem, value in (("#epochs", "50"), ("#batch-size", "1")):
+        box = page.locator(f"{elem} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#train-btn").click()
+    page.locator("#train-progress").get_by_text(re.compile(r"step [2-9]")).wait_for(timeout=STEP_TIMEOUT_MS)
+    page.locator("#stop-btn").click()
+    page.get_by_text("Stopped").first.wait_for(timeout=STEP_TIMEOUT_MS)
+    page.get_by_text("Kept the methods that finished").wait_for()
+    close_toasts(page)
+    shot(page, "08-distill-stopped")
+
+
+def test_run_all_in_a_fresh_session(page):
+    """Reload = a new session; the ▶ button runs split -> contexts -> distill -> compare with an example."""
+    page.reload()
+    page.locator("#split-btn").wait_for()
+    assert page.locator(".td-chip").count() == 0  # nothing carried over from the previous session
+    page.get_by_text("aardvark, Kandahar, Wimbledon · baselines").first.click()
+    page.wait_for_timeout(300)
+    page.locator("#run-all-btn").click()
+    open_tab(page, "4 · Compare")
+    page.locator("#metrics-table .td-best").first.wait_for(timeout=STEP_TIMEOUT_MS)
+    assert page.locator("#metrics-table tbody tr").count() == 12  # 3 words x 4 methods
+    shot(page, "09-run-all-compare")

@@ -1,0 +1,142 @@
+"""build_app(...) -> gr.Blocks: the tabs in the order a user thinks, wired to per-session state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from tokdist_core.models import DEFAULT_MODEL
+
+from . import compare, contexts, distill, export, generate, lens, words
+from . import html as H
+from .figures import method_label
+from .runtime import MAX_UPLOAD_MB, Runtime, device_label
+from .state import SessionState
+
+QUEUE_MAX_SIZE = 16  # waiting jobs across all sessions before new ones are refused with a message
+
+HEADER = """
+# tokdist-studio · teach a language model new words
+Type a word the model splits into pieces, collect example sentences, and learn **one new token** for it with
+**Token Distillation**. Then compare it with simpler methods, generate text, look inside the layers and export.
+Work through the tabs from left to right; the quick demo below fills in settings that finish in under a minute on a laptop.
+"""
+
+# Quick demos that run offline on the bundled model and corpus (words that occur in it), < 1 min on 2 CPU cores.
+EXAMPLES = [
+    ["Schopenhauer, Andorra", True, "auto", 8, 4, 32, ["random", "subword_mean", "tokdist"], 6, 8, 0.01],
+    ["Tarkovsky", True, "bundled", 8, 4, 32, ["subword_mean", "ntp", "tokdist", "tokdist_antp"], 4, 8, 0.01],
+    ["aardvark, Kandahar, Wimbledon", True, "bundled", 6, 2, 32, ["random", "vocab_mean", "subword_mean", "tokdist"],
+     4, 6, 0.01],
+    ["Krankenwagen, Zeitgeist", True, "generated", 8, 4, 32, ["subword_mean", "tokdist"], 6, 8, 0.01],
+]
+
+EXAMPLE_LABELS = [
+    "Schopenhauer, Andorra · quick demo",
+    "Tarkovsky · every trained method",
+    "aardvark, Kandahar, Wimbledon · baselines",
+    "Krankenwagen, Zeitgeist · snippets written by the model",
+]
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Options for demo.launch() shared by app.py and the tests (theme and CSS live there in Gradio 6)."""
+    return {"css": H.CSS, "theme": gr.themes.Soft(primary_hue="orange"), "max_file_size": f"{MAX_UPLOAD_MB}mb"}
+
+
+def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device: str = "auto",
+              runtime: Runtime | None = None) -> gr.Blocks:
+    rt = runtime or Runtime(default_model=model, allow_any_model=allow_any_model, device=device)
+    rt.preload()
+
+    with gr.Blocks(title="tokdist-studio", delete_cache=(3600, 3600)) as demo:
+        state = gr.State(SessionState())  # deep-copied per session (a fresh stop flag each)
+        gr.Markdown(HEADER)
+        if rt.startup_error:
+            gr.HTML(f'<div class="td-banner">The model {H.esc(rt.default_model)} could not be loaded: '
+                    f"{H.esc(rt.startup_error)}<br>Where the Hugging Face Hub is reachable, start with "
+                    "<code>--model HuggingFaceTB/SmolLM2-135M-Instruct</code> (or set TOKDIST_MODEL) instead."
+                    "</div>")
+        else:
+            lm = rt.model()
+            gr.Markdown(f"<small>Model **{H.esc(lm.name)}** ({lm.num_layers} layers, hidden size {lm.hidden_size}, "
+                        f"{'tied' if lm.tied else 'untied'} embeddings) on **{H.esc(device_label(lm))}**. "
+                        "Each browser tab keeps its own words and results; the shared model is never changed.</small>")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("1 · Words", id="words", elem_id="tab-words"):
+                w = words.build(rt)
+                run_all = gr.Button("▶ Run steps 1–4 with the current settings", elem_id="run-all-btn")
+                examples_slot = gr.Column()
+            with gr.Tab("2 · Contexts", id="contexts", elem_id="tab-contexts"):
+                c = contexts.build(rt)
+            with gr.Tab("3 · Distill", id="distill", elem_id="tab-distill"):
+                d = distill.build(rt)
+            with gr.Tab("4 · Compare", id="compare", elem_id="tab-compare"):
+                cmp = compare.build(rt)
+            with gr.Tab("5 · Generate", id="generate", elem_id="tab-generate"):
+                g = generate.build(rt)
+            with gr.Tab("6 · Lens", id="lens", elem_id="tab-lens"):
+                lz = lens.build(rt)
+            with gr.Tab("7 · Export", id="export", elem_id="tab-export"):
+                ex = export.build(rt)
+        with examples_slot:
+            gr.Examples(
+                EXAMPLES,
+                inputs=[w.words, w.mid_sentence, c.source, c.snippets, c.heldout, c.snippet_len, d.methods,
+                        d.epochs, d.batch_size, d.learning_rate],
+                label="Quick demos: click one to fill every tab's settings, then press the buttons in order (or ▶ above)",
+                example_labels=EXAMPLE_LABELS,
+                examples_per_page=5,
+            )
+
+        # -- UI-only refreshes after each step (private: not part of the API) --------------------------
+        def after_split(st: SessionState):
+            choices = [(s.display, s.word) for s in st.splits]
+            value = choices[0][1] if choices else None
+            return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
+
+        def after_contexts(st: SessionState):
+            pool = max((len(ctx.heldout or ctx.train) for ctx in st.contexts.values()), default=1)
+            return gr.update(value=generate.suggest_prompt(rt, st)), gr.update(maximum=max(pool, 1), value=1)
+
+        def after_distill(st: SessionState):
+            trained = [(method_label(m), m) for m in st.rows]
+            return (gr.update(choices=trained, value=[]),
+                    gr.update(choices=trained, value=export.default_method(st)))
+
+        private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+        split_ev = words.wire(rt, w, state)
+        split_ev.success(after_split, [state], [cmp.word, lz.word], **private)
+        ctx_ev = contexts.wire(rt, c, state)
+        ctx_ev.success(after_contexts, [state], [g.prompt, lz.snippet], **private)
+        dist_ev = distill.wire(rt, d, state)
+        # Fill the Compare tab as soon as training ends, so switching tabs shows results at once.
+        dist_ev.success(after_distill, [state], [g.methods, ex.method], **private).success(
+            compare.handler_for(rt), [cmp.word, cmp.neighbours, state], compare.outputs(cmp),
+            api_visibility="private", concurrency_id="gpu")
+        compare.wire(rt, cmp, state)
+        generate.wire(rt, g, state)
+        lens.wire(rt, lz, state)
+        export.wire(rt, ex, state)
+
+        # ▶ the whole flow in one click (the same handlers, chained; each stops the chain on an error).
+        def split_private(text, model_name, mid, st):
+            return words.split_words(rt, text, model_name, mid, st)
+
+        (run_all.click(split_private, [w.words, w.model, w.mid_sentence, state], [w.view, w.summary, w.details, state],
+                       **private)
+         .success(after_split, [state], [cmp.word, lz.word], **private)
+         .success(contexts.wire_handler(rt), [c.source, c.files, c.hf_name, c.snippets, c.heldout, c.snippet_len,
+                                             c.seed, state], [c.view, c.summary, c.details, state],
+                  api_visibility="private", concurrency_id="gpu")
+         .success(after_contexts, [state], [g.prompt, lz.snippet], **private)
+         .success(distill.handler_for(rt), [*distill.inputs(d), state], [*distill.outputs(d), state],
+                  api_visibility="private", concurrency_id="gpu", show_progress_on=[d.progress])
+         .success(after_distill, [state], [g.methods, ex.method], **private)
+         .success(compare.handler_for(rt), [cmp.word, cmp.neighbours, state], compare.outputs(cmp),
+                  api_visibility="private", concurrency_id="gpu"))
+
+    # One GPU/CPU worker for every heavy step of every session; a bounded waiting line.
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
+    return demo

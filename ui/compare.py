@@ -1,0 +1,192 @@
+"""Compare tab (/compare): held-out metrics with the best marked, neighbours, PCA map, all loss curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from tokdist_core.evaluate import heldout_metrics, nearest_neighbours, pca_points
+from tokdist_core.vocab import WordSplit
+
+from . import html as H
+from .contexts import as_int
+from .figures import empty_figure, loss_figure, method_label, pca_figure
+from .runtime import Runtime, gpu, user_errors
+from .state import SessionState
+
+INTRO = """
+### 4 · Compare
+How well does each method's new token stand in for the original pieces? We feed the **held-out** snippets
+(never used for training) to the model both ways and measure the difference. ★ marks the best method per word.
+"""
+METRIC_HELP = """
+- **Hidden MSE** (lower is better): how far the model's internal state after the new token is from the state
+  after the original pieces. **Hidden cosine** (higher is better): the same, as an angle (1 = identical direction).
+- **Next-token KL** (lower is better): how different the model's guesses for the following words are.
+- **Norm percentile**: how large the new row is compared with existing tokens (very high or very low values are unusual).
+- **Time**: seconds the method took, including preparing the teacher.
+"""
+# metric -> (column title, higher is better?, format); None = no "best" (norm is not better when larger)
+COLUMNS: dict[str, tuple[str, bool | None, str]] = {
+    "hidden_mse": ("hidden MSE ↓", False, "{:.4f}"),
+    "hidden_cos": ("hidden cosine ↑", True, "{:.4f}"),
+    "next_token_kl": ("next-token KL ↓", False, "{:.4f}"),
+    "norm_percentile": ("norm percentile", None, "{:.1f}"),
+}
+MAX_NEIGHBOURS = 30
+
+
+@dataclass
+class CompareTab:
+    word: gr.Dropdown
+    neighbours: gr.Slider
+    button: gr.Button
+    summary: gr.Markdown
+    metrics: gr.HTML
+    neighbour_view: gr.HTML
+    pca: gr.Plot
+    losses: gr.Plot
+    details: gr.JSON
+
+
+def pick_split(state: SessionState, word: str | None) -> WordSplit:
+    """The chosen word's split; accepts ' word', 'word' or the ␣-display form. Defaults to the first."""
+    trained = [s for s in state.splits if any(s.word in r.words for r in state.rows.values())] or state.splits
+    if not word:
+        return trained[0]
+    wanted = str(word).replace("␣", " ").strip()
+    for s in trained:
+        if s.word.strip() == wanted:
+            return s
+    raise gr.Error(f"{word!r} is not one of this session's trained words: "
+                   f"{', '.join(s.display for s in trained)}.")
+
+
+def best_methods(metrics: dict[str, dict[str, dict]], word: str) -> dict[str, str]:
+    best = {}
+    for key, (_, higher, _) in COLUMNS.items():
+        if higher is None:
+            continue
+        scored = [(m, per_word[word][key]) for m, per_word in metrics.items() if word in per_word]
+        if len(scored) > 1:
+            best[key] = (max if higher else min)(scored, key=lambda mv: mv[1])[0]
+    return best
+
+
+def metrics_table(state: SessionState) -> tuple[str, dict]:
+    metrics = state.metrics or {}
+    rows, best_all = [], {}
+    for split in state.splits:
+        word = split.word
+        if not any(word in per_word for per_word in metrics.values()):
+            continue
+        best = best_methods(metrics, word)
+        best_all[word] = best
+        for method, per_word in metrics.items():
+            if word not in per_word:
+                continue
+            cells = [H.esc(split.display), H.esc(method_label(method))]
+            for key, (_, _, fmt) in COLUMNS.items():
+                text = fmt.format(per_word[word][key])
+                if best.get(key) == method:
+                    text = f'<span class="td-best">★ {text}</span>'
+                cells.append(f'<span class="num">{text}</span>')
+            secs = state.seconds.get(method)
+            cells.append(f'<span class="num">{secs:.1f}</span>' if secs is not None else "–")
+            rows.append(cells)
+    if not rows:
+        return H.empty("No held-out numbers yet: train with at least one held-out snippet per word."), {}
+    headers = ["word", "method"] + [c[0] for c in COLUMNS.values()] + ["time (s)"]
+    return H.table(headers, rows), best_all
+
+
+def neighbour_tables(rt: Runtime, state: SessionState, split: WordSplit, k: int) -> tuple[str, dict]:
+    lm = rt.model(state.model_name)
+    blocks, data = [], {}
+    for method, rows in state.rows.items():
+        if split.word not in rows.words:
+            continue
+        found = nearest_neighbours(lm, rows.input_rows[rows.index(split.word)], k)
+        data[method] = found
+        table = H.table(["#", "token", "cosine"], [
+            [str(n["rank"]), f"<code>{H.esc(H.visible(n['token']))}</code>", f'<span class="num">{n["cosine"]:.3f}</span>']
+            for n in found
+        ])
+        blocks.append(f"<div><h4>{H.esc(method_label(method))}</h4>{table}</div>")
+    return f'<div class="td-side">{"".join(blocks)}</div>', data
+
+
+def compare(rt: Runtime, word: str | None, k: object, state: SessionState
+            ) -> tuple[str, str, str, go.Figure, go.Figure, dict]:
+    state.require_rows()
+    k_i = as_int(k if k not in (None, "") else 8, "Neighbours", 1, MAX_NEIGHBOURS)
+    lm = rt.model(state.model_name)
+    if state.metrics is None:  # e.g. a run stopped before evaluation: evaluate what finished
+        heldout = [sn for s in state.splits if s.word in state.contexts for sn in state.contexts[s.word].heldout]
+        if heldout:
+            layer = state.train_config.get("target_layer", -1)
+            state.metrics = heldout_metrics(lm, list(state.rows.values()), heldout, layer)
+    split = pick_split(state, word)
+    metrics_html, best = metrics_table(state)
+    neighbours_html, neighbours = neighbour_tables(rt, state, split, k_i)
+    points = pca_points(lm, list(state.rows.values()), split.word, list(split.ids))
+    words = [s.word for s in state.splits]
+    losses = loss_figure(state.histories, words, "All loss curves") if any(state.histories.values()) else \
+        empty_figure("None of the chosen methods trains, so there are no loss curves.")
+
+    lines = []
+    for w, per_metric in best.items():
+        if "hidden_mse" in per_metric:
+            lines.append(f"For **{w.strip()}**, the closest match to the original is **{method_label(per_metric['hidden_mse'])}**.")
+    if state.cancelled:
+        lines.append(f"*The last run was stopped ({H.esc(state.cancelled)}); only finished methods are shown.*")
+    summary = "\n\n".join(lines) or "Trained rows are shown below; there are no held-out numbers."
+    details = {
+        "word": split.word,
+        "metrics": state.metrics or {},
+        "seconds": state.seconds,
+        "best": best,
+        "neighbours": neighbours,
+        "pca": points,
+        "cancelled": state.cancelled,
+    }
+    return summary, metrics_html, neighbours_html, pca_figure(points, split.word), losses, details
+
+
+def build(rt: Runtime) -> CompareTab:  # noqa: ARG001
+    gr.Markdown(INTRO, elem_classes="td-help")
+    with gr.Row():
+        word = gr.Dropdown(choices=[], label="Word for neighbours and the map", allow_custom_value=True, scale=2)
+        neighbours = gr.Slider(3, MAX_NEIGHBOURS, value=8, step=1, label="Neighbours per method", scale=2)
+        button = gr.Button("Compare methods", variant="primary", elem_id="compare-btn", scale=1)
+    summary = gr.Markdown()
+    metrics = gr.HTML(H.empty("Train in the Distill tab, then press 'Compare methods'."), elem_id="metrics-table")
+    with gr.Accordion("What do these numbers mean?", open=False):
+        gr.Markdown(METRIC_HELP)
+    gr.Markdown("#### Nearest existing tokens to each new row\nWhich tokens the model already knows "
+                "are most similar to the new token? A good new row sits near related words.")
+    neighbour_view = gr.HTML()
+    pca = gr.Plot(empty_figure("The embedding map appears here."), label="Embedding map (PCA)")
+    losses = gr.Plot(empty_figure("All loss curves appear here."), label="Loss curves")
+    with gr.Accordion("Details (JSON, as returned by the /compare API)", open=False):
+        details = gr.JSON()
+    return CompareTab(word, neighbours, button, summary, metrics, neighbour_view, pca, losses, details)
+
+
+def handler_for(rt: Runtime):
+    @gpu(duration=120)
+    def handler(word, k, st: SessionState):
+        return compare(rt, word, k, st)
+
+    return user_errors(handler)
+
+
+def outputs(tab: CompareTab) -> list:
+    return [tab.summary, tab.metrics, tab.neighbour_view, tab.pca, tab.losses, tab.details]
+
+
+def wire(rt: Runtime, tab: CompareTab, state: gr.State):
+    return tab.button.click(handler_for(rt), [tab.word, tab.neighbours, state], outputs(tab), api_name="compare",
+                            concurrency_id="gpu")

@@ -1,0 +1,150 @@
+"""Plotly figure builders. Inputs are plain Python data from tokdist_core; no tensor math here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from tokdist_core.distill import StepRecord
+from tokdist_core.methods import METHOD_NAMES, REGISTRY
+
+# One colour per method everywhere in the app, so a teacher can point at "the orange line".
+METHOD_COLOURS = {
+    "random": "#9ca3af",
+    "vocab_mean": "#a16207",
+    "subword_mean": "#2563eb",
+    "subword_weighted": "#7c3aed",
+    "ntp": "#db2777",
+    "tokdist": "#ea580c",
+    "tokdist_antp": "#16a34a",
+    "original split": "#111827",
+}
+WORD_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def method_label(name: str) -> str:
+    method = REGISTRY.get(name)
+    return method.label if method else name
+
+
+def colour(name: str) -> str:
+    if name in METHOD_COLOURS:
+        return METHOD_COLOURS[name]
+    palette = ("#0891b2", "#65a30d", "#b91c1c", "#4338ca")
+    return palette[hash(name) % len(palette)]
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 420) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 16}},
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "v", "font": {"size": 11}},
+        template="plotly_white",
+        hovermode="closest",
+    )
+    return fig
+
+
+def empty_figure(message: str, height: int = 320) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 14, "color": "#6b7280"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, template="plotly_white", margin={"l": 20, "r": 20, "t": 20, "b": 20})
+    return fig
+
+
+def loss_figure(histories: Mapping[str, Sequence[StepRecord]], words: Sequence[str],
+                title: str = "Training loss per word and method") -> go.Figure:
+    """One line per (method, word): colour = method, dash = word. Log-scale y."""
+    if not any(histories.values()):
+        return empty_figure("The loss curves appear here while training runs.")
+    fig = go.Figure()
+    for method in _ordered(histories):
+        records = histories[method]
+        for w_index, word in enumerate(words):
+            xs = [r.step for r in records if word in r.word_losses]
+            ys = [r.word_losses[word] for r in records if word in r.word_losses]
+            if not xs:
+                continue
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="lines+markers" if len(xs) < 30 else "lines",
+                name=f"{method_label(method)} · {word.strip()}",
+                legendgroup=method,
+                line={"color": colour(method), "dash": WORD_DASHES[w_index % len(WORD_DASHES)], "width": 2},
+                marker={"size": 5},
+                hovertemplate=f"{method_label(method)}<br>{word.strip()}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>",
+            ))
+    # Plain decimal labels: the default log-axis minor labels ("2 3 … 9") confuse non-specialists.
+    fig.update_yaxes(type="log", tickformat=".2~g", dtick="D2")
+    if max((r.step for recs in histories.values() for r in recs), default=0) <= 12:
+        fig.update_xaxes(dtick=1)  # whole steps only
+    return _layout(fig, title, "training step", "loss (log scale)")
+
+
+def pca_figure(points: Sequence[Mapping], word: str) -> go.Figure:
+    """New rows (big markers) with the word's subword rows and their neighbours in a 2-D PCA."""
+    if not points:
+        return empty_figure("Train first: the PCA map of the embeddings appears here.")
+    fig = go.Figure()
+    new = [p for p in points if p["kind"] == "new row"]
+    subs = [p for p in points if p["kind"] == "subword"]
+    neigh = [p for p in points if p["kind"].startswith("neighbour")]
+    if neigh:
+        fig.add_trace(go.Scatter(
+            x=[p["x"] for p in neigh], y=[p["y"] for p in neigh], mode="markers+text",
+            text=[p["label"].strip() or repr(p["label"]) for p in neigh], textposition="top center",
+            textfont={"size": 10, "color": "#6b7280"},
+            marker={"size": 7, "color": "#d1d5db", "line": {"width": 1, "color": "#9ca3af"}},
+            name="nearest existing tokens",
+            hovertext=[f"{p['label']!r} ({p['kind']})" for p in neigh], hoverinfo="text",
+        ))
+    if subs:
+        fig.add_trace(go.Scatter(
+            x=[p["x"] for p in subs], y=[p["y"] for p in subs], mode="markers+text",
+            text=[repr(p["label"]) for p in subs], textposition="bottom center",
+            marker={"size": 11, "symbol": "square", "color": "#111827"},
+            name="the word's subwords",
+            hovertext=[f"subword {p['label']!r}" for p in subs], hoverinfo="text",
+        ))
+    for p in new:
+        fig.add_trace(go.Scatter(
+            x=[p["x"]], y=[p["y"]], mode="markers",
+            marker={"size": 16, "symbol": "star", "color": colour(p["label"]), "line": {"width": 1, "color": "#111"}},
+            name=f"new row: {method_label(p['label'])}",
+            hovertext=f"{method_label(p['label'])}: new row for {word.strip()!r}", hoverinfo="text",
+        ))
+    fig.update_xaxes(zeroline=False)
+    fig.update_yaxes(zeroline=False)
+    return _layout(fig, f"Embedding map for {word.strip()!r} (PCA of input rows)", "PC 1", "PC 2", height=480)
+
+
+def lens_figure(curves: Mapping[str, Sequence[Mapping]], word: str) -> go.Figure:
+    """Cosine between teacher (last subword) and student (new token) hidden states, per layer."""
+    if not curves:
+        return empty_figure("Train first, then pick a word to see the per-layer lens.")
+    fig = go.Figure()
+    for method in _ordered(curves):
+        layers = curves[method]
+        fig.add_trace(go.Scatter(
+            x=[r["layer"] for r in layers], y=[r["cosine"] for r in layers], mode="lines+markers",
+            name=method_label(method), line={"color": colour(method), "width": 2}, marker={"size": 5},
+            hovertemplate=f"{method_label(method)}<br>layer %{{x}}<br>cosine %{{y:.3f}}<extra></extra>",
+        ))
+    fig.update_yaxes(range=[min(0.0, _min_cos(curves)) - 0.02, 1.02])
+    return _layout(fig, f"How close the new token's state is to the original, layer by layer ({word.strip()!r})",
+                   "layer (0 = embeddings)", "cosine similarity to the original")
+
+
+def _min_cos(curves: Mapping[str, Sequence[Mapping]]) -> float:
+    return min((r["cosine"] for rows in curves.values() for r in rows), default=0.0)
+
+
+def _ordered(mapping: Mapping[str, object]) -> list[str]:
+    known = [m for m in METHOD_NAMES if m in mapping]
+    return known + [m for m in mapping if m not in known]

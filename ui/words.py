@@ -1,0 +1,142 @@
+"""Words tab (/split): type words, see how the model's tokenizer cuts them into subwords."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from tokdist_core.vocab import WordError, split_word
+
+from . import html as H
+from .runtime import MAX_APP_WORDS, MAX_INPUT_CHARS, Runtime, device_label, user_errors
+from .state import SessionState
+
+INTRO = """
+### 1 · Words
+A language model reads text as **tokens**. Words it rarely saw are cut into several small pieces
+(*subwords*), and the model has to glue the meaning back together in its first layers.
+Type one or more words (separated by commas or new lines). We will add each one as a **single new token**
+and learn an embedding for it.
+"""
+
+
+@dataclass
+class WordsTab:
+    words: gr.Textbox
+    model: gr.Dropdown
+    mid_sentence: gr.Checkbox
+    button: gr.Button
+    view: gr.HTML
+    summary: gr.Markdown
+    details: gr.JSON
+
+
+def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sentence: bool | None,
+                state: SessionState) -> tuple[str, str, dict, SessionState]:
+    """Parse and split the words; keep those that can become new tokens in the session."""
+    text = text or ""
+    if len(text) > MAX_INPUT_CHARS:
+        raise gr.Error(f"That is {len(text):,} characters; the word box takes at most {MAX_INPUT_CHARS:,}. "
+                       f"Paste up to {MAX_APP_WORDS} words.")
+    if not text.strip():
+        raise gr.Error("Type at least one word, e.g. 'Schopenhauer, Andorra'.")
+    name = rt.check_model_name(model_name)
+    mid = True if mid_sentence is None else bool(mid_sentence)
+    td = rt.engine(name)
+    splits, skipped = td.prepare_words(text, mid_sentence=mid)
+    if not splits and not skipped:  # only separators, e.g. " , ,"
+        raise gr.Error("Type at least one word, e.g. 'Schopenhauer, Andorra'.")
+    if len(splits) > MAX_APP_WORDS:
+        raise gr.Error(f"You gave {len(splits)} words; this app learns up to {MAX_APP_WORDS} at a time "
+                       "(the Python library has no such limit).")
+
+    rows_html = []
+    for split in splits:
+        rows_html.append(
+            f'<div class="td-word-row"><span class="td-word-name">{H.esc(split.display)}</span>'
+            f"{H.piece_chips(split.pieces, split.ids)}"
+            f"{H.badge(f'{split.n_subwords} subwords → will become 1 new token', 'info')}</div>"
+        )
+    skipped_json = []
+    for s in skipped:
+        chips = ""
+        try:  # show the pieces of words that are already one token, so the reason is visible
+            if isinstance(s.word, str) and s.word.strip():
+                ws = split_word(td.lm.tokenizer, s.word)
+                chips = H.piece_chips(ws.pieces, ws.ids)
+        except WordError:
+            pass
+        kind = "ok" if "already a single token" in s.reason else "bad"
+        label = "already one token: nothing to learn" if kind == "ok" else s.reason
+        rows_html.append(
+            f'<div class="td-word-row"><span class="td-word-name">{H.esc(H.visible(str(s.word))[:80])}</span>'
+            f"{chips}{H.badge(label, kind)}</div>"
+        )
+        skipped_json.append({"word": s.word, "reason": s.reason})
+
+    words_now = [s.word for s in splits]
+    if words_now != state.words or name != state.model_name or mid != state.mid_sentence:
+        state.reset_from_words()  # new words: old snippets and rows no longer apply
+    state.model_name, state.mid_sentence, state.splits = name, mid, list(splits)
+
+    lm = td.lm
+    if splits:
+        listing = ", ".join(f"`{s.display}`" for s in splits)
+        summary = (f"**{len(splits)} word{'s' if len(splits) != 1 else ''} can become new tokens:** {listing}. "
+                   "Next: open the **Contexts** tab to collect example sentences.")
+    else:
+        summary = "**No usable words.** Each word must currently take two or more subwords; see the reasons above."
+        gr.Warning("None of the entries can become a new token; the reasons are listed in the Words tab.")
+    if skipped:
+        summary += f"\n\n{len(skipped)} entr{'ies were' if len(skipped) != 1 else 'y was'} skipped (see the red/green labels)."
+    summary += f"\n\n<small>Model: {H.esc(lm.name)} · {lm.num_layers} layers · {H.esc(device_label(lm))}</small>"
+    details = {
+        "model": lm.describe(),
+        "mid_sentence": mid,
+        "words": [
+            {"word": s.word, "display": s.display, "pieces": list(s.pieces), "ids": list(s.ids),
+             "n_subwords": s.n_subwords}
+            for s in splits
+        ],
+        "skipped": skipped_json,
+    }
+    view = "".join(rows_html) or H.empty("No words.")
+    return view, summary, details, state
+
+
+def build(rt: Runtime) -> WordsTab:
+    gr.Markdown(INTRO, elem_classes="td-help")
+    with gr.Row():
+        with gr.Column(scale=3):
+            words = gr.Textbox(label="Words (comma or new line separated)", lines=3, max_lines=8,
+                               placeholder="Schopenhauer, Andorra", value="Schopenhauer, Andorra",
+                               elem_id="words-input")
+        with gr.Column(scale=2):
+            model = gr.Dropdown(
+                choices=rt.model_choices(), value=rt.default_model, label="Model",
+                allow_custom_value=rt.allow_any_model, elem_id="model-picker",
+                info=("Bundled models, or any Hugging Face id / local folder." if rt.allow_any_model
+                      else "Bundled models (start with --allow-any-model for any id)."),
+            )
+            mid_sentence = gr.Checkbox(
+                value=True, label="Word appears mid-sentence (with a leading space)",
+                info="Untick for the word-initial form, e.g. at the very start of a text.",
+            )
+    button = gr.Button("Split into subwords", variant="primary", elem_id="split-btn")
+    summary = gr.Markdown()
+    view = gr.HTML(H.empty("Press 'Split into subwords' to see how the model cuts your words."))
+    with gr.Accordion("Details (JSON, as returned by the /split API)", open=False):
+        details = gr.JSON()
+    return WordsTab(words, model, mid_sentence, button, view, summary, details)
+
+
+def wire(rt: Runtime, tab: WordsTab, state: gr.State):
+    def handler(text: str, model_name: str, mid: bool, st: SessionState):
+        return split_words(rt, text, model_name, mid, st)
+
+    return tab.button.click(
+        user_errors(handler), [tab.words, tab.model, tab.mid_sentence, state],
+        [tab.view, tab.summary, tab.details, state], api_name="split", concurrency_id="light",
+        concurrency_limit=2,  # tokenizer only: never waits behind a training run
+    )
