@@ -161,15 +161,17 @@ def test_export_full_model_zip_loads_with_transformers(app, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     c = client(app)
-    split(c, "Andorra")
+    # The word-initial form (no leading space, e.g. at the start of a sentence).
+    assert split(c, "Andorra", mid=False)[2]["words"][0]["word"] == "Andorra"
     c.predict(*TINY_CONTEXTS, api_name="/contexts")
     tiny_distill(c, ["subword_mean"])
     files, model_zip, code, details = c.predict("subword_mean", True, api_name="/export")
     assert model_zip and details["model_zip"].endswith(".zip")
+    assert "mid_sentence=False" in code
     with zipfile.ZipFile(model_zip) as z:
         z.extractall(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
-    assert len(tokenizer.encode(" Andorra", add_special_tokens=False)) == 1
+    assert len(tokenizer.encode("Andorra is small", add_special_tokens=False)) == 3
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
 
@@ -257,6 +259,10 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
     reasons = " ".join(s["reason"] for s in details["skipped"])
     assert "invisible" in reasons and "whitespace" in reasons and "limit is 64" in reasons
     assert "whitespace marker" in reasons
+    # Markup in a word is shown as text, never interpreted.
+    view, summary, details = split(c, "<b>bold</b>, <script>x</script>")
+    assert [w["word"] for w in details["words"]] == [" <b>bold</b>", " <script>x</script>"]
+    assert "<b>" not in view and "<script>" not in view and "&lt;script&gt;" in view
     # Non-Latin scripts and emoji are fine words if the tokenizer splits them.
     details = split(c, "Krankenwägen, 東京タワー, 🦜🦜")[2]
     assert len(details["words"]) >= 2

@@ -173,7 +173,9 @@ def test_run_all_in_a_fresh_session(page):
     page.get_by_text("aardvark, Kandahar, Wimbledon · baselines").first.click()
     page.wait_for_timeout(300)
     page.locator("#run-all-btn").click()
-    open_tab(page, "4 · Compare")
+    # The page moves to Distill while training (live curve) and to Compare at the end by itself.
+    page.locator("#train-progress").get_by_text(re.compile(r"step [1-9]")).wait_for(timeout=STEP_TIMEOUT_MS)
     page.locator("#metrics-table .td-best").first.wait_for(timeout=STEP_TIMEOUT_MS)
+    page.get_by_role("tab", name="4 · Compare", selected=True).wait_for(timeout=STEP_TIMEOUT_MS)
     assert page.locator("#metrics-table tbody tr").count() == 12  # 3 words x 4 methods
     shot(page, "09-run-all-compare")

@@ -63,11 +63,9 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
             gr.Markdown(f"<small>Model **{H.esc(lm.name)}** ({lm.num_layers} layers, hidden size {lm.hidden_size}, "
                         f"{'tied' if lm.tied else 'untied'} embeddings) on **{H.esc(device_label(lm))}**. "
                         "Each browser tab keeps its own words and results; the shared model is never changed.</small>")
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("1 · Words", id="words", elem_id="tab-words"):
                 w = words.build(rt)
-                run_all = gr.Button("▶ Run steps 1–4 with the current settings", elem_id="run-all-btn")
-                examples_slot = gr.Column()
             with gr.Tab("2 · Contexts", id="contexts", elem_id="tab-contexts"):
                 c = contexts.build(rt)
             with gr.Tab("3 · Distill", id="distill", elem_id="tab-distill"):
@@ -80,12 +78,13 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
                 lz = lens.build(rt)
             with gr.Tab("7 · Export", id="export", elem_id="tab-export"):
                 ex = export.build(rt)
-        with examples_slot:
+        with w.examples_slot:
             gr.Examples(
                 EXAMPLES,
                 inputs=[w.words, w.mid_sentence, c.source, c.snippets, c.heldout, c.snippet_len, d.methods,
                         d.epochs, d.batch_size, d.learning_rate],
-                label="Quick demos: click one to fill every tab's settings, then press the buttons in order (or ▶ above)",
+                label="Quick demos (each under a minute on a laptop CPU): click one to fill every tab's settings, "
+                      "then press the buttons tab by tab, or ▶ for steps 1–4 in one go",
                 example_labels=EXAMPLE_LABELS,
                 examples_per_page=5,
             )
@@ -124,18 +123,20 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
         def split_private(text, model_name, mid, st):
             return words.split_words(rt, text, model_name, mid, st)
 
-        (run_all.click(split_private, [w.words, w.model, w.mid_sentence, state], [w.view, w.summary, w.details, state],
+        (w.run_all.click(split_private, [w.words, w.model, w.mid_sentence, state], [w.view, w.summary, w.details, state],
                        **private)
          .success(after_split, [state], [cmp.word, lz.word], **private)
          .success(contexts.wire_handler(rt), [c.source, c.files, c.hf_name, c.snippets, c.heldout, c.snippet_len,
                                              c.seed, state], [c.view, c.summary, c.details, state],
                   api_visibility="private", concurrency_id="gpu")
          .success(after_contexts, [state], [g.prompt, lz.snippet], **private)
+         .success(lambda: gr.Tabs(selected="distill"), None, [tabs], **private)  # watch the live curve
          .success(distill.handler_for(rt), [*distill.inputs(d), state], [*distill.outputs(d), state],
                   api_visibility="private", concurrency_id="gpu", show_progress_on=[d.progress])
          .success(after_distill, [state], [g.methods, ex.method], **private)
          .success(compare.handler_for(rt), [cmp.word, cmp.neighbours, state], compare.outputs(cmp),
-                  api_visibility="private", concurrency_id="gpu"))
+                  api_visibility="private", concurrency_id="gpu")
+         .success(lambda: gr.Tabs(selected="compare"), None, [tabs], **private))
 
     # One GPU/CPU worker for every heavy step of every session; a bounded waiting line.
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)

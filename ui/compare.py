@@ -169,6 +169,8 @@ def build(rt: Runtime) -> CompareTab:  # noqa: ARG001
                 "are most similar to the new token? A good new row sits near related words.")
     neighbour_view = gr.HTML()
     pca = gr.Plot(empty_figure("The embedding map appears here."), label="Embedding map (PCA)")
+    gr.Markdown("<small>A flat map of the embedding space: ★ stars are the new rows (one per method), black squares "
+                "the word's original pieces, grey dots the existing tokens closest to a new row.</small>")
     losses = gr.Plot(empty_figure("All loss curves appear here."), label="Loss curves")
     with gr.Accordion("Details (JSON, as returned by the /compare API)", open=False):
         details = gr.JSON()

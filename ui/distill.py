@@ -266,6 +266,8 @@ def build(rt: Runtime) -> DistillTab:
     status = gr.Markdown()
     plot = gr.Plot(empty_figure("The loss curves appear here while training runs."), label="Loss curves",
                    elem_id="loss-plot")
+    gr.Markdown("<small>Lower is better: the loss measures how far the student's internal states still are from "
+                "the teacher's. It jumps around because every step sees different snippets; the trend matters.</small>")
     with gr.Accordion("Details (JSON, as returned by the /distill API)", open=False):
         details = gr.JSON()
     return DistillTab(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, run, stop_btn,

@@ -109,6 +109,10 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
         data = [name.strip() for name in settings.get("label", "").split(",") if name.strip()]
     code = reproduce_snippet(state.model_name or rt.default_model, rows.words, method, state.train_config, data,
                              settings.get("snippet_len", 50), settings.get("snippets_per_token", 25))
+    if not state.mid_sentence and "mid_sentence=" not in code:
+        # Workaround (remove when tokdist_core.export.reproduce_snippet takes mid_sentence): the snippet
+        # strips the words and td.run() defaults to mid_sentence=True, i.e. " word" instead of "word".
+        code = code.replace("    method=", "    mid_sentence=False,\n    method=", 1)
     details = {"method": method, "words": rows.words, "files": [Path(f).name for f in files],
                "model_zip": Path(model_zip).name if model_zip else None, "base_model": lm.source}
     return files, model_zip, code, details

@@ -27,6 +27,8 @@ class WordsTab:
     model: gr.Dropdown
     mid_sentence: gr.Checkbox
     button: gr.Button
+    run_all: gr.Button
+    examples_slot: gr.Column  # filled by ui.app with gr.Examples that span every tab
     view: gr.HTML
     summary: gr.Markdown
     details: gr.JSON
@@ -123,12 +125,15 @@ def build(rt: Runtime) -> WordsTab:
                 value=True, label="Word appears mid-sentence (with a leading space)",
                 info="Untick for the word-initial form, e.g. at the very start of a text.",
             )
-    button = gr.Button("Split into subwords", variant="primary", elem_id="split-btn")
+    examples_slot = gr.Column()
+    with gr.Row():
+        button = gr.Button("Split into subwords", variant="primary", elem_id="split-btn", scale=3)
+        run_all = gr.Button("▶ Run steps 1–4 in one go", elem_id="run-all-btn", scale=2)
     summary = gr.Markdown()
     view = gr.HTML(H.empty("Press 'Split into subwords' to see how the model cuts your words."))
     with gr.Accordion("Details (JSON, as returned by the /split API)", open=False):
         details = gr.JSON()
-    return WordsTab(words, model, mid_sentence, button, view, summary, details)
+    return WordsTab(words, model, mid_sentence, button, run_all, examples_slot, view, summary, details)
 
 
 def wire(rt: Runtime, tab: WordsTab, state: gr.State):
