@@ -10,7 +10,7 @@ from tests.conftest import make_tiny
 from tokdist_core.api import TokenDistillation
 from tokdist_core.distill import DistillationConfig
 from tokdist_core.evaluate import generate, heldout_metrics, layer_lens, nearest_neighbours, pca_points
-from tokdist_core.export import load_rows, reproduce_snippet, save_model, save_rows
+from tokdist_core.export import load_rows, reproduce_snippet, save_model, save_rows, zip_folder
 from tokdist_core.methods import METHOD_NAMES, REGISTRY, MethodContext, get_method
 from tokdist_core.methods.subword_weighted import exponential_weights
 from tokdist_core.models import ModelLoadError, load_model
@@ -143,7 +143,13 @@ def test_export_round_trip(tmp_path, tiny):
     assert back.words == rows.words and torch.equal(back.input_rows, rows.input_rows)
     code = reproduce_snippet("smollm2-135m", rows.words, "tokdist", DistillationConfig().to_dict())
     compile(code, "reproduce.py", "exec")
-    assert "new_tokens=['Krankenwagen']" in code
+    assert "new_tokens=['Krankenwagen']" in code and "mid_sentence=True" in code
+    initial = reproduce_snippet("smollm2-135m", ["Krankenwagen"], "tokdist", {}, mid_sentence=False)
+    assert "mid_sentence=False" in initial and "tokenize('Krankenwagen')" in initial
+    archive = zip_folder(tmp_path / "model", tmp_path / "model.zip")
+    import zipfile
+
+    assert "model.safetensors" in zipfile.ZipFile(archive).namelist()
 
 
 def test_generation_matches_hf_generate_and_uses_new_token(tiny):

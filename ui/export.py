@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from tokdist_core.export import META_FILE, ROWS_FILE, reproduce_snippet, save_model, save_rows
+from tokdist_core.export import META_FILE, ROWS_FILE, reproduce_snippet, save_model, save_rows, zip_folder
 
 from .figures import method_label
 from .runtime import Runtime, gpu, user_errors
@@ -53,20 +52,6 @@ def _fresh_export_dir(method: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{method}-", dir=EXPORT_ROOT))
 
 
-def fast_zip(folder: Path, zip_path: Path) -> Path:
-    """Zip with deflate level 1.
-
-    Workaround (remove when tokdist_core.export.zip_folder takes a compression level): zip_folder uses
-    shutil.make_archive's default level 6, which takes ~64 s for SmolLM2's 540 MB folder on 2 cores;
-    level 1 takes ~9 s for a file only ~5 % larger.
-    """
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder))
-    return zip_path
-
-
 def default_method(state: SessionState) -> str | None:
     """The method with the lowest mean held-out hidden MSE, else the best-known trained one."""
     if state.metrics:
@@ -100,7 +85,7 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
         model, tokenizer = td.with_new_tokens(rows)  # private copies; the shared model is untouched
         folder = save_model(model, tokenizer, out / f"tokdist-{method}")
         del model, tokenizer
-        model_zip = str(fast_zip(folder, out / f"tokdist-{method}-model.zip"))
+        model_zip = str(zip_folder(folder, out / f"tokdist-{method}-model.zip"))
         shutil.rmtree(folder, ignore_errors=True)  # keep only the zip on disk
 
     settings = state.context_settings
@@ -108,11 +93,9 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
     if data == "files":  # the uploaded temp paths mean nothing elsewhere: name the files instead
         data = [name.strip() for name in settings.get("label", "").split(",") if name.strip()]
     code = reproduce_snippet(state.model_name or rt.default_model, rows.words, method, state.train_config, data,
-                             settings.get("snippet_len", 50), settings.get("snippets_per_token", 25))
-    if not state.mid_sentence and "mid_sentence=" not in code:
-        # Workaround (remove when tokdist_core.export.reproduce_snippet takes mid_sentence): the snippet
-        # strips the words and td.run() defaults to mid_sentence=True, i.e. " word" instead of "word".
-        code = code.replace("    method=", "    mid_sentence=False,\n    method=", 1)
+                             settings.get("snippet_len", 50), settings.get("snippets_per_token", 25),
+                             mid_sentence=state.mid_sentence,
+                             output_policy=state.train_config.get("output_policy", "ntp"))
     details = {"method": method, "words": rows.words, "files": [Path(f).name for f in files],
                "model_zip": Path(model_zip).name if model_zip else None, "base_model": lm.source}
     return files, model_zip, code, details
