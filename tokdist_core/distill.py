@@ -293,6 +293,24 @@ class DistillationTrainer:
                 count = count + len(with_prefix)
         return total / count.clamp(min=1)
 
+    def _batches(self, order: list[int], rng: random.Random) -> list[list[int]]:
+        """Shuffled batches of snippets with similar student lengths.
+
+        A word near a document edge gives one long student sequence; batched with centred ones it would
+        pad the whole batch to its length. Sorting within shuffled pools of 8 batches keeps padding low
+        while the batch order stays random.
+        """
+        items, size = self.cache.items, self.config.batch_size
+        shuffled = list(order)
+        rng.shuffle(shuffled)
+        pool = size * 8
+        batches = []
+        for p in range(0, len(shuffled), pool):
+            chunk = sorted(shuffled[p : p + pool], key=lambda i: (len(items[i].snippet.suffix), items[i].snippet.start))
+            batches.extend(chunk[b : b + size] for b in range(0, len(chunk), size))
+        rng.shuffle(batches)
+        return batches
+
     def train(self, init_rows: torch.Tensor, method: str = "tokdist",
               callback: Callable[[StepRecord], None] | None = None,
               cancel: threading.Event | None = None) -> TrainResult:
@@ -303,18 +321,17 @@ class DistillationTrainer:
         optimizer = torch.optim.Adam([rows], lr=cfg.learning_rate)
         rng = random.Random(cfg.seed)
         order = list(range(len(self.cache.items)))
-        steps_per_epoch = math.ceil(len(order) / cfg.batch_size)
+        steps_per_epoch = len(self._batches(order, rng=random.Random(0)))
         total_steps = steps_per_epoch * cfg.epochs
         result = TrainResult(rows={})
         start = time.perf_counter()
         use_amp = cfg.mixed_precision != "no"
         step = 0
         for epoch in range(cfg.epochs):
-            rng.shuffle(order)
-            for b in range(0, len(order), cfg.batch_size):
+            for batch_indices in self._batches(order, rng):
                 if cancel is not None and cancel.is_set():
                     raise DistillationCancelled(f"{method}: stopped after {step} of {total_steps} steps")
-                items = [self.cache.items[i] for i in order[b : b + cfg.batch_size]]
+                items = [self.cache.items[i] for i in batch_indices]
                 batch = _student_batch(lm, items, need_targets=self.use_distill)
                 with autocast_for(lm.device, use_amp):
                     loss, per_row = self._loss(rows, batch)
