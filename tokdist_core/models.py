@@ -105,11 +105,19 @@ class LoadedModel:
     def autocast_dtype(self) -> torch.dtype | None:
         return torch.bfloat16 if self.device.type == "cuda" else None
 
+    @property
+    def device_label(self) -> str:
+        """'GPU (NVIDIA H100 ...)' or 'CPU (2 cores)', for people."""
+        if self.device.type == "cuda":
+            return f"GPU ({torch.cuda.get_device_name(self.device)})"
+        return f"CPU ({os.cpu_count() or '?'} cores)"
+
     def describe(self) -> dict:
         return {
             "name": self.name,
             "source": self.source,
             "device": str(self.device),
+            "device_label": self.device_label,
             "layers": self.num_layers,
             "hidden_size": self.hidden_size,
             "tokenizer_vocab": len(self.tokenizer),

@@ -7,7 +7,6 @@ it (the core never mutates it). Everything per user lives in `ui.state.SessionSt
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -112,11 +111,7 @@ class Runtime:
 
 def device_label(lm: LoadedModel) -> str:
     """'GPU (NVIDIA H100)' or 'CPU (2 cores)' for the page."""
-    if lm.device.type == "cuda":
-        import torch
-
-        return f"GPU ({torch.cuda.get_device_name(lm.device)})"
-    return f"CPU ({os.cpu_count() or '?'} cores)"
+    return lm.device_label
 
 
 def user_errors(fn: Callable) -> Callable:
