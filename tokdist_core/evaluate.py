@@ -113,7 +113,6 @@ def heldout_metrics(lm: LoadedModel, methods: Sequence[NewTokenRows], snippets: 
     for b in range(0, len(ordered), batch_size):
         batch = ordered[b : b + batch_size]
         teacher = _teacher(lm, batch)
-        owners = torch.tensor(teacher.owner)
         words = [batch[i].word for i in teacher.owner]
         for w in set(words):
             counts[w] += sum(1 for x in words if x == w)
@@ -124,7 +123,7 @@ def heldout_metrics(lm: LoadedModel, methods: Sequence[NewTokenRows], snippets: 
             kl = (teacher.log_probs.exp() * (teacher.log_probs - student.log_probs[:, : teacher.log_probs.shape[1]]
                                                  .log_softmax(-1))).sum(-1)
             for w in set(words):
-                sel = torch.tensor([x == w for x in words]) if len(set(words)) > 1 else torch.ones(len(words), dtype=torch.bool)
+                sel = torch.tensor([x == w for x in words])
                 acc = sums[rows.method][w]
                 acc["hidden_mse"] += float(mse_layers[layer][sel].sum())
                 acc["hidden_cos"] += float(cos_layers[layer][sel].sum())
@@ -132,7 +131,6 @@ def heldout_metrics(lm: LoadedModel, methods: Sequence[NewTokenRows], snippets: 
                 prev = curves[rows.method][w]
                 add = torch.stack([mse_layers[:, sel].sum(1), cos_layers[:, sel].sum(1)])
                 curves[rows.method][w] = add if prev is None else prev + add
-        del owners
     report: dict = {}
     for rows in methods:
         per_word = {}
