@@ -73,10 +73,9 @@ def _teacher(lm: LoadedModel, snippets: Sequence[Snippet]) -> _Aligned:
     with autocast_for(lm.device):
         out = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
     r, c = _aligned_index(snippets, student=False)
-    vocab = out.logits.shape[-1]
     return _Aligned(
         hidden=[h[r, c].float() for h in out.hidden_states],
-        log_probs=F.log_softmax(out.logits[r, c].float()[:, :vocab], -1),
+        log_probs=F.log_softmax(out.logits[r, c].float(), -1),
         owner=r,
     )
 
@@ -120,8 +119,8 @@ def heldout_metrics(lm: LoadedModel, methods: Sequence[NewTokenRows], snippets: 
             student = _student(lm, batch, rows)
             mse_layers = torch.stack([(s - t).pow(2).mean(-1) for s, t in zip(student.hidden, teacher.hidden)])
             cos_layers = torch.stack([F.cosine_similarity(s, t, dim=-1) for s, t in zip(student.hidden, teacher.hidden)])
-            kl = (teacher.log_probs.exp() * (teacher.log_probs - student.log_probs[:, : teacher.log_probs.shape[1]]
-                                                 .log_softmax(-1))).sum(-1)
+            # Both distributions are over the original output rows (the plain model head), so KL compares like with like.
+            kl = (teacher.log_probs.exp() * (teacher.log_probs - student.log_probs)).sum(-1)
             for w in set(words):
                 sel = torch.tensor([x == w for x in words])
                 acc = sums[rows.method][w]

@@ -37,11 +37,11 @@ class NewTokenRows:
 
 def tokenizer_with_words(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...]) -> PreTrainedTokenizerBase:
     """A private copy of the tokenizer that knows `words` as added tokens; the original is untouched."""
-    return _tokenizer_with_words(id(tokenizer), tokenizer, tuple(words))
+    return _tokenizer_with_words(tokenizer, tuple(words))
 
 
 @lru_cache(maxsize=32)
-def _tokenizer_with_words(_key: int, tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...]):
+def _tokenizer_with_words(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...]):
     private = copy.deepcopy(tokenizer)
     private.add_tokens([AddedToken(w, normalized=False, special=False) for w in words])
     return private
