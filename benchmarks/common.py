@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import resource
 import sys
 import time
+from collections import Counter
 
 import torch
 
 PAPER_WORDS = ["Agassi", "Schopenhauer", "alchemy", "Andorra", "alkanes", "Aberdeen", "anarchism", "Aruba"]
+
+
+def frequent_corpus_words(tokenizer, n: int, min_count: int) -> list[str]:
+    """The n most frequent words of the bundled corpus that take two or more subwords (capitalised kept)."""
+    from tokdist_core.corpus import iter_documents
+    from tokdist_core.vocab import WordError, check_new_word
+
+    counts = Counter(w for _, text in iter_documents("bundled") for w in re.findall(r"\b[A-Za-z]{4,}\b", text))
+    words = []
+    for word, count in counts.most_common():
+        if count < min_count or len(words) == n:
+            break
+        try:
+            check_new_word(tokenizer, " " + word)
+        except WordError:
+            continue
+        words.append(word)
+    return words
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:

@@ -26,7 +26,7 @@ def tokenizer():
     return tok
 
 
-def make_tiny(tokenizer, kind: str = "tied", seed: int = 0) -> LoadedModel:
+def make_tiny(tokenizer, kind: str = "tied", seed: int = 0, device: str = "cpu") -> LoadedModel:
     """A 2-layer model over the real tokenizer. kind: tied | untied | padded | gemma."""
     torch.manual_seed(seed)
     vocab = len(tokenizer) + (64 if kind == "padded" else 0)
@@ -42,8 +42,8 @@ def make_tiny(tokenizer, kind: str = "tied", seed: int = 0) -> LoadedModel:
         config = LlamaConfig(tie_word_embeddings=kind != "untied", **common)
         model = LlamaForCausalLM(config)
     model.config._attn_implementation = "sdpa"
-    model.eval().requires_grad_(False)
-    return LoadedModel(name=f"tiny-{kind}", model=model, tokenizer=tokenizer, device=torch.device("cpu"),
+    model.eval().requires_grad_(False).to(device)
+    return LoadedModel(name=f"tiny-{kind}", model=model, tokenizer=tokenizer, device=torch.device(device),
                        source=f"test:tiny-{kind}")
 
 

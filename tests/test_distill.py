@@ -50,9 +50,15 @@ def test_cached_student_loss_equals_full_forward(tiny_any, two_words, layer):
     with torch.no_grad():
         _, per_row = trainer._loss(init, batch)
     hf_layer = layer if layer >= 0 else lm.num_layers
-    for item, got in zip(cache.items, per_row.tolist()):
-        expected = _reference_mse(lm, item.snippet, init[item.word_index], hf_layer)
-        assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    expected = {id(item): _reference_mse(lm, item.snippet, init[item.word_index], hf_layer) for item in cache.items}
+    for item, got in zip(batch.items, per_row.tolist()):
+        assert got == pytest.approx(expected[id(item)], rel=1e-4, abs=1e-6)
+    # Alone, a short-prefix row is cropped out of its teacher block's longer prefix slots.
+    assert any(item.snippet.start < item.kv.keys.shape[-2] for item in cache.items)
+    for item in cache.items:
+        with torch.no_grad():
+            _, alone = trainer._loss(init, _student_batch(lm, [item], need_targets=True))
+        assert float(alone) == pytest.approx(expected[id(item)], rel=1e-4, abs=1e-6)
 
 
 def test_alignment_pairs_new_token_with_last_subword(tiny, two_words):
@@ -62,7 +68,8 @@ def test_alignment_pairs_new_token_with_last_subword(tiny, two_words):
         s = item.snippet
         # targets: the teacher's last subword position and every position after it, nothing before
         assert item.targets.shape[0] == len(s.suffix) + 1 == s.student_length() - s.start
-        assert item.keys[0].shape[1] == s.start  # prefix key/values only
+        keys, values = item.prefix_kv()
+        assert keys.shape[:3] == values.shape[:3] == (tiny.num_layers, 2, s.start)  # prefix key/values only
         full = tiny.model(input_ids=torch.tensor([s.token_ids]), output_hidden_states=True).hidden_states[-1][0]
         torch.testing.assert_close(item.targets, full[s.start + s.n_subwords - 1 :], rtol=1e-4, atol=1e-5)
 

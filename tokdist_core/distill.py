@@ -33,6 +33,8 @@ from .models import LoadedModel
 from .snippet import Snippet
 
 LOSSES = ("distill", "ntp")
+# Teacher batches hold about this many tokens: large matmuls without a big key/value cache at once.
+TEACHER_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
 
 
 class DistillationCancelled(RuntimeError):
@@ -99,13 +101,30 @@ class TrainResult:
 
 
 @dataclass
+class _PrefixKV:
+    """The teacher's prefix keys and values for one teacher batch, all layers in one tensor each.
+
+    Shape [layers, batch, kv_heads, P, head_dim] with P the batch's longest prefix; row i holds its own
+    prefix right-aligned in [P - p_i:], so key index distances equal token distances (sliding windows).
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclass
 class _Cached:
     snippet: Snippet
     word_index: int
-    keys: list[torch.Tensor]  # per layer [kv_heads, p, head_dim] of the teacher's prefix
-    values: list[torch.Tensor]
+    kv: _PrefixKV
+    row: int  # this snippet's row in kv
     targets: torch.Tensor | None  # [1 + s, H] teacher states at the target layer, aligned to the student
     prefix_final: torch.Tensor | None  # [p, H] teacher final hidden states over the prefix (for next-token losses)
+
+    def prefix_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[layers, kv_heads, p, head_dim] keys and values of this snippet's prefix (views)."""
+        start = self.kv.keys.shape[-2] - self.snippet.start
+        return self.kv.keys[:, self.row, :, start:], self.kv.values[:, self.row, :, start:]
 
 
 class TeacherCache:
@@ -115,7 +134,7 @@ class TeacherCache:
     """
 
     def __init__(self, lm: LoadedModel, snippets: Sequence[Snippet], words: Sequence[str], target_layer: int,
-                 with_final: bool, batch_size: int = 16, mixed_precision: str = "auto") -> None:
+                 with_final: bool, batch_size: int | None = None, mixed_precision: str = "auto") -> None:
         self.lm = lm
         self.words = list(words)
         self.layer = resolve_layer(lm.model, target_layer)
@@ -128,8 +147,12 @@ class TeacherCache:
         self.items: list[_Cached] = []
         self.seconds = 0.0
         start = time.perf_counter()
-        ordered = sorted(snippets, key=lambda s: len(s.token_ids))  # similar lengths pad less
-        for b in range(0, len(ordered), batch_size):
+        # Similar lengths pad less; equal lengths sorted by prefix keep the stored prefix block tight.
+        ordered = sorted(snippets, key=lambda s: (len(s.token_ids), s.start))
+        if batch_size is None and ordered:
+            budget = TEACHER_BATCH_TOKENS.get(lm.device.type, TEACHER_BATCH_TOKENS["cpu"])
+            batch_size = max(1, budget // len(ordered[-1].token_ids))
+        for b in range(0, len(ordered), batch_size or 1):
             self.items.extend(self._run(ordered[b : b + batch_size], word_index))
         self.seconds = time.perf_counter() - start
 
@@ -149,7 +172,16 @@ class TeacherCache:
             hidden, final = decoder_forward(
                 lm.model, embed_ids(lm.model, ids), mask, self.layer, cache=cache, run_to_end=self.with_final
             )
-        layers = [cache.layers[i] for i in range(len(cache.layers)) if getattr(cache.layers[i], "keys", None) is not None]
+        layers = [layer for layer in cache.layers if getattr(layer, "keys", None) is not None]
+        longest = max(s.start for s in batch)
+        # Right-align each row's prefix: slot q of row i reads token q - (longest - p_i) (clamped; masked later).
+        starts = torch.tensor([longest - s.start for s in batch], device=device)
+        index = (torch.arange(longest, device=device)[None, :] - starts[:, None]).clamp(min=0)
+        def right_aligned(name: str) -> torch.Tensor:
+            stacked = torch.stack([getattr(layer, name)[:, :, :longest] for layer in layers])
+            return stacked.gather(3, index[None, :, None, :, None].expand_as(stacked))
+
+        kv = _PrefixKV(keys=right_aligned("keys"), values=right_aligned("values"))
         out = []
         for i, s in enumerate(batch):
             p, n, length = s.start, s.n_subwords, len(s.token_ids)
@@ -157,8 +189,8 @@ class TeacherCache:
                 _Cached(
                     snippet=s,
                     word_index=word_index[s.word],
-                    keys=[layer.keys[i, :, :p].clone() for layer in layers],
-                    values=[layer.values[i, :, :p].clone() for layer in layers],
+                    kv=kv,
+                    row=i,
                     targets=hidden[i, p + n - 1 : length].float().clone(),
                     prefix_final=final[i, :p].float().clone() if final is not None else None,
                 )
@@ -179,10 +211,18 @@ class _StudentBatch:
     valid: torch.Tensor  # [B, S] bool: real student positions from the new token on
     word_index: torch.Tensor  # [B]
     targets: torch.Tensor | None  # [B, S, H]
+    tokens: int  # real student positions, counted on the host (no device sync)
 
 
 def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) -> _StudentBatch:
+    """Assemble one student batch: prefix key/values gathered from the teacher blocks, masks, targets.
+
+    Key layout per row: [padding (P - p_i) | prefix (p_i) | new token + suffix (1 + s_i) | padding]: index
+    distances equal token distances (sliding windows), positions continue from p_i (RoPE).
+    """
     device = lm.device
+    # Rows from the same teacher block are gathered with one index per block.
+    items = sorted(items, key=lambda it: (id(it.kv), it.row))
     bsz = len(items)
     prefix = max(it.snippet.start for it in items)
     width = max(len(it.snippet.suffix) + 1 for it in items)
@@ -195,25 +235,30 @@ def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) ->
         p, s = it.snippet.start, len(it.snippet.suffix)
         if s:
             suffix_ids[i, :s] = torch.tensor(it.snippet.suffix)
-        mask[i, prefix - p : prefix + 1 + s] = 1  # prefix keys are left-padded inside the cache
+        mask[i, prefix - p : prefix + 1 + s] = 1
         positions[i] = torch.arange(p, p + width)
         valid[i, : s + 1] = True
     cache = None
     if prefix:
+        blocks: dict[int, tuple[_PrefixKV, list[int]]] = {}
+        for it in items:
+            blocks.setdefault(id(it.kv), (it.kv, []))[1].append(it.row)
+        keys, values = [], []
+        for kv, rows in blocks.values():
+            index = torch.tensor(rows, device=device)
+            stored = kv.keys.shape[-2]  # >= every p_i of its rows; right-aligned, so keep the last `prefix` slots
+            for source, out in ((kv.keys, keys), (kv.values, values)):
+                part = source.index_select(1, index)
+                part = part[..., stored - prefix :, :] if stored >= prefix else F.pad(part, (0, 0, prefix - stored, 0))
+                out.append(part)
+        keys = torch.cat(keys, dim=1) if len(keys) > 1 else keys[0]
+        values = torch.cat(values, dim=1) if len(values) > 1 else values[0]
         cache = DynamicCache()  # full layers: sliding-window layers would drop prefix keys we slice
-        for layer in range(len(items[0].keys)):
-            ks, vs = [], []
-            for it in items:
-                k, v = it.keys[layer], it.values[layer]
-                missing = prefix - k.shape[1]
-                ks.append(F.pad(k, (0, 0, missing, 0)))
-                vs.append(F.pad(v, (0, 0, missing, 0)))
-            cache.update(torch.stack(ks), torch.stack(vs), layer)
+        for layer in range(keys.shape[0]):
+            cache.update(keys[layer], values[layer], layer)
     targets = None
     if need_targets:
-        targets = torch.zeros((bsz, width, items[0].targets.shape[-1]), device=device)
-        for i, it in enumerate(items):
-            targets[i, : it.targets.shape[0]] = it.targets
+        targets = torch.nn.utils.rnn.pad_sequence([it.targets for it in items], batch_first=True)
     return _StudentBatch(
         items=items,
         cache=cache,
@@ -223,6 +268,7 @@ def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) ->
         valid=valid.to(device),
         word_index=torch.tensor([it.word_index for it in items], device=device),
         targets=targets,
+        tokens=int(sum(len(it.snippet.suffix) + 1 for it in items)),
     )
 
 
@@ -297,13 +343,13 @@ class DistillationTrainer:
         """Shuffled batches of snippets with similar student lengths.
 
         A word near a document edge gives one long student sequence; batched with centred ones it would
-        pad the whole batch to its length. Sorting within shuffled pools of 8 batches keeps padding low
-        while the batch order stays random.
+        pad the whole batch to its length. Sorting within shuffled pools of 50 batches (the megabatches
+        of HF's LengthGroupedSampler) keeps padding low while batch contents and order stay random.
         """
         items, size = self.cache.items, self.config.batch_size
         shuffled = list(order)
         rng.shuffle(shuffled)
-        pool = size * 8
+        pool = size * 50
         batches = []
         for p in range(0, len(shuffled), pool):
             chunk = sorted(shuffled[p : p + pool], key=lambda i: (len(items[i].snippet.suffix), items[i].snippet.start))
@@ -331,8 +377,9 @@ class DistillationTrainer:
             for batch_indices in self._batches(order, rng):
                 if cancel is not None and cancel.is_set():
                     raise DistillationCancelled(f"{method}: stopped after {step} of {total_steps} steps")
-                items = [self.cache.items[i] for i in batch_indices]
-                batch = _student_batch(lm, items, need_targets=self.use_distill)
+                batch = _student_batch(lm, [self.cache.items[i] for i in batch_indices],
+                                       need_targets=self.use_distill)
+                items = batch.items
                 with autocast_for(lm.device, use_amp):
                     loss, per_row = self._loss(rows, batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -340,7 +387,7 @@ class DistillationTrainer:
                 optimizer.step()
                 step += 1
                 result.snippets_seen += len(items)
-                result.tokens_seen += int(batch.valid.sum())
+                result.tokens_seen += batch.tokens
                 if callback is not None:
                     per_word: dict[str, list[float]] = defaultdict(list)
                     for it, value in zip(items, per_row.detach().cpu().tolist()):
