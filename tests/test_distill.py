@@ -110,6 +110,33 @@ def test_training_lowers_loss_and_leaves_model_bit_identical(tiny_any, two_words
         assert torch.equal(value, before[key]), key
 
 
+def test_length_split_batches_give_the_same_rows(tiny, two_words, monkeypatch):
+    import tokdist_core.distill as distill
+
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    cache = TeacherCache(tiny, snippets, words, -1, with_final=False)
+    config = DistillationConfig(epochs=3, batch_size=6, learning_rate=5e-2)
+
+    def train(threshold):
+        monkeypatch.setitem(distill.SPLIT_MIN_SAVED_TOKENS, "cpu", threshold)
+        trainer = DistillationTrainer(tiny, words, config, cache)
+        steps = []
+        result = trainer.train(_init(tiny, splits), callback=steps.append)
+        return trainer, result, steps
+
+    trainer, whole, whole_steps = train(10**9)
+    assert trainer._length_groups(list(range(6))) == [list(range(6))]
+    trainer, split, split_steps = train(1)
+    assert len(trainer._length_groups(list(range(6)))) > 1  # widths differ, so the batch is split
+    assert split.tokens_seen == whole.tokens_seen
+    for a, b in zip(whole_steps, split_steps):
+        assert a.loss == pytest.approx(b.loss, rel=1e-5)
+        assert a.word_losses == pytest.approx(b.word_losses, rel=1e-5)
+    for word in words:
+        torch.testing.assert_close(split.rows[word], whole.rows[word], rtol=1e-5, atol=1e-6)
+
+
 def test_cancel_stops_between_steps(tiny, two_words):
     splits, snippets = two_words
     words = [s.word for s in splits]
@@ -189,3 +216,19 @@ def test_evaluator_and_trainer_agree_on_hidden_mse(tiny_any, two_words):
         loss, _ = trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))
     report = heldout_metrics(lm, [NewTokenRows("subword_mean", words, init)], [snippet])
     assert report["subword_mean"][snippet.word]["hidden_mse"] == pytest.approx(float(loss), rel=1e-4)
+
+
+def test_native_grouped_query_attention_gives_the_same_loss(tiny_any, two_words, monkeypatch):
+    # load_model turns on SDPA's own key/value grouping on CPU-only machines; it must not change numbers.
+    lm = tiny_any
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    cache = TeacherCache(lm, snippets, words, -1, with_final=False)
+    trainer = DistillationTrainer(lm, words, DistillationConfig(), cache)
+    init = _init(lm, splits)
+    losses = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", flag)
+        with torch.no_grad():
+            losses.append(trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))[1])
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
