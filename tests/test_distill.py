@@ -28,11 +28,12 @@ def _init(lm, splits):
 
 def _reference_mse(lm, snippet: Snippet, row: torch.Tensor, layer: int) -> float:
     """Full forward passes, no cache: the definition of the aligned loss."""
-    student_ids = torch.tensor([list(snippet.prefix) + [0] + list(snippet.suffix)])
+    student_ids = torch.tensor([list(snippet.prefix) + [0] + list(snippet.suffix)], device=lm.device)
     embeds = embed_ids(lm.model, student_ids)
     embeds[0, snippet.start] = row * getattr(lm.model.get_input_embeddings(), "embed_scale", 1.0)
     out = lm.model(inputs_embeds=embeds, output_hidden_states=True).hidden_states[layer]
-    ref = lm.model(input_ids=torch.tensor([snippet.token_ids]), output_hidden_states=True).hidden_states[layer]
+    teacher_ids = torch.tensor([snippet.token_ids], device=lm.device)
+    ref = lm.model(input_ids=teacher_ids, output_hidden_states=True).hidden_states[layer]
     student = out[0, snippet.start :]
     teacher = ref[0, snippet.start + snippet.n_subwords - 1 :]
     return float((student - teacher).pow(2).mean())

@@ -152,10 +152,10 @@ class TeacherCache:
         start = time.perf_counter()
         # Similar lengths pad less; equal lengths sorted by prefix keep the stored prefix block tight.
         ordered = sorted(snippets, key=lambda s: (len(s.token_ids), s.start))
-        if batch_size is None and ordered:
+        if batch_size is None:
             budget = TEACHER_BATCH_TOKENS.get(lm.device.type, TEACHER_BATCH_TOKENS["cpu"])
-            batch_size = max(1, budget // len(ordered[-1].token_ids))
-        for b in range(0, len(ordered), batch_size or 1):
+            batch_size = max(1, budget // max((len(s.token_ids) for s in ordered), default=1))
+        for b in range(0, len(ordered), batch_size):
             self.items.extend(self._run(ordered[b : b + batch_size], word_index))
         self.seconds = time.perf_counter() - start
 
@@ -180,6 +180,7 @@ class TeacherCache:
         # Right-align each row's prefix: slot q of row i reads token q - (longest - p_i) (clamped; masked later).
         starts = torch.tensor([longest - s.start for s in batch], device=device)
         index = (torch.arange(longest, device=device)[None, :] - starts[:, None]).clamp(min=0)
+
         def right_aligned(name: str) -> torch.Tensor:
             stacked = torch.stack([getattr(layer, name)[:, :, :longest] for layer in layers])
             return stacked.gather(3, index[None, :, None, :, None].expand_as(stacked))
@@ -271,7 +272,7 @@ def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) ->
         valid=valid.to(device),
         word_index=torch.tensor([it.word_index for it in items], device=device),
         targets=targets,
-        tokens=int(sum(len(it.snippet.suffix) + 1 for it in items)),
+        tokens=sum(len(it.snippet.suffix) + 1 for it in items),
     )
 
 
