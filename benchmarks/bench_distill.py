@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--skip-straightforward", action="store_true",
                         help="skip timing DESIGN.md's straightforward reference loop on the paper configuration")
     args = parser.parse_args()
+    if args.repeats < 1 or args.throughput_words < 0 or args.throughput_batch < 1:
+        parser.error("--repeats and --throughput-batch must be >= 1, --throughput-words >= 0")
     td = TokenDistillation(args.model, device=args.device)
     device = td.lm.device
     peak = matmul_peak_gflops(device)
