@@ -32,11 +32,16 @@ from tokdist_core.methods import METHOD_NAMES, MethodContext, get_method
 from tokdist_core.rows import NewTokenRows
 
 
-def _run(td, words, snippets_per_token, snippet_len, config, heldout=0):
-    splits, skipped = td.prepare_words(words)
-    contexts = td.contexts(splits, "bundled", snippets_per_token, heldout, snippet_len, config.seed)
+def _snippets(td, words, snippets_per_token, snippet_len, seed, heldout=0):
+    """Words with a full set of bundled-corpus training snippets, their contexts, and all those snippets."""
+    splits, _ = td.prepare_words(words)
+    contexts = td.contexts(splits, "bundled", snippets_per_token, heldout, snippet_len, seed)
     splits = [s for s in splits if len(contexts[s.word].train) == snippets_per_token]
-    train = [sn for s in splits for sn in contexts[s.word].train]
+    return splits, contexts, [sn for s in splits for sn in contexts[s.word].train]
+
+
+def _run(td, words, snippets_per_token, snippet_len, config, heldout=0):
+    splits, contexts, train = _snippets(td, words, snippets_per_token, snippet_len, config.seed, heldout)
     start = time.perf_counter()
     cache = TeacherCache(td.lm, train, [s.word for s in splits], config.target_layer, with_final=False,
                          mixed_precision=config.mixed_precision)
@@ -133,9 +138,7 @@ def main() -> None:
     _run(td, PAPER_WORDS[:1], 4, 51, paper)  # warm-up: allocator, kernels, corpus index
     paper_out = _throughput(td, PAPER_WORDS, 25, 51, paper, flops_tok, peak, repeats=args.repeats)
     if not args.skip_straightforward:
-        splits, _ = td.prepare_words(PAPER_WORDS)
-        contexts = td.contexts(splits, "bundled", 25, 0, 51, paper.seed)
-        train = [sn for s in splits for sn in contexts[s.word].train]
+        splits, _, train = _snippets(td, PAPER_WORDS, 25, 51, paper.seed)
         reference = _straightforward_seconds(td.lm, splits, train)
         paper_out["straightforward_loop_seconds"] = round(reference, 2)
         paper_out["speedup_over_straightforward"] = round(reference / paper_out["seconds_median"], 2)

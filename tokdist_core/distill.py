@@ -124,6 +124,11 @@ class _Cached:
     targets: torch.Tensor | None  # [1 + s, H] teacher states at the target layer, aligned to the student
     prefix_final: torch.Tensor | None  # [p, H] teacher final hidden states over the prefix (for next-token losses)
 
+    @property
+    def width(self) -> int:
+        """Student positions: the new token and the suffix."""
+        return len(self.snippet.suffix) + 1
+
     def prefix_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """[layers, kv_heads, p, head_dim] keys and values of this snippet's prefix (views)."""
         start = self.kv.keys.shape[-2] - self.snippet.start
@@ -229,7 +234,7 @@ def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) ->
     items = sorted(items, key=lambda it: (id(it.kv), it.row))
     bsz = len(items)
     prefix = max(it.snippet.start for it in items)
-    width = max(len(it.snippet.suffix) + 1 for it in items)
+    width = max(it.width for it in items)
     pad = lm.tokenizer.pad_token_id or 0
     suffix_ids = torch.full((bsz, width - 1), pad, dtype=torch.long)
     mask = torch.zeros((bsz, prefix + width), dtype=torch.long)
@@ -272,7 +277,7 @@ def _student_batch(lm: LoadedModel, items: list[_Cached], need_targets: bool) ->
         valid=valid.to(device),
         word_index=torch.tensor([it.word_index for it in items], device=device),
         targets=targets,
-        tokens=sum(len(it.snippet.suffix) + 1 for it in items),
+        tokens=sum(it.width for it in items),
     )
 
 
@@ -352,8 +357,8 @@ class DistillationTrainer:
         threshold = SPLIT_MIN_SAVED_TOKENS.get(self.lm.device.type)
         if threshold is None or self.use_ntp or len(indices) < 2:
             return [indices]
-        ordered = sorted(indices, key=lambda i: len(self.cache.items[i].snippet.suffix))
-        widths = [len(self.cache.items[i].snippet.suffix) + 1 for i in ordered]
+        ordered = sorted(indices, key=lambda i: self.cache.items[i].width)
+        widths = [self.cache.items[i].width for i in ordered]
         padded = len(widths) * widths[-1]
         cost, k = min((k * widths[k - 1] + (len(widths) - k) * widths[-1], k) for k in range(1, len(widths)))
         if padded - cost < threshold:
@@ -373,7 +378,7 @@ class DistillationTrainer:
         pool = size * 50
         batches = []
         for p in range(0, len(shuffled), pool):
-            chunk = sorted(shuffled[p : p + pool], key=lambda i: (len(items[i].snippet.suffix), items[i].snippet.start))
+            chunk = sorted(shuffled[p : p + pool], key=lambda i: (items[i].width, items[i].snippet.start))
             batches.extend(chunk[b : b + size] for b in range(0, len(chunk), size))
         rng.shuffle(batches)
         return batches
@@ -400,7 +405,7 @@ class DistillationTrainer:
                     raise DistillationCancelled(f"{method}: stopped after {step} of {total_steps} steps")
                 optimizer.zero_grad(set_to_none=True)
                 groups = self._length_groups(batch_indices)
-                total = sum(len(self.cache.items[i].snippet.suffix) + 1 for i in batch_indices)
+                total = sum(self.cache.items[i].width for i in batch_indices)
                 items, row_losses, loss = [], [], 0.0
                 for group in groups:
                     batch = _student_batch(lm, [self.cache.items[i] for i in group], need_targets=self.use_distill)
