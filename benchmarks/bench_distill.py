@@ -28,6 +28,7 @@ from benchmarks.common import (
 from tokdist_core.api import TokenDistillation
 from tokdist_core.distill import DistillationConfig, DistillationTrainer, TeacherCache
 from tokdist_core.evaluate import heldout_metrics
+from tokdist_core.forward import PRECISIONS, autocast_dtype, autocast_for
 from tokdist_core.methods import METHOD_NAMES, MethodContext, get_method
 from tokdist_core.rows import NewTokenRows
 
@@ -58,9 +59,10 @@ def _run(td, words, snippets_per_token, snippet_len, config, heldout=0):
     return splits, contexts, train, result, teacher_s, total_s, teacher_tokens, student_tokens
 
 
-def _straightforward_seconds(lm, splits, train, batch_size: int = 16) -> float:
+def _straightforward_seconds(lm, splits, train, mixed_precision: str, batch_size: int = 16) -> float:
     """DESIGN.md's reference loop: teacher recomputed every step, full forward with the LM head on both
-    passes, the whole (resized) embedding matrix trained with dense gradients and AdamW state."""
+    passes, the whole (resized) embedding matrix trained with dense gradients and AdamW state. It runs
+    under the same autocast setting as the timed configuration, so the speedup compares like with like."""
     model = copy.deepcopy(lm.model)  # resized and trained here; the shared model stays untouched
     vocab = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(vocab + len(splits))
@@ -83,12 +85,13 @@ def _straightforward_seconds(lm, splits, train, batch_size: int = 16) -> float:
         batch = order[b : b + batch_size]
         teacher_ids, teacher_mask = padded([s.token_ids for s in batch])
         student_ids, student_mask = padded([s.prefix + (new_id[s.word],) + s.suffix for s in batch])
-        with torch.no_grad():
+        with torch.no_grad(), autocast_for(lm.device, mixed_precision):
             teacher = model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=True)
-        student = model(input_ids=student_ids, attention_mask=student_mask, output_hidden_states=True)
+        with autocast_for(lm.device, mixed_precision):
+            student = model(input_ids=student_ids, attention_mask=student_mask, output_hidden_states=True)
         loss = sum(
-            (student.hidden_states[-1][i, s.start : s.start + 1 + len(s.suffix)]
-             - teacher.hidden_states[-1][i, s.start + s.n_subwords - 1 : len(s.token_ids)]).pow(2).mean()
+            (student.hidden_states[-1][i, s.start : s.start + 1 + len(s.suffix)].float()
+             - teacher.hidden_states[-1][i, s.start + s.n_subwords - 1 : len(s.token_ids)].float()).pow(2).mean()
             for i, s in enumerate(batch)
         ) / len(batch)
         optimizer.zero_grad()
@@ -118,6 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m", help="bundled name, hub id or local folder")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
+                        help="auto: bf16 on CUDA, fp32 on CPU (the README's CPU targets); bf16: also on CPU")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the paper configuration")
     parser.add_argument("--throughput-words", type=int, default=0,
                         help="also time one epoch over this many frequent corpus words (GPU-sized run)")
@@ -130,32 +135,35 @@ def main() -> None:
         parser.error("--repeats and --throughput-batch must be >= 1, --throughput-words >= 0")
     td = TokenDistillation(args.model, device=args.device)
     device = td.lm.device
-    peak = matmul_peak_gflops(device)
+    compute_dtype = autocast_dtype(device, args.mixed_precision) or torch.float32
+    peak = matmul_peak_gflops(device, compute_dtype)
     flops_tok = layer_flops_per_token(td.lm)
 
     # Paper configuration: 8 words x 25 snippets x 51 tokens, batch 16, one epoch (teacher included).
-    paper = DistillationConfig(epochs=1, batch_size=16, learning_rate=1e-4)
+    paper = DistillationConfig(epochs=1, batch_size=16, learning_rate=1e-4, mixed_precision=args.mixed_precision)
     _run(td, PAPER_WORDS[:1], 4, 51, paper)  # warm-up: allocator, kernels, corpus index
     paper_out = _throughput(td, PAPER_WORDS, 25, 51, paper, flops_tok, peak, repeats=args.repeats)
     if not args.skip_straightforward:
         splits, _, train = _snippets(td, PAPER_WORDS, 25, 51, paper.seed)
-        reference = _straightforward_seconds(td.lm, splits, train)
+        reference = _straightforward_seconds(td.lm, splits, train, args.mixed_precision)
         paper_out["straightforward_loop_seconds"] = round(reference, 2)
         paper_out["speedup_over_straightforward"] = round(reference / paper_out["seconds_median"], 2)
     out = {
         "benchmark": "distill", "model": td.lm.source, "environment": environment(device),
+        "compute_dtype": str(compute_dtype).removeprefix("torch."),
         "matmul_peak_gflop_per_s": round(peak, 1), "decoder_flops_per_token": flops_tok,
         "flop_formula": "F*(T_teacher + 2*T_student), F = 2*decoder matmul params",
         "paper_config": paper_out,
     }
     if args.throughput_words:
         words = frequent_corpus_words(td.lm.tokenizer, args.throughput_words, min_count=30)
-        big = DistillationConfig(epochs=1, batch_size=args.throughput_batch, learning_rate=1e-4)
+        big = DistillationConfig(epochs=1, batch_size=args.throughput_batch, learning_rate=1e-4,
+                                 mixed_precision=args.mixed_precision)
         out["throughput"] = _throughput(td, words, 25, 51, big, flops_tok, peak)
 
     if not args.skip_one_word:
         # One word to convergence with the defaults, then held-out MSE against the subword mean.
-        default = DistillationConfig()
+        default = DistillationConfig(mixed_precision=args.mixed_precision)
         splits1, contexts1, train1, result1, teacher1, total1, _, _ = _run(td, ["Schopenhauer"], 25, 50, default,
                                                                            heldout=10)
         words1 = [s.word for s in splits1]

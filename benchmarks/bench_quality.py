@@ -7,6 +7,7 @@ import argparse
 from benchmarks.common import PAPER_WORDS, emit, environment
 from tokdist_core.api import TokenDistillation
 from tokdist_core.distill import DistillationConfig
+from tokdist_core.forward import PRECISIONS
 from tokdist_core.methods import METHOD_NAMES
 
 
@@ -17,10 +18,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=DistillationConfig.epochs)
     parser.add_argument("--lr", type=float, default=DistillationConfig.learning_rate)
     parser.add_argument("--methods", default=",".join(METHOD_NAMES))
+    parser.add_argument("--mixed-precision", default="auto", choices=PRECISIONS)
     args = parser.parse_args()
     td = TokenDistillation(args.model)
     comparison = td.compare(args.words, data="bundled", methods=args.methods.split(","),
-                            training=DistillationConfig(epochs=args.epochs, learning_rate=args.lr))
+                            training=DistillationConfig(epochs=args.epochs, learning_rate=args.lr,
+                                                        mixed_precision=args.mixed_precision))
     report = comparison.to_json()
     emit({"benchmark": "quality", "model": td.lm.source, "environment": environment(td.lm.device),
           "config": report["config"], "summary": report["summary"], "skipped": report["skipped"],

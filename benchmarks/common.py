@@ -33,9 +33,8 @@ def frequent_corpus_words(tokenizer, n: int, min_count: int) -> list[str]:
     return words
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 (CPU) or bf16 (CUDA) dense matmul throughput on an n x n problem."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """Measured dense matmul throughput on an n x n problem in the dtype the training computes in."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):

@@ -26,6 +26,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from tokdist_core.api import TokenDistillation  # noqa: E402
 from tokdist_core.export import load_rows  # noqa: E402
+from tokdist_core.forward import cpu_has_fast_bf16  # noqa: E402
 from tokdist_core.models import ModelLoadError  # noqa: E402
 
 pytestmark = pytest.mark.app
@@ -313,8 +314,10 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
     fails("Learning rate must be between 0 and 1", ["tokdist"], 1, -1, 8, -1, "ntp", 0, api_name="/distill")
     fails("Target layer must be between -1 and 30|greater than maximum value 30", ["tokdist"], 1, 0.01, 8, 99, "ntp", 0, api_name="/distill")
     fails("Output policy|not in the list of choices", ["tokdist"], 1, 0.01, 8, -1, "bogus", 0, api_name="/distill")
+    fails("Precision must be one of|not in the list of choices", ["tokdist"], 1, 0.01, 8, -1, "ntp", 0, "fp8",
+          api_name="/distill")
 
-    tiny_distill(c, ["subword_mean"])
+    tiny_distill(c, ["subword_mean"])  # the precision argument left out: "auto"
     # Generate / lens / export: empty or huge prompt, odd numbers, unknown names.
     fails("Type a prompt", "   ", [], 5, 0, 0, api_name="/generate")
     fails("limit is 2,000", "Schopenhauer " * 400, [], 5, 0, 0, api_name="/generate")
@@ -325,7 +328,10 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
     view, details = c.predict("Nothing to see here 🦜", [], 3, 0, 0, api_name="/generate")
     assert "none of your words" in view
 
-    # After all of that the session still works end to end.
+    # After all of that the session still works end to end, in bf16 where this CPU computes it natively.
+    precision = "bf16" if cpu_has_fast_bf16() else "no"
+    details = c.predict(["subword_mean", "tokdist"], 1, 0.01, 8, -1, "ntp", 0, precision, api_name="/distill")[3]
+    assert details["finished"] == ["subword_mean", "tokdist"] and details["config"]["mixed_precision"] == precision
     assert c.predict(None, 3, api_name="/compare")[-1]["word"] == " Schopenhauer"
 
 

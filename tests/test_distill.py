@@ -16,7 +16,7 @@ from tokdist_core.distill import (
     _student_batch,
     fit_output_rows,
 )
-from tokdist_core.forward import decoder_forward, embed_ids, output_logits
+from tokdist_core.forward import cpu_has_fast_bf16, decoder_forward, embed_ids, output_logits
 from tokdist_core.methods import subword_rows
 from tokdist_core.methods.base import MethodContext
 from tokdist_core.snippet import Snippet
@@ -233,3 +233,52 @@ def test_native_grouped_query_attention_gives_the_same_loss(tiny_any, two_words,
         with torch.no_grad():
             losses.append(trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))[1])
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+
+
+def test_precision_setting_picks_the_autocast_dtype():
+    from tokdist_core.forward import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "no") is None
+    assert autocast_dtype(cpu, "bf16") is torch.bfloat16
+    assert autocast_dtype(cuda, "auto") is torch.bfloat16 and autocast_dtype(cuda, "no") is None
+    with pytest.raises(ValueError, match="mixed_precision"):
+        autocast_dtype(cpu, "fp16")
+
+
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU runs bf16 matmuls emulated")
+@pytest.mark.parametrize("kind", ["tied", "gemma"])
+def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words, kind):
+    from tests.conftest import make_tiny
+
+    lm = make_tiny(tokenizer, kind)
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    config = DistillationConfig(epochs=15, batch_size=4, learning_rate=5e-2, mixed_precision="bf16")
+    cache = TeacherCache(lm, snippets, words, -1, with_final=False, mixed_precision="bf16")
+    assert cache.items[0].kv.values.dtype == torch.bfloat16  # the teacher really ran in bf16 (keys are fp32 after RoPE)
+    assert cache.items[0].targets.dtype == torch.float32
+    trainer = DistillationTrainer(lm, words, config, cache)
+    init = _init(lm, splits)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, per_row = trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))
+    for item, got in zip(cache.items, per_row.tolist()):
+        with torch.no_grad():
+            expected = _reference_mse(lm, item.snippet, init[item.word_index], lm.num_layers)
+        assert got == pytest.approx(expected, rel=0.1, abs=1e-3)
+    steps = []
+    result = trainer.train(init, callback=steps.append)
+    assert steps[-1].loss < 0.7 * steps[0].loss
+    assert all(row.dtype == torch.float32 and torch.isfinite(row).all() for row in result.rows.values())
+    for key, value in lm.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_bf16_is_refused_on_a_cpu_that_would_emulate_it(tiny, monkeypatch):
+    import tokdist_core.distill as distill
+
+    monkeypatch.setattr(distill, "cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(ValueError, match="emulated and slower than fp32"):
+        DistillationConfig(mixed_precision="bf16").validate(tiny)
+    DistillationConfig(mixed_precision="no").validate(tiny)

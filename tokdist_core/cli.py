@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .distill import DistillationConfig
+from .forward import PRECISIONS
 from .methods import METHOD_NAMES
 
 
@@ -27,7 +28,7 @@ def _words(args: argparse.Namespace) -> list[str]:
 
 def _config(args: argparse.Namespace) -> DistillationConfig:
     return DistillationConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                              target_layer=args.target_layer, seed=args.seed)
+                              target_layer=args.target_layer, seed=args.seed, mixed_precision=args.mixed_precision)
 
 
 def _data(value: str) -> str | list[str]:
@@ -71,6 +72,8 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
         p.add_argument("--lr", type=float, default=DistillationConfig.learning_rate)
         p.add_argument("--target-layer", type=int, default=-1)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
+                       help="auto: bf16 on CUDA, fp32 on CPU; bf16: also on CPU (fast with AVX-512/AMX); no: fp32")
         p.add_argument("--output-policy", default="ntp", choices=("ntp", "zero", "subword_mean"))
 
 

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from .forward import (
+    PRECISIONS,
     autocast_for,
+    cpu_has_fast_bf16,
     decoder_forward,
     embed_ids,
     embed_scale,
@@ -58,7 +60,7 @@ class DistillationConfig:
     target_layer: int = -1  # HF hidden-state index; -1 = last hidden state after the final norm
     losses: tuple[str, ...] = ("distill",)  # "distill", "ntp" or both (αNTP: CE scaled to the distill loss)
     seed: int = 0
-    mixed_precision: str = "auto"  # "auto" (bf16 on CUDA), "bf16" or "no"
+    mixed_precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "bf16" (also on CPU) or "no" (fp32)
 
     def validate(self, lm: LoadedModel | None = None) -> None:
         def positive_int(name: str, value, upper: int) -> None:
@@ -72,12 +74,15 @@ class DistillationConfig:
             raise ValueError(f"learning_rate must be a finite number in (0, 10], got {lr!r}")
         if not self.losses or any(loss not in LOSSES for loss in self.losses):
             raise ValueError(f"losses must be a non-empty subset of {LOSSES}, got {self.losses!r}")
-        if self.mixed_precision not in ("auto", "bf16", "no"):
+        if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be 'auto', 'bf16' or 'no', got {self.mixed_precision!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if lm is not None:
             resolve_layer(lm.model, self.target_layer)
+            if self.mixed_precision == "bf16" and lm.device.type == "cpu" and not cpu_has_fast_bf16():
+                raise ValueError("mixed_precision='bf16' on this CPU would be emulated and slower than fp32 "
+                                 "(it needs AVX-512 or AMX); use 'auto' or 'no'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,7 +181,7 @@ class TeacherCache:
             mask[i, : len(s.token_ids)] = 1
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()  # full layers: sliding-window layers would drop prefix keys we slice
-        with autocast_for(device, self.mixed_precision != "no"):
+        with autocast_for(device, self.mixed_precision):
             hidden, final = decoder_forward(
                 lm.model, embed_ids(lm.model, ids), mask, self.layer, cache=cache, run_to_end=self.with_final
             )
@@ -397,7 +402,6 @@ class DistillationTrainer:
         total_steps = steps_per_epoch * cfg.epochs
         result = TrainResult(rows={})
         start = time.perf_counter()
-        use_amp = cfg.mixed_precision != "no"
         step = 0
         for epoch in range(cfg.epochs):
             for batch_indices in self._batches(order, rng):
@@ -409,7 +413,7 @@ class DistillationTrainer:
                 items, row_losses, loss = [], [], 0.0
                 for group in groups:
                     batch = _student_batch(lm, [self.cache.items[i] for i in group], need_targets=self.use_distill)
-                    with autocast_for(lm.device, use_amp):
+                    with autocast_for(lm.device, cfg.mixed_precision):
                         part, per_row = self._loss(rows, batch)
                     # Token-weighted means combine exactly: the batch loss is sum(tokens_g * loss_g) / tokens.
                     if len(groups) > 1:

@@ -61,11 +61,27 @@ def _install_taps(model: PreTrainedModel) -> None:
     decoder._tokdist_taps = True
 
 
-def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op on CPU (fp32 there)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+PRECISIONS = ("auto", "bf16", "no")
+
+
+def autocast_dtype(device: torch.device, mixed_precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for a precision setting: "auto" is bf16 on CUDA and fp32 on CPU, "bf16" is bf16
+    on both (fast on CPUs with native bf16 matmuls), "no" is fp32 everywhere. Weights stay fp32."""
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {mixed_precision!r}")
+    if mixed_precision == "bf16" or (mixed_precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast_for(device: torch.device, mixed_precision: str = "auto"):
+    dtype = autocast_dtype(device, mixed_precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 matmuls natively here (AVX-512 or AMX); elsewhere bf16 is emulated and slow."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def decoder_forward(

@@ -19,6 +19,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from .forward import autocast_dtype
+
 
 class ModelLoadError(ValueError):
     """A model id could not be resolved; the message says everything that was tried."""
@@ -103,7 +105,8 @@ class LoadedModel:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.device.type == "cuda" else None
+        """The default ("auto") compute dtype: bf16 on CUDA, fp32 (None) on CPU."""
+        return autocast_dtype(self.device)
 
     @property
     def device_label(self) -> str:

@@ -33,6 +33,9 @@ It nudges the new row until the student's internal states match the teacher's. O
 the model itself stays frozen. The other methods are simpler starting points to compare against.
 """
 DEFAULT_METHODS = ["random", "subword_mean", "tokdist"]
+PRECISION_CHOICES = [("Automatic: bf16 on a GPU, fp32 on a CPU", "auto"),
+                     ("bf16: about 1.3x faster on CPUs with AVX-512 or AMX", "bf16"),
+                     ("fp32 everywhere", "no")]
 UPDATE_EVERY_S = 0.5  # how often the page is refreshed while training
 
 
@@ -45,6 +48,7 @@ class DistillTab:
     target_layer: gr.Slider
     output_policy: gr.Radio
     seed: gr.Number
+    precision: gr.Radio
     run: gr.Button
     stop: gr.Button
     device: gr.Markdown
@@ -77,7 +81,7 @@ def check_methods(methods: list[str] | str | None) -> list[str]:
 
 
 def make_config(epochs: object, learning_rate: object, batch_size: object, target_layer: object,
-                seed: object, num_layers: int) -> DistillationConfig:
+                seed: object, num_layers: int, precision: object = "auto") -> DistillationConfig:
     try:
         lr = float(learning_rate)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -90,7 +94,16 @@ def make_config(epochs: object, learning_rate: object, batch_size: object, targe
         learning_rate=lr,
         target_layer=as_int(target_layer, "Target layer", -1, num_layers),
         seed=as_int(seed if seed not in (None, "") else 0, "Seed", 0, 2**31 - 1),
+        mixed_precision=_precision(precision),
     )
+
+
+def _precision(value: object) -> str:
+    allowed = [v for _, v in PRECISION_CHOICES]
+    value = value or "auto"
+    if value not in allowed:
+        raise gr.Error(f"Precision must be one of {', '.join(allowed)}, got {value!r}.")
+    return str(value)
 
 
 def _status(lines: list[str]) -> str:
@@ -98,14 +111,14 @@ def _status(lines: list[str]) -> str:
 
 
 def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning_rate: object, batch_size: object,
-                target_layer: object, output_policy: str | None, seed: object,
+                target_layer: object, output_policy: str | None, seed: object, precision: object,
                 state: SessionState) -> Iterator[tuple[str, str, go.Figure, dict, SessionState]]:
     """Train in a worker thread and stream progress; a Stop keeps the methods that finished."""
     state.require_contexts()
     chosen = check_methods(methods)
     td = rt.engine(state.model_name)
     lm = td.lm
-    config = make_config(epochs, learning_rate, batch_size, target_layer, seed, lm.num_layers)
+    config = make_config(epochs, learning_rate, batch_size, target_layer, seed, lm.num_layers, precision)
     config.validate(lm)
     policy = (output_policy or "ntp").strip()
     if policy not in OUTPUT_POLICIES:
@@ -258,6 +271,8 @@ def build(rt: Runtime) -> DistillTab:
             output_policy = gr.Radio(list(OUTPUT_POLICIES), value="ntp", label="Output rows (untied models only)",
                                      info="SmolLM2 shares input and output rows, so this does not matter there.")
             seed = gr.Number(value=0, precision=0, label="Training seed", minimum=0)
+            precision = gr.Radio(PRECISION_CHOICES, value="auto", label="Number precision",
+                                 info="bf16 halves the bits per number: faster, with results within noise.")
     device = gr.Markdown(f"Runs on **{device_label(lm)}**." if lm is not None else "")
     with gr.Row():
         run = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
@@ -270,12 +285,14 @@ def build(rt: Runtime) -> DistillTab:
                 "the teacher's. It jumps around because every step sees different snippets; the trend matters.</small>")
     with gr.Accordion("Details (JSON, as returned by the /distill API)", open=False):
         details = gr.JSON()
-    return DistillTab(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, run, stop_btn,
+    return DistillTab(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
+                      run, stop_btn,
                       device, status, progress, plot, details)
 
 
 def inputs(tab: DistillTab) -> list[gr.components.Component]:
-    return [tab.methods, tab.epochs, tab.learning_rate, tab.batch_size, tab.target_layer, tab.output_policy, tab.seed]
+    return [tab.methods, tab.epochs, tab.learning_rate, tab.batch_size, tab.target_layer, tab.output_policy, tab.seed,
+            tab.precision]
 
 
 def outputs(tab: DistillTab) -> list[gr.components.Component]:
@@ -284,8 +301,10 @@ def outputs(tab: DistillTab) -> list[gr.components.Component]:
 
 def handler_for(rt: Runtime):
     @gpu(duration=300)
-    def handler(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, st: SessionState):
-        yield from run_distill(rt, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, st)
+    def handler(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
+                st: SessionState):
+        yield from run_distill(rt, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
+                               precision, st)
 
     return user_errors(handler)
 
