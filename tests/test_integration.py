@@ -11,6 +11,7 @@ import torch
 
 from tokdist_core.api import TokenDistillation
 from tokdist_core.distill import DistillationConfig
+from tokdist_core.forward import cpu_has_fast_bf16
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,10 @@ def test_run_returns_model_that_encodes_word_as_one_token(td, tmp_path):
     assert model is not td.lm.model
 
 
+# bf16 where this CPU computes it natively, so the CLI flag reaches training; fp32 elsewhere.
+PRECISION = "bf16" if cpu_has_fast_bf16() else "no"
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tokdist_core.cli", *args], capture_output=True, text=True,
                           timeout=600)
@@ -60,10 +65,11 @@ def test_cli_compare_writes_report_and_lists_skipped_words(tmp_path):
     out = tmp_path / "report.json"
     proc = _cli("compare", "--words-file", str(words_file), "--data", "bundled", "--methods",
                 "subword_mean,tokdist", "--snippets-per-token", "4", "--heldout-per-token", "2",
-                "--snippet-len", "24", "--epochs", "1", "--json", str(out))
+                "--snippet-len", "24", "--epochs", "1", "--mixed-precision", PRECISION, "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert set(report) >= {"model", "config", "words", "summary", "skipped"}
+    assert report["config"]["mixed_precision"] == PRECISION
     (word,) = report["words"]
     assert word["word"] == " Andorra" and word["subwords"] == [" And", "or", "ra"]
     assert set(word["methods"]) == {"subword_mean", "tokdist"}
@@ -77,5 +83,7 @@ def test_cli_compare_writes_report_and_lists_skipped_words(tmp_path):
 def test_cli_rejects_bad_hyperparameters():
     proc = _cli("compare", "--words", "Andorra", "--lr", "-1")
     assert proc.returncode != 0 and "learning_rate" in proc.stderr
+    proc = _cli("compare", "--words", "Andorra", "--mixed-precision", "fp16")
+    assert proc.returncode != 0 and "invalid choice: 'fp16'" in proc.stderr
     proc = _cli("split", "--words", "Andorra", "the")
     assert proc.returncode == 0 and "' And', 'or', 'ra'" in proc.stdout and "already a single token" in proc.stdout
