@@ -73,7 +73,7 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True) -> None:
         p.add_argument("--target-layer", type=int, default=-1)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
-                       help="auto: bf16 on CUDA, fp32 on CPU; bf16: also on CPU (fast with AVX-512/AMX); no: fp32")
+                       help="auto: bf16 on CUDA, fp32 on CPU; bf16: also on CPU (fast with AVX-512 BF16 or AMX); no: fp32")
         p.add_argument("--output-policy", default="ntp", choices=("ntp", "zero", "subword_mean"))
 
 

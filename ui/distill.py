@@ -34,7 +34,7 @@ the model itself stays frozen. The other methods are simpler starting points to 
 """
 DEFAULT_METHODS = ["random", "subword_mean", "tokdist"]
 PRECISION_CHOICES = [("Automatic: bf16 on a GPU, fp32 on a CPU", "auto"),
-                     ("bf16: about 1.3x faster on CPUs with AVX-512 or AMX", "bf16"),
+                     ("bf16: about 1.3x faster on CPUs with AVX-512 BF16 or AMX", "bf16"),
                      ("fp32 everywhere", "no")]
 UPDATE_EVERY_S = 0.5  # how often the page is refreshed while training
 
