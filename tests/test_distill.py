@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 
+from tests.conftest import make_tiny
 from tokdist_core.distill import (
     DistillationCancelled,
     DistillationConfig,
@@ -169,8 +170,6 @@ def test_bad_hyperparameters_are_rejected(tiny, field, value):
 
 
 def test_output_rows_fit_raises_new_token_probability(tokenizer, two_words):
-    from tests.conftest import make_tiny
-
     lm = make_tiny(tokenizer, "untied")
     splits, snippets = two_words
     words = [s.word for s in splits]
@@ -249,8 +248,6 @@ def test_precision_setting_picks_the_autocast_dtype():
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU runs bf16 matmuls emulated")
 @pytest.mark.parametrize("kind", ["tied", "gemma"])
 def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words, kind):
-    from tests.conftest import make_tiny
-
     lm = make_tiny(tokenizer, kind)
     splits, snippets = two_words
     words = [s.word for s in splits]
