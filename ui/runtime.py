@@ -59,6 +59,9 @@ class Runtime:
     default_model: str = "smollm2-135m"
     allow_any_model: bool = False
     device: str = "auto"
+    max_job_seconds: float = 300.0  # wall-clock limit of one heavy job (training, contexts, export...)
+    max_waiting_jobs: int = 16  # heavy jobs waiting across all sessions before new ones are refused
+    max_export_bytes: int = 2 * 1024**3  # disk the app's exports may use at once
     _models: OrderedDict[str, LoadedModel] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     startup_error: str | None = None
