@@ -228,7 +228,7 @@ def test_stop_keeps_finished_methods_and_the_session_stays_usable(app):
     assert details["cancelled"] and "tokdist" in details["cancelled"]
     assert details["finished"] == ["subword_mean"]  # the baseline that finished is kept
     assert "Stopped" in status and 2 <= details["steps"]["tokdist"] < 200
-    assert c.predict(api_name="/stop") == "Nothing is training right now."
+    assert c.predict(api_name="/stop") == "Nothing is running for this session right now."
 
     compare_details = c.predict(None, 3, api_name="/compare")[-1]
     assert set(compare_details["metrics"]) == {"subword_mean"}
@@ -270,8 +270,8 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
 
     split(c, "Schopenhauer")
     # Contexts: limits, binary or mistyped uploads, missing files, empty dataset name.
-    fails("Snippet length must be between 8 and 256|less than minimum value 8", "bundled", [], "", 4, 2, 5, 0, api_name="/contexts")
-    fails("Training snippets per word must be between 1 and 200|greater than maximum value 200", "bundled", [], "", 5000, 2, 24, 0,
+    fails(r"Snippet length \(tokens\) must be between 8 and 256, got 5", "bundled", [], "", 4, 2, 5, 0, api_name="/contexts")
+    fails("Training snippets per word must be between 1 and 200", "bundled", [], "", 5000, 2, 24, 0,
           api_name="/contexts")
     fails("whole number", "bundled", [], "", 4.5, 2, 24, 0, api_name="/contexts")
     fails("no file was uploaded", "files", [], "", 4, 2, 24, 0, api_name="/contexts")
@@ -297,22 +297,17 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
                     encoding="utf-8")
     view, summary, details = c.predict("files", [handle_file(str(text))], "", 4, 2, 24, 0, api_name="/contexts")
     assert details["words"][" Schopenhauer"]["sources"] == {"file:mine.txt": 6}
-    # The Hugging Face dataset path, with a local folder of jsonl files standing in for the Hub.
-    hub = tmp_path / "hub_standin"
-    hub.mkdir()
-    (hub / "train.jsonl").write_text("\n".join(
-        json.dumps({"text": f"In lecture {i} we read how Schopenhauer described the will as blind striving."})
-        for i in range(10)), encoding="utf-8")
-    details = c.predict("hf", [], str(hub), 4, 2, 24, 0, api_name="/contexts")[2]
-    assert sum(details["words"][" Schopenhauer"]["sources"].values()) == 6
-    assert all(k.startswith("hf:") for k in details["words"][" Schopenhauer"]["sources"])
+    # A dataset name from the page is a hub id, never a server path (the library's path reading is
+    # tested in test_corpus.py; test_public_server.py plants a secret and tries every source).
+    fails("not a Hugging Face dataset id", "hf", [], str(tmp_path), 4, 2, 24, 0, api_name="/contexts")
+    fails("file-format builder", "hf", [], "text", 4, 2, 24, 0, api_name="/contexts")
 
     # Distill: no method, out-of-range numbers.
     fails("Tick at least one method", [], 1, 0.01, 8, -1, "ntp", 0, api_name="/distill")
-    fails("Unknown method|not in the list of choices", ["magic"], 1, 0.01, 8, -1, "ntp", 0, api_name="/distill")
-    fails("Epochs must be between 1 and 50|greater than maximum value 50", ["tokdist"], 1000, 0.01, 8, -1, "ntp", 0, api_name="/distill")
+    fails("unknown choice.*magic", ["magic"], 1, 0.01, 8, -1, "ntp", 0, api_name="/distill")
+    fails(r"Epochs \(passes over the snippets\) must be between 1 and 50", ["tokdist"], 1000, 0.01, 8, -1, "ntp", 0, api_name="/distill")
     fails("Learning rate must be between 0 and 1", ["tokdist"], 1, -1, 8, -1, "ntp", 0, api_name="/distill")
-    fails("Target layer must be between -1 and 30|greater than maximum value 30", ["tokdist"], 1, 0.01, 8, 99, "ntp", 0, api_name="/distill")
+    fails("99 is not in the list of choices", ["tokdist"], 1, 0.01, 8, 99, "ntp", 0, api_name="/distill")
     fails("Output policy|not in the list of choices", ["tokdist"], 1, 0.01, 8, -1, "bogus", 0, api_name="/distill")
     fails("Precision must be one of|not in the list of choices", ["tokdist"], 1, 0.01, 8, -1, "ntp", 0, "fp8",
           api_name="/distill")
@@ -321,7 +316,7 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
     # Generate / lens / export: empty or huge prompt, odd numbers, unknown names.
     fails("Type a prompt", "   ", [], 5, 0, 0, api_name="/generate")
     fails("limit is 2,000", "Schopenhauer " * 400, [], 5, 0, 0, api_name="/generate")
-    fails("New tokens must be between 1 and 100|less than minimum value 1", "Schopenhauer", [], 0, 0, 0, api_name="/generate")
+    fails("New tokens must be between 1 and 100", "Schopenhauer", [], 0, 0, 0, api_name="/generate")
     fails("Not trained in this session", "Schopenhauer", ["tokdist"], 5, 0, 0, api_name="/generate")
     fails("pick a number from 1 to 2", None, 40, api_name="/lens")
     fails("was not trained in this session", "tokdist", False, api_name="/export")

@@ -274,7 +274,7 @@ def test_source_errors(tmp_path):
     with pytest.raises(CorpusError, match="Bad dataset spec"):
         corpus.iter_documents("hf:")
     assert issubclass(CorpusError, ValueError)
-    assert corpus.parse_hf_spec("hf:wikitext:wikitext-2-raw-v1:validation") == corpus._HFSpec(
+    assert corpus.parse_hf_spec("hf:wikitext:wikitext-2-raw-v1:validation") == corpus.HFDataSource(
         "wikitext", "wikitext-2-raw-v1", "validation"
     )
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 
-from . import corpus
-from .distill import DistillationCancelled, DistillationConfig, StepRecord, TeacherCache, fit_output_rows
+from . import corpus, estimate
+from .cancel import Cancelled
+from .distill import DistillationConfig, StepRecord, TeacherCache, fit_output_rows
+from .estimate import JobEstimate
 from .evaluate import heldout_metrics
 from .methods import METHOD_NAMES, MethodContext, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
@@ -21,7 +23,14 @@ from .snippet import Snippet
 from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list
 
 OUTPUT_POLICIES = ("ntp", "zero", "subword_mean")
+NEXT_TOKEN_METHODS = ("ntp", "tokdist_antp")  # methods whose loss needs the LM head
 Progress = Callable[[float, str], None]
+_NO_WORDS = "no words given: pass at least one word (blank entries are ignored)"
+
+
+def _check_output_policy(policy: str) -> None:
+    if policy not in OUTPUT_POLICIES:
+        raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {policy!r}")
 
 
 @dataclass
@@ -100,14 +109,40 @@ class TokenDistillation:
 
     def contexts(self, splits: Sequence[WordSplit], data: str | list[str] = "auto", snippets_per_token: int = 25,
                  heldout_per_token: int = 10, snippet_len: int = 50, seed: int = 0,
-                 progress: Progress | None = None) -> dict[str, corpus.WordContexts]:
+                 progress: Progress | None = None, cancel: threading.Event | None = None,
+                 ) -> dict[str, corpus.WordContexts]:
         return corpus.collect_contexts(self.lm, list(splits), data=data, snippets_per_token=snippets_per_token,
                                        heldout_per_token=heldout_per_token, snippet_len=snippet_len, seed=seed,
-                                       progress=progress)
+                                       progress=progress, cancel=cancel)
+
+    # -- estimates: what a job will cost before it starts ----------------------------------------------
+    def estimate_training(self, train: Sequence[Snippet], heldout: Sequence[Snippet], methods: Sequence[str],
+                          training: DistillationConfig | None = None) -> JobEstimate:
+        """Time and teacher-cache memory of training `methods` on `train`, then evaluating on `heldout`."""
+        config = training or DistillationConfig()
+        chosen = [get_method(m) for m in dict.fromkeys(methods)]
+        trained = [m for m in chosen if m.trains]
+        next_token = any(m.name in NEXT_TOKEN_METHODS for m in trained) or not self.lm.tied
+        return estimate.estimate_training(self.lm, train, heldout, len(trained), len(chosen), config.epochs,
+                                          config.batch_size, next_token)
+
+    def estimate_generation(self, sequences: int, snippet_len: int) -> JobEstimate:
+        """Upper bound on the time to generate `sequences` snippets of `snippet_len` tokens."""
+        return estimate.estimate_generation(self.lm, sequences, snippet_len)
+
+    def record_job_time(self, job: JobEstimate, seconds: float) -> None:
+        """Tell the estimator how long an estimated job really took; later estimates learn from it."""
+        estimate.record_actual(self.lm, job, seconds)
+
+    def evaluate(self, rows: Sequence[NewTokenRows], heldout: Sequence[Snippet], target_layer: int = -1,
+                 cancel: threading.Event | None = None) -> dict[str, dict[str, dict]]:
+        """Held-out metrics per method and word (see evaluate.heldout_metrics)."""
+        return heldout_metrics(self.lm, list(rows), heldout, target_layer, cancel=cancel)
 
     # -- training -----------------------------------------------------------------------------------
     def output_rows(self, splits: Sequence[WordSplit], train: Sequence[Snippet], policy: str,
-                    config: DistillationConfig, cache: TeacherCache | None = None) -> torch.Tensor | None:
+                    config: DistillationConfig, cache: TeacherCache | None = None,
+                    cancel: threading.Event | None = None) -> torch.Tensor | None:
         """New LM-head rows for untied models (None for tied ones, which share the input rows)."""
         if self.lm.tied:
             return None
@@ -121,8 +156,8 @@ class TokenDistillation:
             return mean
         if cache is None or not cache.with_final:
             cache = TeacherCache(self.lm, train, [s.word for s in splits], config.target_layer, with_final=True,
-                                 mixed_precision=config.mixed_precision)
-        return fit_output_rows(self.lm, cache, mean)
+                                 mixed_precision=config.mixed_precision, cancel=cancel)
+        return fit_output_rows(self.lm, cache, mean, cancel=cancel)
 
     def train(self, splits: Sequence[WordSplit], train: Sequence[Snippet], methods: Sequence[str] = ("tokdist",),
               training: DistillationConfig | None = None, output_policy: str = "ntp",
@@ -150,11 +185,11 @@ class TokenDistillation:
             start = time.perf_counter()
             try:
                 out = method.run(ctx)
-            except DistillationCancelled as exc:
+                if shared_output is None and not self.lm.tied:
+                    cache = ctx.teacher_cache(with_final=True) if output_policy == "ntp" and train else None
+                    shared_output = self.output_rows(splits, train, output_policy, config, cache, cancel)
+            except Cancelled as exc:
                 return rows, histories, seconds, str(exc)
-            if shared_output is None and not self.lm.tied:
-                cache = ctx.teacher_cache(with_final=True) if output_policy == "ntp" and train else None
-                shared_output = self.output_rows(splits, train, output_policy, config, cache)
             result = NewTokenRows(method=method.name, words=[s.word for s in splits],
                                   input_rows=out.rows.detach().float().cpu(),
                                   output_rows=None if shared_output is None else shared_output.detach().float().cpu())
@@ -177,9 +212,18 @@ class TokenDistillation:
         if seed is not None:
             config = replace(config, seed=seed)
         config.validate(self.lm)
+        methods = [methods] if isinstance(methods, str) else list(dict.fromkeys(methods))
+        if not methods:
+            raise ValueError("choose at least one method")
         for m in methods:
             get_method(m)
+        _check_output_policy(output_policy)
+        if isinstance(heldout_per_token, bool) or not isinstance(heldout_per_token, int) or heldout_per_token < 1:
+            raise ValueError("compare evaluates every method on held-out snippets: heldout_per_token must be "
+                             f"an integer of at least 1, got {heldout_per_token!r}")
         splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence)
+        if not splits and not skipped:
+            raise ValueError(_NO_WORDS)
         if progress:
             progress(0.0, "collecting contexts")
         contexts = self.contexts(splits, data, snippets_per_token, heldout_per_token, snippet_len, config.seed) if splits else {}
@@ -224,9 +268,18 @@ class TokenDistillation:
         written to out_path with save_pretrained.
         """
         config = training or DistillationConfig()
+        if save and out_path is None:
+            raise ValueError("save=True needs out_path (the folder to write the model and tokenizer to)")
+        if save and Path(out_path).exists() and not Path(out_path).is_dir():
+            raise ValueError(f"out_path {str(out_path)!r} is an existing file; give a folder")
+        config.validate(self.lm)
+        get_method(method)
+        _check_output_policy(output_policy)
         splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence)
         if skipped:
             raise WordError("; ".join(f"{s.word!r}: {s.reason}" for s in skipped))
+        if not splits:
+            raise ValueError(_NO_WORDS)
         contexts = self.contexts(splits, data, snippets_per_token, 0, snippet_len, config.seed)
         missing = [f"{w!r}: {c.problem or 'no snippets'}" for w, c in contexts.items() if not c.train]
         if missing and get_method(method).trains:
@@ -235,8 +288,6 @@ class TokenDistillation:
         rows, _, _, _ = self.train(splits, train, [method], config, output_policy)
         model, tokenizer = self.with_new_tokens(rows[method])
         if save:
-            if out_path is None:
-                raise ValueError("save=True needs out_path")
             from .export import save_model
 
             save_model(model, tokenizer, out_path)

@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import random
 import re
+import threading
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import ahocorasick
 
+from .cancel import Cancelled, check_cancel
 from .snippet import Snippet
 from .vocab import WordSplit
 
@@ -281,20 +283,67 @@ def _first_line(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
-class _HFSpec:
+class HFDataSource:
+    """A Hugging Face dataset streamed with ``datasets.load_dataset(name, config, split=..., streaming=True)``.
+
+    ``hub_only=True`` is for names typed by a remote user: the name must be a hub dataset id and is
+    looked up on the hub only (``hf://datasets/<id>``), never as a folder, a file or one of the packaged
+    builders (``text``, ``json``...) that read files from the server's working directory.
+    """
+
     name: str
-    config: str | None
-    split: str
+    config: str | None = None
+    split: str = "train"
+    hub_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hub_only:
+            check_hub_dataset_id(self.name)
+            for part, value in (("config", self.config), ("split", self.split)):
+                if value is not None and not _RE_HUB_PART.fullmatch(value):
+                    raise CorpusError(f"Bad dataset {part} {value!r}: use letters, digits, '_', '-' and '.' only.")
 
     @property
     def label(self) -> str:
         return f"hf:{self.name}"
 
+    @property
+    def load_path(self) -> str:
+        # The hf://datasets/ prefix makes `datasets` skip its local-folder lookup.
+        return f"hf://datasets/{self.name}" if self.hub_only else self.name
+
     def describe(self) -> str:
         return f"{self.name!r} (config {self.config or 'default'}, split {self.split!r})"
 
 
-def parse_hf_spec(spec: str) -> _HFSpec:
+DataSpec = str | HFDataSource  # one source; `data` arguments take one or a list of them
+
+
+_RE_HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
+
+
+def check_hub_dataset_id(name: str) -> str:
+    """Raise CorpusError unless ``name`` is a hub dataset id ('owner/name' or 'name'), never a path."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    hint = "Give a Hugging Face dataset id such as 'wikitext' or 'owner/name' (upload local files instead)."
+    if not isinstance(name, str) or not name.strip():
+        raise CorpusError(f"No dataset name given. {hint}")
+    name = name.strip()
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise CorpusError(f"{shown!r} is not a Hugging Face dataset id. {hint}") from None
+    if name.count("/") > 1 or name.startswith(".") or "/." in name:
+        raise CorpusError(f"{shown!r} is not a Hugging Face dataset id. {hint}")
+    if name.lower() in _PACKAGED_DATASETS_MODULES:
+        raise CorpusError(f"{shown!r} is a file-format builder of the datasets library, not a dataset id. {hint}")
+    return name
+
+
+def parse_hf_spec(spec: str, hub_only: bool = False) -> HFDataSource:
     """'hf:<name>[:config][:split]' -> name, config, split (split defaults to 'train')."""
     body = spec[3:] if spec.startswith("hf:") else spec
     parts = [p.strip() for p in body.split(":")]
@@ -304,15 +353,17 @@ def parse_hf_spec(spec: str) -> _HFSpec:
         )
     config = parts[1] if len(parts) > 1 and parts[1] else None
     split = parts[2] if len(parts) > 2 and parts[2] else "train"
-    return _HFSpec(parts[0], config, split)
+    return HFDataSource(parts[0], config, split, hub_only=hub_only)
 
 
-def _iter_hf(spec: _HFSpec, text_column: str, limit: int) -> Iterator[tuple[str, str]]:
+def _iter_hf(spec: HFDataSource, text_column: str, limit: int) -> Iterator[tuple[str, str]]:
     from datasets import load_dataset
 
-    hint = "The Hugging Face Hub may be unreachable from here; use 'bundled', a local file or a local folder."
+    hint = "The Hugging Face Hub may be unreachable from here; use " + (
+        "the bundled corpus or uploaded files." if spec.hub_only else "'bundled', a local file or a local folder."
+    )
     try:
-        ds = load_dataset(spec.name, spec.config, split=spec.split, streaming=True)
+        ds = load_dataset(spec.load_path, spec.config, split=spec.split, streaming=True)
     except Exception as exc:
         raise CorpusError(
             f"Could not load Hugging Face dataset {spec.describe()}: {_first_line(exc)}. {hint}"
@@ -358,7 +409,7 @@ def iter_hf_dataset(
         raise CorpusError("No dataset name given.")
     if isinstance(max_documents, bool) or not isinstance(max_documents, int) or max_documents < 1:
         raise CorpusError(f"max_documents must be a positive integer, got {max_documents!r}.")
-    return _iter_hf(_HFSpec(name.strip(), config or None, split or "train"), text_column, max_documents)
+    return _iter_hf(HFDataSource(name.strip(), config or None, split or "train"), text_column, max_documents)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -370,10 +421,12 @@ def iter_hf_dataset(
 class _Source:
     kind: str  # "bundled" | "file" | "hf"
     path: Path | None = None
-    hf: _HFSpec | None = None
+    hf: HFDataSource | None = None
 
 
-def _resolve_one(item: str) -> list[_Source]:
+def _resolve_one(item: str | HFDataSource) -> list[_Source]:
+    if isinstance(item, HFDataSource):
+        return [_Source("hf", hf=item)]
     if not isinstance(item, str) or not item.strip():
         raise CorpusError(f"Empty or non-text data source {item!r}.")
     item = item.strip()
@@ -408,8 +461,8 @@ def _resolve_one(item: str) -> list[_Source]:
     )
 
 
-def _resolve(data: str | Iterable[str]) -> list[_Source]:
-    items = [data] if isinstance(data, str) else list(data)
+def _resolve(data: str | HFDataSource | Iterable[str | HFDataSource]) -> list[_Source]:
+    items = [data] if isinstance(data, (str, HFDataSource)) else list(data)
     if not items:
         raise CorpusError("No data source given: use 'bundled', file paths, folders or 'hf:<dataset>'.")
     sources: list[_Source] = []
@@ -419,7 +472,7 @@ def _resolve(data: str | Iterable[str]) -> list[_Source]:
 
 
 def iter_documents(
-    data: str | list[str],
+    data: DataSpec | list[DataSpec],
     text_column: str = "text",
     max_documents: int | None = None,
 ) -> Iterator[tuple[str, str]]:
@@ -461,6 +514,16 @@ def _iter_sources(
                 remaining -= 1
                 if remaining <= 0:
                     return
+
+
+def _until_cancelled(
+    documents: Iterator[tuple[str, str]], cancel: threading.Event | None, every: int = 64
+) -> Iterator[tuple[str, str]]:
+    """Pass documents through, checking the cancel flag every few (a streamed dataset may be slow)."""
+    for i, doc in enumerate(documents):
+        if i % every == 0:
+            check_cancel(cancel, f"stopped while reading documents ({i} read)")
+        yield doc
 
 
 def corpus_stats(
@@ -790,8 +853,21 @@ class _BanAtPosition:
         return scores
 
 
+class _StopWhenCancelled:
+    """Stopping criterion: every sequence is done once the cancel flag is set (checked each new token)."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 def generate_snippets(
-    lm: LoadedModel, split: WordSplit, n: int, snippet_len: int, seed: int = 0
+    lm: LoadedModel, split: WordSplit, n: int, snippet_len: int, seed: int = 0,
+    cancel: threading.Event | None = None,
 ) -> list[Snippet]:
     """Let the model write ``n`` texts that start with the word; the sampled ids are the teacher tokenization.
 
@@ -800,10 +876,10 @@ def generate_snippets(
     the word (letters/digits: "Krankenwagen" + "reference"), partial bytes and special tokens are masked, so
     the word stays a whole word (the same right-boundary rule as mining) and every text continues. Sequences
     are cut at the first eos; exact duplicates are dropped and up to two more rounds top up, so in rare cases
-    fewer than ``n`` come back.
+    fewer than ``n`` come back. A set ``cancel`` flag ends generation at the next token and raises Cancelled.
     """
     import torch
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SNIPPETS_PER_TOKEN:
         raise ValueError(f"n must be an integer between 1 and {MAX_SNIPPETS_PER_TOKEN}, got {n!r}.")
@@ -825,6 +901,7 @@ def generate_snippets(
             eos_ids.update(int(v) for v in value)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (min(eos_ids) if eos_ids else 0)
     ban = _BanAtPosition(len(prompt), _first_token_bans(tok), len(tok))
+    stopping = StoppingCriteriaList([_StopWhenCancelled(cancel)] if cancel is not None else [])
 
     device = lm.device
     input_ids = torch.tensor([prompt], dtype=torch.long, device=device)
@@ -841,6 +918,7 @@ def generate_snippets(
                 break
             rows: list[list[int]] = []
             while len(rows) < missing:
+                check_cancel(cancel, f"stopped while generating snippets for {split.word!r}")
                 batch = min(GENERATE_BATCH, missing - len(rows))
                 with torch.autocast(
                     device_type=device.type,
@@ -850,8 +928,9 @@ def generate_snippets(
                     out = lm.model.generate(
                         input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_p=0.95, top_k=0,
                         temperature=1.0, max_new_tokens=max_new, num_return_sequences=batch, pad_token_id=pad,
-                        logits_processor=LogitsProcessorList([ban]),
+                        logits_processor=LogitsProcessorList([ban]), stopping_criteria=stopping,
                     )  # fmt: skip
+                check_cancel(cancel, f"stopped while generating snippets for {split.word!r}")
                 rows.extend(out.tolist())
             for row in rows:
                 cut = len(row)
@@ -924,18 +1003,25 @@ def split_train_heldout(
     return train, heldout
 
 
-def _parse_data(data: str | list[str]) -> tuple[list[str], bool, bool]:
+def _source_label(item: DataSpec) -> str:
+    return item.label if isinstance(item, HFDataSource) else item
+
+
+def _parse_data(data: DataSpec | list[DataSpec]) -> tuple[list[DataSpec], bool, bool]:
     """-> (corpus sources, use_generation, auto)."""
-    items = [data] if isinstance(data, str) else list(data)
+    items = [data] if isinstance(data, (str, HFDataSource)) else list(data)
     if not items:
         raise CorpusError(
             "No data source given: use 'auto', 'bundled', 'generated', file paths or 'hf:<dataset>'."
         )
-    corpus: list[str] = []
+    corpus: list[DataSpec] = []
     generate = auto = False
     for item in items:
+        if isinstance(item, HFDataSource):
+            corpus.append(item)
+            continue
         if not isinstance(item, str):
-            raise CorpusError(f"Data sources are strings, got {type(item).__name__}.")
+            raise CorpusError(f"Data sources are strings or HFDataSource, got {type(item).__name__}.")
         item = item.strip()
         if item == "auto":
             auto = generate = True
@@ -950,7 +1036,7 @@ def _parse_data(data: str | list[str]) -> tuple[list[str], bool, bool]:
 def collect_contexts(
     lm: LoadedModel,
     splits: list[WordSplit],
-    data: str | list[str] = "auto",
+    data: DataSpec | list[DataSpec] = "auto",
     snippets_per_token: int = 25,
     heldout_per_token: int = 10,
     snippet_len: int = 50,
@@ -958,12 +1044,17 @@ def collect_contexts(
     text_column: str = "text",
     progress: Callable[[float, str], None] | None = None,
     max_documents: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[str, WordContexts]:
     """Mine (and/or generate) snippets for each word and split them into disjoint train / held-out sets.
 
     ``data``: "auto" (bundled corpus, topped up with generated snippets), "bundled", "generated", file
     path(s), folder(s), "hf:<name>[:config][:split]", or a list mixing these ("generated" in a list means
     top up with generation). Deterministic for a seed.
+
+    A set ``cancel`` flag stops the work at the next document batch or generated token: stopped while
+    mining, it raises Cancelled; stopped while generating, the words finished so far keep their
+    snippets and the others get a ``problem`` saying they were not collected.
     """
     splits = _validate_splits(splits)
     if not splits:
@@ -984,23 +1075,32 @@ def collect_contexts(
 
     mined: dict[str, list[Snippet]] = {s.word: [] for s in splits}
     if corpus:
-        label = ", ".join(corpus)
+        label = ", ".join(map(_source_label, corpus))
         report(0.0, f"Reading and mining {label}")
-        documents = iter_documents(corpus, text_column=text_column, max_documents=max_documents)
+        documents = _until_cancelled(iter_documents(corpus, text_column=text_column, max_documents=max_documents),
+                                     cancel)
         mined = mine_snippets(documents, lm.tokenizer, splits, snippet_len, max_per_word=wanted, seed=seed)
         report(0.3 if generate else 0.9, f"Mined {sum(map(len, mined.values()))} snippets from {label}")
 
     result: dict[str, WordContexts] = {}
     to_generate = [s for s in splits if generate and len(mined[s.word]) < wanted]
+    stopped: str | None = None
     for i, split in enumerate(splits):
         snippets = list(mined[split.word])
         word_notes = list(notes)
-        if split in to_generate:
+        if split in to_generate and stopped is None:
             report(
                 0.3 + 0.65 * to_generate.index(split) / len(to_generate),
                 f"Generating snippets for {split.display!r}",
             )
-            snippets.extend(generate_snippets(lm, split, wanted - len(snippets), snippet_len, seed))
+            try:
+                snippets.extend(generate_snippets(lm, split, wanted - len(snippets), snippet_len, seed, cancel))
+            except Cancelled as exc:
+                stopped = str(exc)
+        if stopped is not None and split in to_generate:
+            result[split.word] = WordContexts(split.word, [], [], {}, problem=f"not collected: {stopped}")
+            continue
+        if split in to_generate:
             # Mix sources so that held-out and train both see corpus and generated text.
             _word_rng(seed, split.word, "split").shuffle(snippets)
         train, heldout = split_train_heldout(snippets, snippets_per_token, heldout_per_token)
@@ -1009,7 +1109,7 @@ def collect_contexts(
             sources[snip.source] = sources.get(snip.source, 0) + 1
         problem = None
         if not snippets:
-            where = "the corpus (" + ", ".join(corpus) + ")" if corpus else "generation"
+            where = "the corpus (" + ", ".join(map(_source_label, corpus)) + ")" if corpus else "generation"
             problem = f"no occurrences in {where}" if corpus else "generation produced no usable snippets"
             if corpus and not generate:
                 problem += "; try data='auto' to top up with generated text"
@@ -1037,11 +1137,14 @@ __all__ = [
     "BUNDLED_DESCRIPTION",
     "BUNDLED_SOURCES",
     "CorpusError",
+    "DataSpec",
+    "HFDataSource",
     "HF_MAX_DOCUMENTS",
     "MAX_SNIPPET_LEN",
     "MAX_SNIPPETS_PER_TOKEN",
     "WordContexts",
     "bundled_available",
+    "check_hub_dataset_id",
     "collect_contexts",
     "corpus_stats",
     "generate_snippets",

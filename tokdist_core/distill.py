@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from .cancel import Cancelled, check_cancel
 from .forward import (
     PRECISIONS,
     autocast_for,
@@ -42,7 +43,7 @@ SPLIT_MIN_SAVED_TOKENS = {"cpu": 48}
 TEACHER_BATCH_TOKENS = {"cpu": 2048, "cuda": 32768}
 
 
-class DistillationCancelled(RuntimeError):
+class DistillationCancelled(Cancelled):
     """The cancel flag was set; the run stopped between steps and returned nothing half-trained."""
 
 
@@ -147,7 +148,8 @@ class TeacherCache:
     """
 
     def __init__(self, lm: LoadedModel, snippets: Sequence[Snippet], words: Sequence[str], target_layer: int,
-                 with_final: bool, batch_size: int | None = None, mixed_precision: str = "auto") -> None:
+                 with_final: bool, batch_size: int | None = None, mixed_precision: str = "auto",
+                 cancel: threading.Event | None = None) -> None:
         self.lm = lm
         self.words = list(words)
         self.layer = resolve_layer(lm.model, target_layer)
@@ -166,6 +168,8 @@ class TeacherCache:
             budget = TEACHER_BATCH_TOKENS.get(lm.device.type, TEACHER_BATCH_TOKENS["cpu"])
             batch_size = max(1, budget // max((len(s.token_ids) for s in ordered), default=1))
         for b in range(0, len(ordered), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise DistillationCancelled(f"stopped while preparing the teacher ({b} of {len(ordered)} snippets)")
             self.items.extend(self._run(ordered[b : b + batch_size], word_index))
         self.seconds = time.perf_counter() - start
 
@@ -443,7 +447,7 @@ class DistillationTrainer:
 
 
 def fit_output_rows(lm: LoadedModel, cache: TeacherCache, init_rows: torch.Tensor, steps: int = 200,
-                    learning_rate: float = 1e-2) -> torch.Tensor:
+                    learning_rate: float = 1e-2, cancel: threading.Event | None = None) -> torch.Tensor:
     """Next-token fit of new LM-head rows for untied models, from the teacher's prefix states.
 
     Every prefix position keeps its original target; the last one predicts the new token. The
@@ -474,7 +478,8 @@ def fit_output_rows(lm: LoadedModel, cache: TeacherCache, init_rows: torch.Tenso
         del base
     param = torch.nn.Parameter(rows)
     optimizer = torch.optim.Adam([param], lr=learning_rate)
-    for _ in range(steps):
+    for step in range(steps):
+        check_cancel(cancel, f"stopped while fitting the output rows (step {step} of {steps})")
         extra = softcap(model, h @ param.T)  # only the new rows' logits; the original ones are fixed
         lse = torch.logaddexp(base_lse, torch.logsumexp(extra, -1))
         new_target = extra.gather(1, target.clamp(max=param.shape[0] - 1).unsqueeze(1)).squeeze(1)

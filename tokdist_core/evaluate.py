@@ -6,6 +6,7 @@ Evaluation runs full forward passes (no prefix-cache trick), so it also cross-ch
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from transformers import DynamicCache
 
+from .cancel import check_cancel
 from .forward import autocast_for, embed_ids, output_logits, resolve_layer
 from .models import LoadedModel
 from .rows import NewTokenRows, tokenizer_with_words
@@ -101,15 +103,18 @@ def norm_percentile(lm: LoadedModel, row: torch.Tensor) -> float:
 
 
 def heldout_metrics(lm: LoadedModel, methods: Sequence[NewTokenRows], snippets: Sequence[Snippet],
-                    target_layer: int = -1, batch_size: int = 16) -> dict:
+                    target_layer: int = -1, batch_size: int = 16, cancel: threading.Event | None = None) -> dict:
     """Per method and word: hidden MSE/cos at the target layer, next-token KL, norm percentile, and
-    per-layer MSE/cos curves, all over aligned positions of held-out snippets from the new token on."""
+    per-layer MSE/cos curves, all over aligned positions of held-out snippets from the new token on.
+
+    A set ``cancel`` flag raises Cancelled before the next batch."""
     layer = resolve_layer(lm.model, target_layer)
     sums: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     curves: dict = defaultdict(lambda: defaultdict(lambda: None))
     counts: dict = defaultdict(int)
     ordered = sorted(snippets, key=lambda s: len(s.token_ids))
     for b in range(0, len(ordered), batch_size):
+        check_cancel(cancel, f"stopped while evaluating ({b} of {len(ordered)} held-out snippets)")
         batch = ordered[b : b + batch_size]
         teacher = _teacher(lm, batch)
         words = [batch[i].word for i in teacher.owner]

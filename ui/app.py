@@ -11,10 +11,9 @@ from tokdist_core.models import DEFAULT_MODEL
 from . import compare, contexts, distill, export, generate, lens, words
 from . import html as H
 from .figures import method_label
+from .jobs import HEAVY
 from .runtime import MAX_UPLOAD_MB, Runtime, device_label
 from .state import SessionState
-
-QUEUE_MAX_SIZE = 16  # waiting jobs across all sessions before new ones are refused with a message
 
 HEADER = """
 # tokdist-studio · teach a language model new words
@@ -113,7 +112,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
         # Fill the Compare tab as soon as training ends, so switching tabs shows results at once.
         dist_ev.success(after_distill, [state], [g.methods, ex.method], **private).success(
             compare.handler_for(rt), [cmp.word, cmp.neighbours, state], compare.outputs(cmp),
-            api_visibility="private", concurrency_id="gpu")
+            api_visibility="private", **HEAVY)
         compare.wire(rt, cmp, state)
         generate.wire(rt, g, state)
         lens.wire(rt, lz, state)
@@ -128,16 +127,17 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
          .success(after_split, [state], [cmp.word, lz.word], **private)
          .success(contexts.wire_handler(rt), [c.source, c.files, c.hf_name, c.snippets, c.heldout, c.snippet_len,
                                              c.seed, state], [c.view, c.summary, c.details, state],
-                  api_visibility="private", concurrency_id="gpu")
+                  api_visibility="private", **HEAVY)
          .success(after_contexts, [state], [g.prompt, lz.snippet], **private)
          .success(lambda: gr.Tabs(selected="distill"), None, [tabs], **private)  # watch the live curve
          .success(distill.handler_for(rt), [*distill.inputs(d), state], [*distill.outputs(d), state],
-                  api_visibility="private", concurrency_id="gpu", show_progress_on=[d.progress])
+                  api_visibility="private", show_progress_on=[d.progress], **HEAVY)
          .success(after_distill, [state], [g.methods, ex.method], **private)
          .success(compare.handler_for(rt), [cmp.word, cmp.neighbours, state], compare.outputs(cmp),
-                  api_visibility="private", concurrency_id="gpu")
+                  api_visibility="private", **HEAVY)
          .success(lambda: gr.Tabs(selected="compare"), None, [tabs], **private))
 
-    # One GPU/CPU worker for every heavy step of every session; a bounded waiting line.
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
+    # No Gradio bound: heavy steps wait in rt.jobs (one worker, a bounded line, a time limit per job),
+    # so Stop and the tokenizer never wait or get refused because of them.
+    demo.queue(default_concurrency_limit=None, max_size=None)
     return demo

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gradio as gr
 import plotly.graph_objects as go
 
-from tokdist_core.evaluate import heldout_metrics, nearest_neighbours, pca_points
+from tokdist_core.api import TokenDistillation
+from tokdist_core.evaluate import nearest_neighbours, pca_points
+from tokdist_core.models import LoadedModel
 from tokdist_core.vocab import WordSplit
 
 from . import html as H
+from . import widgets as W
 from .contexts import as_int
 from .figures import empty_figure, loss_figure, method_label, pca_figure
+from .jobs import HEAVY, Job, answer_when_done
 from .runtime import Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -102,8 +107,7 @@ def metrics_table(state: SessionState) -> tuple[str, dict]:
     return H.table(headers, rows), best_all
 
 
-def neighbour_tables(rt: Runtime, state: SessionState, split: WordSplit, k: int) -> tuple[str, dict]:
-    lm = rt.model(state.model_name)
+def neighbour_tables(lm: LoadedModel, state: SessionState, split: WordSplit, k: int) -> tuple[str, dict]:
     blocks, data = [], {}
     for method, rows in state.rows.items():
         if split.word not in rows.words:
@@ -118,19 +122,33 @@ def neighbour_tables(rt: Runtime, state: SessionState, split: WordSplit, k: int)
     return f'<div class="td-side">{"".join(blocks)}</div>', data
 
 
-def compare(rt: Runtime, word: str | None, k: object, state: SessionState
-            ) -> tuple[str, str, str, go.Figure, go.Figure, dict]:
+def compare(rt: Runtime, word: str | None, k: object, state: SessionState, progress: gr.Progress | None = None
+            ) -> Iterator[tuple]:
+    """Check the request, then evaluate and draw in the server's job line (a generator handler)."""
     state.require_rows()
     k_i = as_int(k if k not in (None, "") else 8, "Neighbours", 1, MAX_NEIGHBOURS)
-    lm = rt.model(state.model_name)
+    split = pick_split(state, word)
+    td = rt.engine(state.model_name)
+
+    def work(job: Job) -> tuple[str, str, str, go.Figure, go.Figure, dict]:
+        return compare_views(td, split, k_i, state, job)
+
+    yield from answer_when_done(rt.jobs, state, "comparing methods", work, len(OUTPUT_NAMES), progress)
+
+
+OUTPUT_NAMES = ("summary", "metrics", "neighbours", "pca", "losses", "details")
+
+
+def compare_views(td: TokenDistillation, split: WordSplit, k: int, state: SessionState, job: Job
+                  ) -> tuple[str, str, str, go.Figure, go.Figure, dict]:
+    lm = td.lm
     if state.metrics is None:  # e.g. a run stopped before evaluation: evaluate what finished
         heldout = [sn for s in state.splits if s.word in state.contexts for sn in state.contexts[s.word].heldout]
         if heldout:
             layer = state.train_config.get("target_layer", -1)
-            state.metrics = heldout_metrics(lm, list(state.rows.values()), heldout, layer)
-    split = pick_split(state, word)
+            state.metrics = td.evaluate(list(state.rows.values()), heldout, layer, cancel=job.cancel)
     metrics_html, best = metrics_table(state)
-    neighbours_html, neighbours = neighbour_tables(rt, state, split, k_i)
+    neighbours_html, neighbours = neighbour_tables(lm, state, split, k)
     points = pca_points(lm, list(state.rows.values()), split.word, list(split.ids))
     words = [s.word for s in state.splits]
     losses = loss_figure(state.histories, words, "All loss curves") if any(state.histories.values()) else \
@@ -159,7 +177,7 @@ def build(rt: Runtime) -> CompareTab:  # noqa: ARG001
     gr.Markdown(INTRO, elem_classes="td-help")
     with gr.Row():
         word = gr.Dropdown(choices=[], label="Word for neighbours and the map", allow_custom_value=True, scale=2)
-        neighbours = gr.Slider(3, MAX_NEIGHBOURS, value=8, step=1, label="Neighbours per method", scale=2)
+        neighbours = W.Slider(3, MAX_NEIGHBOURS, value=8, step=1, label="Neighbours per method", scale=2)
         button = gr.Button("Compare methods", variant="primary", elem_id="compare-btn", scale=1)
     summary = gr.Markdown()
     metrics = gr.HTML(H.empty("Train in the Distill tab, then press 'Compare methods'."), elem_id="metrics-table")
@@ -179,8 +197,8 @@ def build(rt: Runtime) -> CompareTab:  # noqa: ARG001
 
 def handler_for(rt: Runtime):
     @gpu(duration=120)
-    def handler(word, k, st: SessionState):
-        return compare(rt, word, k, st)
+    def handler(word, k, st: SessionState, progress=gr.Progress()):  # noqa: B008 - gradio injects the tracker
+        yield from compare(rt, word, k, st, progress)
 
     return user_errors(handler)
 
@@ -191,4 +209,4 @@ def outputs(tab: CompareTab) -> list:
 
 def wire(rt: Runtime, tab: CompareTab, state: gr.State):
     return tab.button.click(handler_for(rt), [tab.word, tab.neighbours, state], outputs(tab), api_name="compare",
-                            concurrency_id="gpu")
+                            **HEAVY)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from tokdist_core import corpus
+from tokdist_core.corpus import HFDataSource
 from tokdist_core.snippet import Snippet
 
 from . import html as H
+from . import widgets as W
+from .jobs import HEAVY, Job, answer_when_done
 from .runtime import (
     MAX_APP_HELDOUT,
     MAX_APP_SNIPPET_LEN,
@@ -103,8 +107,13 @@ def check_uploads(files: list | None) -> list[str]:
     return paths
 
 
-def data_spec(source: str | None, files: list | None, hf_name: str | None) -> tuple[str | list[str], str]:
-    """-> (the `data` argument for the library, a label for the page and the export snippet)."""
+def data_spec(source: object, files: list | None, hf_name: str | None) -> tuple[str | list[str] | HFDataSource, str]:
+    """-> (the `data` argument for the library, a label for the page and the export snippet).
+
+    A remote user reaches the server's disk only through uploads: a dataset name must be a hub id.
+    """
+    if source is not None and not isinstance(source, str):
+        raise gr.Error(f"Unknown source {source!r}; choose one of: {', '.join(v for _, v in SOURCES)}.")
     source = (source or "auto").strip()
     if source in ("auto", "bundled", "generated"):
         if source == "bundled" and not corpus.bundled_available():
@@ -121,7 +130,11 @@ def data_spec(source: str | None, files: list | None, hf_name: str | None) -> tu
         if len(name) > 200 or any(ch.isspace() for ch in name):
             raise gr.Error("A dataset name is one short id without spaces, e.g. 'wikitext:wikitext-2-raw-v1'.")
         spec = name if name.startswith("hf:") else f"hf:{name}"
-        return spec, spec
+        try:
+            dataset = corpus.parse_hf_spec(spec, hub_only=True)
+        except corpus.CorpusError as exc:
+            raise gr.Error(str(exc)) from None
+        return dataset, spec
     raise gr.Error(f"Unknown source {source!r}; choose one of: {', '.join(v for _, v in SOURCES)}.")
 
 
@@ -141,29 +154,43 @@ def snippet_text(tokenizer, snip: Snippet) -> str:
 
 def find_contexts(rt: Runtime, source: str | None, files: list | None, hf_name: str | None,
                   snippets: object, heldout: object, snippet_len: object, seed: object,
-                  state: SessionState, progress: gr.Progress | None = None) -> tuple[str, str, dict, SessionState]:
+                  state: SessionState, progress: gr.Progress | None = None) -> Iterator[tuple]:
+    """Check the request, then collect the snippets in the server's job line (a generator handler)."""
     state.require_splits()
+    state.require_idle("collect new contexts")
     n_train = as_int(snippets, "Snippets per word", 1, MAX_APP_SNIPPETS)
     n_held = as_int(heldout, "Held-out snippets per word", 0, MAX_APP_HELDOUT)
     length = as_int(snippet_len, "Snippet length", MIN_APP_SNIPPET_LEN, MAX_APP_SNIPPET_LEN)
     seed_i = as_int(seed if seed not in (None, "") else 0, "Seed", 0, 2**31 - 1)
+    if hf_name is not None and not isinstance(hf_name, str):
+        raise gr.Error("The dataset name must be text.")
     if hf_name and len(hf_name) > MAX_INPUT_CHARS:
         raise gr.Error("The dataset name is far too long.")
     data, label = data_spec(source, files, hf_name)
     td = rt.engine(state.model_name)
+    splits = list(state.splits)
+    if data == "generated":  # "auto" generates only what the corpus lacks: its time limit says when to stop
+        rt.check_estimate(td.estimate_generation(len(splits) * (n_train + n_held), length), "Generating these snippets")
+    settings = {"data": "files" if isinstance(data, list) else label, "label": label, "snippets_per_token": n_train,
+                "heldout_per_token": n_held, "snippet_len": length, "seed": seed_i}
 
-    def report(fraction: float, message: str) -> None:
-        if progress is not None:
-            progress(fraction, desc=message)
+    def work(job: Job) -> tuple[str, str, dict, SessionState]:
+        found = td.contexts(splits, [data] if isinstance(data, HFDataSource) else data, n_train, n_held, length,
+                            seed_i, progress=job.report, cancel=job.cancel)
+        state.reset_from_contexts()
+        state.contexts, state.context_settings = found, settings
+        view, summary, details = render_contexts(td, state, label)
+        if job.stop_reason:
+            summary = f"**Stopped** ({H.esc(job.stop_reason)}): the words marked 'not collected' have no snippets.\n\n" + summary
+        if not state.usable_splits():
+            job.warn("No snippets were found for any word; see the Contexts tab for details.")
+        return view, summary, details, state
 
-    found = td.contexts(state.splits, data, n_train, n_held, length, seed_i, progress=report)
-    state.reset_from_contexts()
-    state.contexts = found
-    state.context_settings = {"data": data if isinstance(data, str) else "files", "label": label,
-                              "snippets_per_token": n_train, "heldout_per_token": n_held,
-                              "snippet_len": length, "seed": seed_i}
-    tok = td.lm.tokenizer
+    yield from answer_when_done(rt.jobs, state, "collecting contexts", work, 4, progress)
 
+
+def render_contexts(td, state: SessionState, label: str) -> tuple[str, str, dict]:
+    found, tok = state.contexts, td.lm.tokenizer
     overview, detail_rows, words_json = [], [], {}
     for split in state.splits:
         ctx = found.get(split.word)
@@ -202,9 +229,8 @@ def find_contexts(rt: Runtime, source: str | None, files: list | None, hf_name: 
     else:
         summary = ("**No snippets for any word.** Try the 'auto' or 'generated' source, upload your own text, "
                    "or pick words that appear in the corpus (e.g. Schopenhauer, Andorra, Tarkovsky).")
-        gr.Warning("No snippets were found for any word; see the Contexts tab for details.")
     details = {"source": label, "settings": state.context_settings, "words": words_json}
-    return view, summary, details, state
+    return view, summary, details
 
 
 def build(rt: Runtime) -> ContextsTab:  # noqa: ARG001 - same signature as the other tabs
@@ -220,13 +246,13 @@ def build(rt: Runtime) -> ContextsTab:  # noqa: ARG001 - same signature as the o
             hf_name = gr.Textbox(label="Hugging Face dataset (name[:config][:split])",
                                  placeholder="wikitext:wikitext-2-raw-v1:train", max_lines=1)
         with gr.Column(scale=2):
-            snippets = gr.Slider(1, MAX_APP_SNIPPETS, value=8, step=1, label="Training snippets per word",
+            snippets = W.Slider(1, MAX_APP_SNIPPETS, value=8, step=1, label="Training snippets per word",
                                  info="The paper uses 25–100; 8 is enough for a quick demo.")
-            heldout = gr.Slider(0, MAX_APP_HELDOUT, value=4, step=1, label="Held-out snippets per word",
+            heldout = W.Slider(0, MAX_APP_HELDOUT, value=4, step=1, label="Held-out snippets per word",
                                 info="Kept aside to measure quality afterwards.")
-            snippet_len = gr.Slider(MIN_APP_SNIPPET_LEN, MAX_APP_SNIPPET_LEN, value=32, step=1,
+            snippet_len = W.Slider(MIN_APP_SNIPPET_LEN, MAX_APP_SNIPPET_LEN, value=32, step=1,
                                     label="Snippet length (tokens)", info="About 50 in the paper.")
-            seed = gr.Number(value=0, precision=0, label="Random seed", minimum=0)
+            seed = W.Number(value=0, precision=0, label="Random seed", minimum=0)
     button = gr.Button("Find contexts", variant="primary", elem_id="contexts-btn")
     summary = gr.Markdown()
     view = gr.HTML(H.empty("Press 'Find contexts' after splitting your words."))
@@ -239,7 +265,7 @@ def wire_handler(rt: Runtime):
     @gpu(duration=120)
     def handler(source, files, hf_name, snippets, heldout, snippet_len, seed, st: SessionState,
                 progress=gr.Progress()):  # noqa: B008 - gradio injects the tracker through the default
-        return find_contexts(rt, source, files, hf_name, snippets, heldout, snippet_len, seed, st, progress)
+        yield from find_contexts(rt, source, files, hf_name, snippets, heldout, snippet_len, seed, st, progress)
 
     return user_errors(handler)
 
@@ -248,5 +274,5 @@ def wire(rt: Runtime, tab: ContextsTab, state: gr.State):
     return tab.button.click(
         wire_handler(rt),
         [tab.source, tab.files, tab.hf_name, tab.snippets, tab.heldout, tab.snippet_len, tab.seed, state],
-        [tab.view, tab.summary, tab.details, state], api_name="contexts", concurrency_id="gpu",
+        [tab.view, tab.summary, tab.details, state], api_name="contexts", **HEAVY,
     )

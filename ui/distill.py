@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import gradio as gr
 import plotly.graph_objects as go
 
-from tokdist_core.api import OUTPUT_POLICIES
+from tokdist_core.api import OUTPUT_POLICIES, TokenDistillation
+from tokdist_core.cancel import Cancelled
 from tokdist_core.distill import DistillationConfig, StepRecord
-from tokdist_core.evaluate import heldout_metrics
+from tokdist_core.estimate import JobEstimate, format_seconds
 from tokdist_core.methods import METHOD_NAMES, REGISTRY
 from tokdist_core.rows import NewTokenRows
 
 from . import html as H
+from . import widgets as W
 from .contexts import as_int
 from .figures import empty_figure, loss_figure, method_label
+from .jobs import HEAVY, LIGHT, Job, Posted, Waiting
 from .runtime import MAX_APP_BATCH, MAX_APP_EPOCHS, Runtime, device_label, gpu, user_errors
 from .state import SessionState
 
@@ -45,7 +45,7 @@ class DistillTab:
     epochs: gr.Slider
     learning_rate: gr.Number
     batch_size: gr.Slider
-    target_layer: gr.Slider
+    target_layer: gr.Dropdown
     output_policy: gr.Radio
     seed: gr.Number
     precision: gr.Radio
@@ -60,14 +60,11 @@ class DistillTab:
 
 @dataclass
 class _MethodDone:
-    rows: NewTokenRows
-    seconds: float
+    method: str
 
 
-@dataclass
-class _Finished:
-    result: tuple | None = None
-    error: BaseException | None = None
+class _Evaluating:
+    pass
 
 
 def check_methods(methods: list[str] | str | None) -> list[str]:
@@ -110,121 +107,152 @@ def _status(lines: list[str]) -> str:
     return "\n\n".join(lines)
 
 
+@dataclass
+class _Plan:
+    """Everything one run needs, checked before it joins the line."""
+
+    chosen: list[str]
+    config: DistillationConfig
+    policy: str
+    splits: list
+    train: list
+    heldout: list
+    estimate: JobEstimate
+    total_steps: int
+
+
+def plan_run(rt: Runtime, td: TokenDistillation, methods: object, epochs: object, learning_rate: object,
+             batch_size: object, target_layer: object, output_policy: object, seed: object, precision: object,
+             state: SessionState) -> _Plan:
+    state.require_contexts()
+    chosen = check_methods(methods)
+    config = make_config(epochs, learning_rate, batch_size, target_layer, seed, td.lm.num_layers, precision)
+    config.validate(td.lm)
+    policy = (output_policy or "ntp").strip() if isinstance(output_policy, str) or output_policy is None else None
+    if policy not in OUTPUT_POLICIES:
+        raise gr.Error(f"Output policy must be one of {', '.join(OUTPUT_POLICIES)}, got {output_policy!r}.")
+    splits = state.usable_splits()
+    train = [sn for s in splits for sn in state.contexts[s.word].train]
+    heldout = [sn for s in splits for sn in state.contexts[s.word].heldout]
+    estimate = td.estimate_training(train, heldout, chosen, config)
+    rt.check_estimate(estimate, "This run")
+    steps_per_method = config.epochs * math.ceil(len(train) / config.batch_size)
+    total_steps = max(1, sum(steps_per_method for m in chosen if REGISTRY[m].trains))
+    return _Plan(chosen, config, policy, splits, train, heldout, estimate, total_steps)
+
+
+def _train_job(td: TokenDistillation, plan: _Plan, state: SessionState) -> Callable[[Job], str | None]:
+    """The work of one run. It writes the session's results itself, before the session is free again."""
+
+    def work(job: Job) -> str | None:
+        start = time.monotonic()
+        state.reset_from_contexts()
+        state.train_config = {**plan.config.to_dict(), "methods": plan.chosen, "output_policy": plan.policy,
+                              "model": state.model_name, "mid_sentence": state.mid_sentence,
+                              "words": [s.word for s in plan.splits], "contexts": dict(state.context_settings)}
+
+        def method_done(rows: NewTokenRows, secs: float) -> None:
+            state.rows[rows.method] = rows  # kept even if a later method is stopped or fails
+            state.seconds[rows.method] = secs
+            job.post(_MethodDone(rows.method))
+
+        _, hist, _, cancelled = td.train(plan.splits, plan.train, plan.chosen, plan.config, plan.policy,
+                                         callback=job.post, cancel=job.cancel, on_method_done=method_done)
+        state.histories = dict(hist)
+        if cancelled:
+            state.cancelled = f"{job.stop_reason}; {cancelled}" if job.stop_reason else cancelled
+        if state.rows and plan.heldout and not job.cancel.is_set():
+            job.post(_Evaluating())
+            try:
+                state.metrics = td.evaluate(list(state.rows.values()), plan.heldout, plan.config.target_layer,
+                                            cancel=job.cancel)
+            except Cancelled:
+                state.cancelled = f"{job.stop_reason}; stopped while evaluating"
+        if not job.cancel.is_set():
+            td.record_job_time(plan.estimate, time.monotonic() - start)
+        return state.cancelled
+
+    return work
+
+
 def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning_rate: object, batch_size: object,
                 target_layer: object, output_policy: str | None, seed: object, precision: object,
                 state: SessionState) -> Iterator[tuple[str, str, go.Figure, dict, SessionState]]:
-    """Train in a worker thread and stream progress; a Stop keeps the methods that finished."""
-    state.require_contexts()
-    chosen = check_methods(methods)
+    """Train in the server's job line and stream progress; a Stop or the time limit keeps finished methods."""
+    state.require_idle("start another training run")
     td = rt.engine(state.model_name)
-    lm = td.lm
-    config = make_config(epochs, learning_rate, batch_size, target_layer, seed, lm.num_layers, precision)
-    config.validate(lm)
-    policy = (output_policy or "ntp").strip()
-    if policy not in OUTPUT_POLICIES:
-        raise gr.Error(f"Output policy must be one of {', '.join(OUTPUT_POLICIES)}.")
-    splits = state.usable_splits()
-    words = [s.word for s in splits]
-    train = [sn for s in splits for sn in state.contexts[s.word].train]
-    heldout = [sn for s in splits for sn in state.contexts[s.word].heldout]
-    steps_per_method = config.epochs * math.ceil(len(train) / config.batch_size)
-    total_steps = max(1, sum(steps_per_method for m in chosen if REGISTRY[m].trains))
-
-    state.reset_from_contexts()
-    state.train_config = {**config.to_dict(), "methods": chosen, "output_policy": policy}
-    state.cancel.clear()
-    state.running = True
-    device = device_label(lm)
-    events: queue.Queue[Any] = queue.Queue()
-
-    def worker() -> None:
-        try:
-            result = td.train(splits, train, chosen, config, policy, callback=events.put, cancel=state.cancel,
-                              on_method_done=lambda rows, secs: events.put(_MethodDone(rows, secs)))
-            events.put(_Finished(result=result))
-        except BaseException as exc:  # handed to the page; the generator re-raises it there
-            events.put(_Finished(error=exc))
-
+    plan = plan_run(rt, td, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
+                    precision, state)
+    device = device_label(td.lm)
+    words = [s.word for s in plan.splits]
     histories: dict[str, list[StepRecord]] = {}
-    done_steps = 0
-    current = "starting"
-    finished: _Finished | None = None
-    header = (f"**Training {len(words)} word(s)** on {len(train)} snippets with "
-              f"{', '.join(method_label(m) for m in chosen)} · running on **{device}**")
+    progress = {"done": 0, "current": "waiting for its turn", "finished": False}
+    header = (f"**Training {len(words)} word(s)** on {len(plan.train)} snippets with "
+              f"{', '.join(method_label(m) for m in plan.chosen)} · running on **{device}** · "
+              f"estimated {plan.estimate.describe()} (limit {format_seconds(rt.max_job_seconds)} per job)")
 
     def frame(extra: str = "") -> tuple[str, str, go.Figure, dict, SessionState]:
-        fraction = done_steps / total_steps
-        label = f"{current} · step {done_steps}/{total_steps}"
-        if state.cancel.is_set() and finished is None:
+        label = f"{progress['current']} · step {progress['done']}/{plan.total_steps}"
+        job = state.job
+        if job is not None and job.cancel.is_set() and not progress["finished"]:
             label += " · stopping after this step…"
         fig = loss_figure(histories, words) if histories else empty_figure(
-            "The loss curves appear here after the first training step." if any(REGISTRY[m].trains for m in chosen)
+            "The loss curves appear here after the first training step." if any(REGISTRY[m].trains for m in plan.chosen)
             else "These methods do not train, so there is no loss curve.")
-        return (_status([header, extra] if extra else [header]), H.progress_bar(fraction, label), fig,
-                _details(state, chosen, device, histories), state)
+        return (_status([header, extra] if extra else [header]),
+                H.progress_bar(progress["done"] / plan.total_steps, label), fig,
+                _details(state, plan.chosen, device, histories), state)
 
-    thread = threading.Thread(target=worker, name="tokdist-train", daemon=True)
-    thread.start()
-    try:
-        yield frame("Preparing the teacher (the model reading the original pieces)…")
-        last = time.monotonic()
-        while finished is None:
-            try:
-                item = events.get(timeout=0.2)
-            except queue.Empty:
-                item = None
-            if isinstance(item, StepRecord):
-                histories.setdefault(item.method, []).append(item)
-                done_steps += 1
-                current = f"{method_label(item.method)} · epoch {item.epoch + 1}/{config.epochs}"
-            elif isinstance(item, _MethodDone):
-                state.rows[item.rows.method] = item.rows  # kept even if a later method is stopped
-                state.seconds[item.rows.method] = item.seconds
-                current = f"{method_label(item.rows.method)} done"
-            elif isinstance(item, _Finished):
-                finished = item
-            if finished is not None or time.monotonic() - last >= UPDATE_EVERY_S:
-                last = time.monotonic()
-                if finished is None:
-                    yield frame()
-        thread.join()
-    finally:
-        # Page closed or generator cancelled: stop the worker at its next step.
-        if thread.is_alive():
-            state.cancel.set()
-            thread.join(timeout=30)
-        state.running = False
+    def track(update: object) -> str:
+        if isinstance(update, Waiting):
+            return f"Waiting in line: {update.ahead} job(s) ahead of this one."
+        item = update.item if isinstance(update, Posted) else None
+        if isinstance(item, StepRecord):
+            histories.setdefault(item.method, []).append(item)
+            progress["done"] += 1
+            progress["current"] = f"{method_label(item.method)} · epoch {item.epoch + 1}/{plan.config.epochs}"
+        elif isinstance(item, _MethodDone):
+            progress["current"] = f"{method_label(item.method)} done"
+        elif isinstance(item, _Evaluating):
+            progress["current"] = "evaluating on held-out snippets"
+        elif progress["done"] == 0 and progress["current"].startswith("waiting"):
+            progress["current"] = "preparing the teacher (the model reading the original pieces)"
+        return ""
 
-    if finished.error is not None:
-        exc = finished.error
-        if isinstance(exc, FloatingPointError):
-            raise gr.Error(f"{exc}. Finished methods are kept.")
-        if isinstance(exc, ValueError):
-            raise gr.Error(str(exc))
-        raise exc
-    rows, hist, seconds, cancelled = finished.result  # type: ignore[misc]
-    # The session keeps finished methods only; the page keeps showing the partial curve of a stopped one.
-    state.rows, state.histories, state.seconds, state.cancelled = dict(rows), dict(hist), dict(seconds), cancelled
-    done_steps = total_steps if not cancelled else done_steps
+    yield frame("Waiting for the server…")
+    updates = rt.jobs.run(state, "a training run", _train_job(td, plan, state))
+    last = 0.0
+    while True:
+        try:
+            update = next(updates)
+        except StopIteration as done:
+            cancelled = done.value
+            break
+        extra = track(update)
+        if extra or time.monotonic() - last >= UPDATE_EVERY_S:
+            last = time.monotonic()
+            yield frame(extra)
+    progress["finished"] = True
+    progress["done"] = plan.total_steps if not cancelled else progress["done"]
+    progress["current"] = "stopped" if cancelled else "finished"
+    yield frame("\n\n".join(_closing_lines(state, cancelled, bool(plan.heldout))))
 
+
+def _closing_lines(state: SessionState, cancelled: str | None, heldout: bool) -> list[str]:
     lines = []
     if cancelled:
         kept = ", ".join(method_label(m) for m in state.rows) or "nothing"
         lines.append(f"**Stopped** ({cancelled}). Kept the methods that finished: {kept}.")
         gr.Info("Training stopped; finished methods are kept.")
-    if state.rows and heldout:
-        current = "evaluating on held-out snippets"
-        yield frame("Checking the new tokens on the held-out snippets…")
-        state.metrics = heldout_metrics(lm, list(state.rows.values()), heldout, config.target_layer)
+    if state.rows and state.metrics is not None:
         lines.append(("The finished methods were checked on the held-out snippets." if cancelled else "**Done.**")
                      + " Open the **Compare** tab to see which method matches the original best.")
-    elif state.rows:
+    elif state.rows and not heldout:
         lines.append("**Done**, but there are no held-out snippets, so the Compare tab shows no quality numbers.")
-    current = "stopped" if cancelled else "finished"
     timing = ", ".join(f"{method_label(m)} {s:.1f} s" for m, s in state.seconds.items())
     if timing:
         lines.append(f"Time per method: {timing}.")
-    yield frame("\n\n".join(lines))
+    return lines
 
 
 def _details(state: SessionState, chosen: list[str], device: str, histories: dict[str, list[StepRecord]]) -> dict:
@@ -242,10 +270,14 @@ def _details(state: SessionState, chosen: list[str], device: str, histories: dic
 
 
 def stop(state: SessionState) -> str:
-    if not state.running:
-        return "Nothing is training right now."
-    state.cancel.set()
-    return "**Stopping** after the current step… finished methods are kept."
+    """Stop this session's job, whatever it is; answers at once (it never waits in any line)."""
+    job = state.job
+    if job is None:
+        return "Nothing is running for this session right now."
+    job.stop("stopped by you")
+    if job.started is None:
+        return f"**Stopped** {job.label} before it started."
+    return f"**Stopping** {job.label} after the current step… finished methods are kept."
 
 
 def build(rt: Runtime) -> DistillTab:
@@ -254,23 +286,24 @@ def build(rt: Runtime) -> DistillTab:
     layers = lm.num_layers if lm is not None else 32
     with gr.Row():
         with gr.Column(scale=3):
-            methods = gr.CheckboxGroup(
+            methods = W.CheckboxGroup(
                 [(REGISTRY[m].label, m) for m in METHOD_NAMES], value=DEFAULT_METHODS,
                 label="Methods to compare", elem_id="methods",
             )
             gr.Markdown("\n".join(f"- **{REGISTRY[m].label}**: {REGISTRY[m].description}" for m in METHOD_NAMES),
                         elem_classes="td-help")
         with gr.Column(scale=2):
-            epochs = gr.Slider(1, MAX_APP_EPOCHS, value=8, step=1, label="Epochs (passes over the snippets)",
+            epochs = W.Slider(1, MAX_APP_EPOCHS, value=8, step=1, label="Epochs (passes over the snippets)",
                                elem_id="epochs")
-            learning_rate = gr.Number(value=0.01, label="Learning rate", info="0.01 works well for a few words.")
-            batch_size = gr.Slider(1, MAX_APP_BATCH, value=16, step=1, label="Batch size (snippets per step)",
+            learning_rate = W.Number(value=0.01, label="Learning rate", info="0.01 works well for a few words.")
+            batch_size = W.Slider(1, MAX_APP_BATCH, value=16, step=1, label="Batch size (snippets per step)",
                                    elem_id="batch-size")
-            target_layer = gr.Slider(-1, layers, value=-1, step=1, label="Target layer",
-                                     info="Which internal layer must match; -1 = the last one (after the final norm).")
+            target_layer = gr.Dropdown([("last (after the final norm)", -1)] + [(f"layer {i}", i) for i in range(1, layers)],
+                                       value=-1, label="Target layer",
+                                       info="Which internal layer's states must match the original ones.")
             output_policy = gr.Radio(list(OUTPUT_POLICIES), value="ntp", label="Output rows (untied models only)",
                                      info="SmolLM2 shares input and output rows, so this does not matter there.")
-            seed = gr.Number(value=0, precision=0, label="Training seed", minimum=0)
+            seed = W.Number(value=0, precision=0, label="Training seed", minimum=0)
             precision = gr.Radio(PRECISION_CHOICES, value="auto", label="Number precision",
                                  info="bf16 halves the bits per number: faster, with results within noise.")
     device = gr.Markdown(f"Runs on **{device_label(lm)}**." if lm is not None else "")
@@ -311,8 +344,7 @@ def handler_for(rt: Runtime):
 
 def wire(rt: Runtime, tab: DistillTab, state: gr.State):
     event = tab.run.click(handler_for(rt), [*inputs(tab), state], [*outputs(tab), state], api_name="distill",
-                          concurrency_id="gpu", show_progress_on=[tab.progress])
-    # Stop must not wait behind the run it stops: its own unlimited queue, no progress overlay.
-    tab.stop.click(stop, [state], [tab.status], api_name="stop", concurrency_id="stop", concurrency_limit=None,
-                   show_progress="hidden")
+                          show_progress_on=[tab.progress], **HEAVY)
+    # Stop never waits behind the run it stops, nor behind anything else.
+    tab.stop.click(stop, [state], [tab.status], api_name="stop", show_progress="hidden", **LIGHT)
     return event

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gradio as gr
 
 from tokdist_core.evaluate import generate
 from tokdist_core.methods import METHOD_NAMES
+from tokdist_core.models import LoadedModel
 from tokdist_core.rows import tokenizer_with_words
 
 from . import html as H
+from . import widgets as W
 from .contexts import as_int
 from .figures import colour, method_label
+from .jobs import HEAVY, Job, answer_when_done
 from .runtime import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -56,7 +60,12 @@ def suggest_prompt(rt: Runtime, state: SessionState) -> str:
 
 
 def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max_new_tokens: object,
-                 temperature: object, seed: object, state: SessionState) -> tuple[str, dict]:
+                 temperature: object, seed: object, state: SessionState, progress: gr.Progress | None = None,
+                 ) -> Iterator[tuple]:
+    if prompt is not None and not isinstance(prompt, str):
+        raise gr.Error("The prompt must be text.")
+    if methods is not None and (not isinstance(methods, list) or not all(isinstance(m, str) for m in methods)):
+        raise gr.Error("Methods must be a list of method names.")
     prompt = prompt or ""
     if len(prompt) > MAX_PROMPT_CHARS:
         raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
@@ -77,9 +86,17 @@ def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max
         raise gr.Error(f"Not trained in this session: {', '.join(unknown)}. Trained: {', '.join(state.rows)}.")
     lm = rt.model(state.model_name)
 
-    results = [generate(lm, prompt, None, n_new, seed_i, temp)]
+    def work(job: Job) -> tuple[str, dict]:
+        return generation_cards(lm, prompt, chosen, n_new, seed_i, temp, state, job)
+
+    yield from answer_when_done(rt.jobs, state, "generating text", work, 2, progress)
+
+
+def generation_cards(lm: LoadedModel, prompt: str, chosen: list[str], n_new: int, seed: int, temp: float,
+                     state: SessionState, job: Job) -> tuple[str, dict]:
+    results = [generate(lm, prompt, None, n_new, seed, temp)]
     for method in chosen:
-        results.append(generate(lm, prompt, state.rows[method], n_new, seed_i, temp))
+        results.append(generate(lm, prompt, state.rows[method], n_new, seed, temp))
 
     cards, data = [], []
     for gen in results:
@@ -98,12 +115,12 @@ def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max
     tok = tokenizer_with_words(lm.tokenizer, tuple(words))
     if not any(w.strip() in prompt for w in words):
         note = H.badge("The prompt contains none of your words, so every box reads the same tokens.", "warn")
-        gr.Warning("The prompt does not contain any of your words.")
+        job.warn("The prompt does not contain any of your words.")
     elif len(tok.encode(prompt, add_special_tokens=False)) == len(lm.tokenizer.encode(prompt, add_special_tokens=False)):
         note = H.badge("Your word is not used as a new token here (e.g. part of a longer word); "
                        "all boxes read the same tokens.", "warn")
     view = note + f'<div class="td-cards">{"".join(cards)}</div>'
-    return view, {"prompt": prompt, "seed": seed_i, "temperature": temp, "generations": data}
+    return view, {"prompt": prompt, "seed": seed, "temperature": temp, "generations": data}
 
 
 def build(rt: Runtime) -> GenerateTab:  # noqa: ARG001
@@ -112,11 +129,11 @@ def build(rt: Runtime) -> GenerateTab:  # noqa: ARG001
                         placeholder="The philosopher Schopenhauer")
     with gr.Row():
         # All registry methods up front so API clients can name any; the page narrows it to trained ones.
-        methods = gr.CheckboxGroup(choices=[(method_label(m), m) for m in METHOD_NAMES],
+        methods = W.CheckboxGroup(choices=[(method_label(m), m) for m in METHOD_NAMES],
                                    label="Methods (empty = all trained)", scale=3)
-        max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=30, step=1, label="New tokens", scale=2)
-        temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)", scale=2)
-        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, scale=1)
+        max_new_tokens = W.Slider(1, MAX_NEW_TOKENS, value=30, step=1, label="New tokens", scale=2)
+        temperature = W.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)", scale=2)
+        seed = W.Number(value=0, precision=0, label="Seed", minimum=0, scale=1)
     button = gr.Button("Generate", variant="primary", elem_id="generate-btn")
     view = gr.HTML(H.empty("Train first, then generate."))
     with gr.Accordion("Details (JSON, as returned by the /generate API)", open=False):
@@ -126,10 +143,11 @@ def build(rt: Runtime) -> GenerateTab:  # noqa: ARG001
 
 def wire(rt: Runtime, tab: GenerateTab, state: gr.State):
     @gpu(duration=120)
-    def handler(prompt, methods, max_new_tokens, temperature, seed, st: SessionState):
-        return run_generate(rt, prompt, methods, max_new_tokens, temperature, seed, st)
+    def handler(prompt, methods, max_new_tokens, temperature, seed, st: SessionState,
+                progress=gr.Progress()):  # noqa: B008 - gradio injects the tracker
+        yield from run_generate(rt, prompt, methods, max_new_tokens, temperature, seed, st, progress)
 
     return tab.button.click(
         user_errors(handler), [tab.prompt, tab.methods, tab.max_new_tokens, tab.temperature, tab.seed, state],
-        [tab.view, tab.details], api_name="generate", concurrency_id="gpu",
+        [tab.view, tab.details], api_name="generate", **HEAVY,
     )

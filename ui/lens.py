@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gradio as gr
 import plotly.graph_objects as go
 
 from tokdist_core.evaluate import layer_lens
+from tokdist_core.models import LoadedModel
+from tokdist_core.snippet import Snippet
+from tokdist_core.vocab import WordSplit
 
 from . import html as H
+from . import widgets as W
 from .compare import pick_split
 from .contexts import as_int, snippet_html
 from .figures import empty_figure, lens_figure, method_label
+from .jobs import HEAVY, Job, answer_when_done
 from .runtime import MAX_APP_SNIPPETS, Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -37,8 +43,8 @@ class LensTab:
     details: gr.JSON
 
 
-def run_lens(rt: Runtime, word: str | None, snippet_no: object, state: SessionState
-             ) -> tuple[str, go.Figure, str, dict]:
+def run_lens(rt: Runtime, word: str | None, snippet_no: object, state: SessionState,
+             progress: gr.Progress | None = None) -> Iterator[tuple]:
     state.require_rows()
     split = pick_split(state, word)
     ctx = state.contexts.get(split.word)
@@ -51,6 +57,15 @@ def run_lens(rt: Runtime, word: str | None, snippet_no: object, state: SessionSt
                        f"snippet(s); pick a number from 1 to {len(pool)}.")
     snip = pool[n - 1]
     lm = rt.model(state.model_name)
+
+    def work(job: Job) -> tuple[str, go.Figure, str, dict]:
+        return lens_views(lm, split, snip, n, len(pool), "held-out" if ctx.heldout else "training", state)
+
+    yield from answer_when_done(rt.jobs, state, "the lens", work, 4, progress)
+
+
+def lens_views(lm: LoadedModel, split: WordSplit, snip: Snippet, n: int, pool: int, where: str,
+               state: SessionState) -> tuple[str, go.Figure, str, dict]:
     curves = {m: layer_lens(lm, rows, snip, top_k=TOP_SHOWN)
               for m, rows in state.rows.items() if split.word in rows.words}
 
@@ -69,8 +84,7 @@ def run_lens(rt: Runtime, word: str | None, snippet_no: object, state: SessionSt
         table_rows.append(cells)
     headers = ["layer", "original pieces (top-3 next)"] + [H.esc(method_label(m)) for m in methods]
     table = H.table(headers, table_rows)
-    where = "held-out" if ctx.heldout else "training"
-    view = (f"<div><b>{where.capitalize()} snippet {n} of {len(pool)}</b> for {H.esc(split.display)}:"
+    view = (f"<div><b>{where.capitalize()} snippet {n} of {pool}</b> for {H.esc(split.display)}:"
             f"<div class='td-card' style='margin-top:6px'>{snippet_html(lm.tokenizer, snip)}</div></div>")
     details = {"word": split.word, "snippet": n, "set": where, "layers": curves}
     return view, lens_figure(curves, split.word), table, details
@@ -80,7 +94,7 @@ def build(rt: Runtime) -> LensTab:  # noqa: ARG001
     gr.Markdown(INTRO, elem_classes="td-help")
     with gr.Row():
         word = gr.Dropdown(choices=[], label="Word", allow_custom_value=True, scale=2)
-        snippet = gr.Slider(1, MAX_APP_SNIPPETS, value=1, step=1, label="Snippet number", scale=2)
+        snippet = W.Slider(1, MAX_APP_SNIPPETS, value=1, step=1, label="Snippet number", scale=2)
         button = gr.Button("Look inside", variant="primary", elem_id="lens-btn", scale=1)
     snippet_view = gr.HTML()
     plot = gr.Plot(empty_figure("Train first, then press 'Look inside'."), label="Per-layer similarity")
@@ -92,8 +106,8 @@ def build(rt: Runtime) -> LensTab:  # noqa: ARG001
 
 def wire(rt: Runtime, tab: LensTab, state: gr.State):
     @gpu(duration=60)
-    def handler(word, snippet_no, st: SessionState):
-        return run_lens(rt, word, snippet_no, st)
+    def handler(word, snippet_no, st: SessionState, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+        yield from run_lens(rt, word, snippet_no, st, progress)
 
     return tab.button.click(user_errors(handler), [tab.word, tab.snippet, state],
-                            [tab.snippet_view, tab.plot, tab.table, tab.details], api_name="lens", concurrency_id="gpu")
+                            [tab.snippet_view, tab.plot, tab.table, tab.details], api_name="lens", **HEAVY)

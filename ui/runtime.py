@@ -7,6 +7,7 @@ it (the core never mutates it). Everything per user lives in `ui.state.SessionSt
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -14,9 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
+import psutil
 
 from tokdist_core.api import TokenDistillation
+from tokdist_core.cancel import Cancelled
+from tokdist_core.estimate import JobEstimate, format_seconds
 from tokdist_core.models import BUNDLED_MODELS, LoadedModel, ModelLoadError, load_model
+
+from .jobs import JobLine
 
 # --- limits the app enforces on top of the library's own (CPU-friendly; say them in the UI) ----------
 MAX_APP_WORDS = 20  # words per session run
@@ -32,6 +38,7 @@ MAX_UPLOAD_FILES = 5
 MAX_UPLOAD_MB = 20
 UPLOAD_TYPES = (".txt", ".md", ".jsonl", ".json", ".parquet", ".csv")
 MAX_EXTRA_MODELS = 2  # non-default models kept in memory at once (least recently used is dropped)
+MEMORY_SHARE = 0.5  # a job may plan to use at most this share of the memory available when it starts
 
 # ZeroGPU on Hugging Face Spaces: functions that touch the GPU are wrapped by `spaces.GPU`.
 try:  # pragma: no cover - only present on Spaces
@@ -65,13 +72,31 @@ class Runtime:
     _models: OrderedDict[str, LoadedModel] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     startup_error: str | None = None
+    jobs: JobLine = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.jobs = JobLine(self.max_waiting_jobs, self.max_job_seconds)
 
     def preload(self) -> None:
         """Load the default model at start so the first click is fast; remember a failure to show it."""
         try:
-            self.model(self.default_model)
+            lm = self.model(self.default_model)
         except (ModelLoadError, ValueError, OSError) as exc:
             self.startup_error = str(exc)
+            return
+        TokenDistillation(lm).estimate_generation(1, 1)  # measures the model's speed once: estimates are instant
+
+    def check_estimate(self, estimate: JobEstimate, what: str) -> None:
+        """Refuse a job that cannot finish within the time limit or would not fit in memory."""
+        if estimate.seconds > self.max_job_seconds:
+            raise gr.Error(f"{what} would take {estimate.describe()} on this server; the limit is "
+                           f"{format_seconds(self.max_job_seconds)} per job. Use fewer words, snippets, "
+                           "epochs or methods (or a larger batch), or run it with the tokdist command line.")
+        free = psutil.virtual_memory().available
+        if estimate.memory_bytes > MEMORY_SHARE * free:
+            raise gr.Error(f"{what} would hold about {estimate.memory_bytes / 2**30:.1f} GB of teacher states; "
+                           f"this server can spare {MEMORY_SHARE * free / 2**30:.1f} GB now. "
+                           "Use fewer words or shorter snippets.")
 
     def model_choices(self) -> list[str]:
         names = list(BUNDLED_MODELS)
@@ -117,15 +142,29 @@ def device_label(lm: LoadedModel) -> str:
     return lm.device_label
 
 
+# An absolute path of two or more parts (a server temp file, the working directory...): users see its last part.
+_RE_SERVER_PATH = re.compile(r"(?<![\w.:/])(?:/[\w.@+\-]+)+/([\w.@+\-]+)")
+
+
+def public_message(message: str) -> str:
+    """An error message fit for a remote user: no server paths, only file names."""
+    return _RE_SERVER_PATH.sub(r"\1", message)
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn the library's ValueErrors (clear messages by design) into visible gr.Error toasts.
+    """Turn the library's ValueErrors (clear messages by design) and stops into visible gr.Error toasts.
 
     Works for plain functions and generators; unexpected errors keep their type so bugs stay visible.
     """
     import inspect
 
     def convert(exc: BaseException) -> gr.Error:
-        return gr.Error(str(exc) or exc.__class__.__name__)
+        text = str(exc) or exc.__class__.__name__
+        if isinstance(exc, Cancelled):
+            text = f"Stopped ({text}); nothing was changed."
+        return gr.Error(public_message(text), print_exception=False)
+
+    handled = (ValueError, OSError, Cancelled)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -133,9 +172,9 @@ def user_errors(fn: Callable) -> Callable:
         def gen_wrapper(*args: Any, **kwargs: Any):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except (ValueError, FileNotFoundError, OSError) as exc:
+            except gr.Error as exc:
+                raise gr.Error(public_message(str(exc.message)), print_exception=False) from exc
+            except handled as exc:
                 raise convert(exc) from exc
 
         return gen_wrapper
@@ -144,9 +183,9 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (ValueError, FileNotFoundError, OSError) as exc:
+        except gr.Error as exc:
+            raise gr.Error(public_message(str(exc.message)), print_exception=False) from exc
+        except handled as exc:
             raise convert(exc) from exc
 
     return wrapper

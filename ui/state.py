@@ -1,13 +1,14 @@
 """Per-session state: each browser tab (or gradio_client session) gets its own SessionState.
 
 Gradio keeps the object server-side per session and hands the same object to every handler of that
-session, so handlers mutate it in place; the Stop button reaches the running job through `cancel`.
+session, so handlers mutate it in place. `job` is the session's heavy job while it waits or runs (set
+and cleared by `ui.jobs.JobLine`): the Stop button reaches it there, and handlers that would change
+the session refuse while it is set, so a run never sees its words or snippets change under it.
 """
 
 from __future__ import annotations
 
 import copy
-import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -29,26 +30,25 @@ class SessionState:
     rows: dict[str, NewTokenRows] = field(default_factory=dict)  # method -> learned rows
     histories: dict[str, list[StepRecord]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    train_config: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)  # everything that produced `rows`
     metrics: dict[str, dict[str, dict]] | None = None  # method -> word -> metrics (held-out)
     cancelled: str | None = None
-    running: bool = False
 
     def __post_init__(self) -> None:
-        # Per-session stop flag: set by the Stop button, polled by the trainer between steps. Not a
-        # dataclass field, because Gradio serializes the initial state with dataclasses.asdict.
-        self.cancel = threading.Event()
+        # Not a dataclass field: Gradio serializes the initial state with dataclasses.asdict, and a job
+        # holds locks and threads.
+        self.job: Any = None
 
     def __getstate__(self) -> dict:
-        # Picklable (e.g. for ZeroGPU workers): the Event is process-local and recreated on load.
+        # Picklable (e.g. for ZeroGPU workers): a job is process-local.
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __setstate__(self, values: dict) -> None:
         self.__dict__.update(values)
-        self.cancel = threading.Event()
+        self.job = None
 
     def __deepcopy__(self, memo: dict) -> SessionState:
-        # gr.State deep-copies its initial value per session; an Event holds a lock and cannot be copied.
+        # gr.State deep-copies its initial value per session.
         return SessionState(**{f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self)})
 
     # -- invalidation: a new earlier step makes later results meaningless -----------------------------
@@ -63,6 +63,11 @@ class SessionState:
         self.metrics, self.cancelled = None, None
 
     # -- guards with messages that tell the user what to do next --------------------------------------
+    def require_idle(self, action: str) -> None:
+        if self.job is not None:
+            raise gr.Error(f"Cannot {action} while {self.job.label} is running for this session: wait for it "
+                           "to finish or press Stop in the Distill tab first.")
+
     @property
     def words(self) -> list[str]:
         return [s.word for s in self.splits]
@@ -85,6 +90,3 @@ class SessionState:
         if not self.rows:
             raise gr.Error("Nothing trained yet: open the Distill tab and press 'Train'.")
 
-
-def new_state() -> SessionState:
-    return SessionState()

@@ -9,6 +9,8 @@ import gradio as gr
 from tokdist_core.vocab import WordError, split_word
 
 from . import html as H
+from . import widgets as W
+from .jobs import LIGHT
 from .runtime import MAX_APP_WORDS, MAX_INPUT_CHARS, Runtime, device_label, user_errors
 from .state import SessionState
 
@@ -37,6 +39,9 @@ class WordsTab:
 def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sentence: bool | None,
                 state: SessionState) -> tuple[str, str, dict, SessionState]:
     """Parse and split the words; keep those that can become new tokens in the session."""
+    state.require_idle("change the words")
+    if text is not None and not isinstance(text, str):
+        raise gr.Error("The words must be text.")
     text = text or ""
     if len(text) > MAX_INPUT_CHARS:
         raise gr.Error(f"That is {len(text):,} characters; the word box takes at most {MAX_INPUT_CHARS:,}. "
@@ -121,7 +126,7 @@ def build(rt: Runtime) -> WordsTab:
                 info=("Bundled models, or any Hugging Face id / local folder." if rt.allow_any_model
                       else "Bundled models (start with --allow-any-model for any id)."),
             )
-            mid_sentence = gr.Checkbox(
+            mid_sentence = W.Checkbox(
                 value=True, label="Word appears mid-sentence (with a leading space)",
                 info="Untick for the word-initial form, e.g. at the very start of a text.",
             )
@@ -142,6 +147,6 @@ def wire(rt: Runtime, tab: WordsTab, state: gr.State):
 
     return tab.button.click(
         user_errors(handler), [tab.words, tab.model, tab.mid_sentence, state],
-        [tab.view, tab.summary, tab.details, state], api_name="split", concurrency_id="light",
-        concurrency_limit=2,  # tokenizer only: never waits behind a training run
+        [tab.view, tab.summary, tab.details, state], api_name="split",
+        **LIGHT,  # tokenizer only: never waits behind a training run
     )

@@ -46,7 +46,7 @@ class MethodContext:
             if cached_layer == layer and (cached_final or not with_final):
                 return cache
         cache = TeacherCache(self.lm, self.train_snippets, self.words, layer, with_final,
-                             mixed_precision=self.config.mixed_precision)
+                             mixed_precision=self.config.mixed_precision, cancel=self.cancel)
         self._caches[(layer, with_final)] = cache
         return cache
 

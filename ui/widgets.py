@@ -1,0 +1,81 @@
+"""Input components that reject odd API values with a message naming the field.
+
+Gradio's own Number, Slider, Checkbox and CheckboxGroup trust their payload: a string in a slider, a NaN
+seed or `None` for a checkbox group end in a bare TypeError ("upstream app raised an exception"), and
+a checkbox takes "no" as true. These subclasses check the payload first. `is_template = True` makes the
+page render them with the parent's frontend, and their API description is the parent's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+
+
+def _name(component: gr.components.Component) -> str:
+    return str(component.label or "This field")
+
+
+def _number(component: gr.components.Component, payload: Any) -> float:
+    if isinstance(payload, bool) or not isinstance(payload, (int, float, str)):
+        raise gr.Error(f"{_name(component)} must be a number, got {payload!r}.")
+    try:
+        value = float(payload)
+    except ValueError:
+        raise gr.Error(f"{_name(component)} must be a number, got {payload!r}.") from None
+    if not math.isfinite(value):
+        raise gr.Error(f"{_name(component)} must be a finite number, got {payload!r}.")
+    low, high = component.minimum, component.maximum
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else (
+            f"at least {low:g}" if low is not None else f"at most {high:g}")
+        raise gr.Error(f"{_name(component)} must be {bounds}, got {payload!r}.")
+    return value
+
+
+class Slider(gr.Slider):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> float:
+        return gr.Number.round_to_precision(_number(self, payload), self.precision)
+
+
+class Number(gr.Number):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> float | int | None:
+        if payload is None or payload == "":
+            return None
+        value = _number(self, payload)
+        if self.precision == 0 and not value.is_integer():
+            raise gr.Error(f"{_name(self)} must be a whole number, got {payload!r}.")
+        return self.round_to_precision(value, self.precision)
+
+
+class Checkbox(gr.Checkbox):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> bool | None:
+        if payload is not None and not isinstance(payload, bool):
+            raise gr.Error(f"{_name(self)} must be true or false, got {payload!r}.")
+        return payload
+
+
+class CheckboxGroup(gr.CheckboxGroup):
+    is_template = True
+
+    def preprocess(self, payload: Any) -> list:
+        if payload is None:
+            return []
+        if isinstance(payload, str):
+            payload = [payload]
+        if not isinstance(payload, list):
+            raise gr.Error(f"{_name(self)} must be a list of choices, got {payload!r}.")
+        known = [value for _, value in self.choices]
+        unknown = [v for v in payload if v not in known]
+        if unknown:
+            raise gr.Error(f"{_name(self)}: unknown choice(s) {', '.join(map(repr, unknown))}; "
+                           f"choose from {', '.join(map(str, known))}.")
+        return super().preprocess(payload)
