@@ -1,0 +1,251 @@
+"""Command-line mistakes are reported at once as one `error: ...` line: no traceback, no model loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_tiny
+
+from tokdist_core import cli
+from tokdist_core.api import TokenDistillation
+
+# Runs the CLI's main() and then reports whether torch was ever imported: a check that fails this way
+# ran before the model could have been loaded (loading it needs torch).
+PROBE = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH', file=sys.stderr))\n"
+    "from tokdist_core.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def _probe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tokdist_core.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    """The run failed cleanly and early: the `error:` line it printed."""
+    assert proc.returncode != 0, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Loading weights" not in proc.stderr and "NO_TORCH" in proc.stderr, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if "error: " in ln]
+    return line
+
+
+# -- 1. --words-file ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, kind", [
+    ("Agassi\nAndorra\n".encode("utf-16"), "UTF-16"),  # with BOM
+    ("Agassi\nAndorra\n".encode("utf-16-le"), "UTF-16"),  # no BOM
+    ("Agassi\nAndorra\n".encode("utf-16-be"), "UTF-16"),  # no BOM, big-endian
+    ("Agassi\n".encode("utf-32"), "UTF-32"),
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00", "binary"),
+    ("Agassi\nKrankenwägen\n".encode("latin-1"), "not UTF-8"),
+])
+def test_words_file_that_is_not_utf8_text_is_named(tmp_path, content, kind):
+    path = tmp_path / "words.txt"
+    path.write_bytes(content)
+    line = _error_line(_probe("split", "--words-file", str(path)))
+    assert str(path) in line and kind in line and "save it as UTF-8 text" in line, line
+
+
+def test_words_file_folder_and_missing_file(tmp_path):
+    line = _error_line(_probe("split", "--words-file", str(tmp_path)))
+    assert "is a folder" in line and "does not exist" not in line, line
+    line = _error_line(_probe("split", "--words-file", str(tmp_path / "nope.txt")))
+    assert "nope.txt does not exist" in line, line
+
+
+def test_words_file_with_utf8_bom_reads_like_plain_utf8(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_bytes("\ufeffAndorra\r\nKrankenwägen, Agassi\n\n".encode())
+    assert cli._read_words_file(str(path)) == ["Andorra", "Krankenwägen, Agassi", ""]
+    args = cli.build_parser().parse_args(["split", "--words-file", str(path), "--words", "Tarkovsky,"])
+    assert cli._words(args) == ["Tarkovsky", "Andorra", "Krankenwägen", " Agassi"]
+
+
+# -- 2. output paths are checked before any work ----------------------------------------------------
+
+def test_json_into_missing_folder_fails_before_loading_the_model(tmp_path):
+    target = tmp_path / "missing" / "report.json"
+    line = _error_line(_probe("compare", "--words", "Andorra", "--json", str(target)))
+    assert str(tmp_path / "missing") in line and "does not exist" in line, line
+    line = _error_line(_probe("compare", "--words", "Andorra", "--json", str(tmp_path)))
+    assert "is a folder" in line, line
+    (tmp_path / "file").write_text("x")
+    line = _error_line(_probe("compare", "--words", "Andorra", "--json", str(tmp_path / "file" / "r.json")))
+    assert "is a file, not a folder" in line, line
+
+
+def test_out_onto_existing_file_fails_before_loading_the_model(tmp_path):
+    existing = tmp_path / "model.bin"
+    existing.write_bytes(b"x")
+    line = _error_line(_probe("distill", "--words", "Andorra", "--out", str(existing)))
+    assert str(existing) in line and "existing file" in line, line
+    line = _error_line(_probe("distill", "--words", "Andorra", "--out", str(existing / "sub")))
+    assert "is a file, not a folder" in line, line
+    line = _error_line(_probe("distill", "--words", "Andorra", "--out", ""))
+    assert "--out needs a folder name" in line, line
+
+
+def test_out_folder_that_exists_or_can_be_created_is_accepted(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text("{}")
+    cli._check_out_folder(str(tmp_path / "old"))  # an earlier export is overwritten, as before
+    cli._check_out_folder(str(tmp_path / "new" / "nested"))  # created with its parents when saving
+
+
+# -- 3. no words ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("words", [[""], ["   "], [","], [" , ", ","], []])
+def test_split_without_words_is_an_error(words):
+    line = _error_line(_probe("split", "--words", *words))
+    assert "give at least one word" in line, line
+
+
+# -- 4. counts and methods --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command, flag, value, expected", [
+    ("compare", "--heldout-per-token", "0", "compare evaluates every method on held-out snippets"),
+    ("compare", "--heldout-per-token", "-3", "between 1 and 1000"),
+    ("compare", "--snippets-per-token", "0", "between 1 and 1000"),
+    ("distill", "--snippets-per-token", "-1", "between 1 and 1000"),
+    ("distill", "--snippets-per-token", "1001", "between 1 and 1000"),
+    ("compare", "--snippet-len", "0", "between 4 and 1024"),
+    ("distill", "--snippet-len", "5000", "between 4 and 1024"),
+    ("compare", "--snippets-per-token", "ten", "expected an integer"),
+    ("distill", "--heldout-per-token", "5", "unrecognized arguments"),  # distill never evaluates
+])
+def test_counts_out_of_range_are_rejected_up_front(tmp_path, command, flag, value, expected):
+    extra = ["--out", str(tmp_path / "out")] if command == "distill" else []
+    line = _error_line(_probe(command, "--words", "Andorra", flag, value, *extra))
+    assert expected in line, line
+    if flag != "--heldout-per-token" or command == "compare":
+        assert flag in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_file_is_reported_before_loading_the_model(tmp_path):
+    missing = tmp_path / "corpus.txt"
+    line = _error_line(_probe("distill", "--words", "Andorra", "--data", str(missing), "--out", str(tmp_path / "o")))
+    assert str(missing) in line and "no such file or folder" in line, line
+    line = _error_line(_probe("compare", "--words", "Andorra", "--data", "bundled,"))
+    assert "empty entry" in line, line
+
+
+@pytest.mark.parametrize("methods, expected", [("", "at least one method"), (" , ", "at least one method"),
+                                               ("tokdist,bogus", "unknown method 'bogus'")])
+def test_compare_methods_are_checked_up_front(methods, expected):
+    line = _error_line(_probe("compare", "--words", "Andorra", "--methods", methods))
+    assert expected in line, line
+
+
+# -- 5. --help imports no torch ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["--help"], ["split", "--help"], ["distill", "--help"], ["compare", "--help"]])
+def test_help_does_not_import_torch(argv):
+    proc = _probe(*argv)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: tokdist" in proc.stdout
+    assert "NO_TORCH" in proc.stderr, proc.stderr
+
+
+def test_cli_copies_of_library_constants_match():
+    from tokdist_core import api, corpus, forward, models
+    from tokdist_core.distill import DistillationConfig
+    from tokdist_core.methods import METHOD_NAMES
+
+    assert cli.METHODS == METHOD_NAMES
+    assert cli.PRECISIONS == forward.PRECISIONS
+    assert cli.OUTPUT_POLICIES == api.OUTPUT_POLICIES
+    assert cli.DEFAULT_MODEL == models.DEFAULT_MODEL
+    defaults = DistillationConfig()
+    assert defaults.epochs == cli.DEFAULT_EPOCHS
+    assert defaults.batch_size == cli.DEFAULT_BATCH_SIZE
+    assert defaults.learning_rate == cli.DEFAULT_LR
+    assert cli.MAX_SNIPPETS_PER_TOKEN == corpus.MAX_SNIPPETS_PER_TOKEN
+    assert cli.MAX_SNIPPET_LEN == corpus.MAX_SNIPPET_LEN
+
+
+def test_every_training_flag_has_help():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("split", "distill", "compare"):
+        for action in subparsers[name]._actions:
+            assert action.help, (name, action.option_strings)
+
+
+# -- 6. library argument checks ---------------------------------------------------------------------
+
+@pytest.fixture
+def td(tokenizer, monkeypatch) -> TokenDistillation:
+    td = TokenDistillation(make_tiny(tokenizer))
+
+    def no_work(*_a, **_k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(td, "contexts", no_work)
+    monkeypatch.setattr(td, "train", no_work)
+    return td
+
+
+def test_run_save_without_out_path_fails_before_any_work(td, tmp_path):
+    with pytest.raises(ValueError, match="save=True needs out_path"):
+        td.run(["Krankenwagen"], save=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="existing file"):
+        td.run(["Krankenwagen"], save=True, out_path=tmp_path / "file")
+    with pytest.raises(ValueError, match="no words given"):
+        td.run([" ", ""])
+    with pytest.raises(ValueError, match="output policy"):
+        td.run(["Krankenwagen"], output_policy="bogus")
+
+
+@pytest.mark.parametrize("words", [[], "", " , \n ,", ["", "  "]])
+def test_compare_without_words_raises(td, words):
+    with pytest.raises(ValueError, match="no words given"):
+        td.compare(words, methods=["subword_mean"])
+
+
+def test_compare_argument_checks_come_first(td):
+    with pytest.raises(ValueError, match="heldout_per_token must be an integer of at least 1, got 0"):
+        td.compare(["Krankenwagen"], methods=["subword_mean"], heldout_per_token=0)
+    with pytest.raises(ValueError, match="choose at least one method"):
+        td.compare(["Krankenwagen"], methods=[])
+    with pytest.raises(ValueError, match="output policy"):
+        td.compare(["Krankenwagen"], methods=["subword_mean"], output_policy="bogus")
+    # Words that were given but cannot be added are still reported, not an error.
+    report = td.compare(["the"], methods=["subword_mean"]).to_json()
+    assert report["words"] == [] and "already a single token" in report["skipped"][0]["reason"]
+
+
+# -- end to end with the bundled model ---------------------------------------------------------------
+
+@pytest.mark.integration
+def test_cli_split_reads_utf8_bom_file_and_comma_separated_words(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_bytes("\ufeffAndorra\n".encode())
+    proc = _cli("split", "--words-file", str(path), "--words", "Agassi,", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "'␣Andorra': 3 subwords [' And', 'or', 'ra']" in proc.stdout
+    assert "Agassi" in proc.stdout and "\ufeff" not in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flags, expected", [
+    (["--target-layer", "99"], "error: target_layer 99 is out of range"),  # needs the model's layer count
+    (["--snippet-len", "4"], "error: snippet_len=4 is too short for ' Andorra'"),  # needs its subwords
+])
+def test_cli_distill_errors_found_after_loading_are_one_line(tmp_path, flags, expected):
+    proc = _cli("distill", "--words", "Andorra", *flags, "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert expected in proc.stderr
+    assert not (tmp_path / "out").exists()
