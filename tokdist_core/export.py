@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,6 +20,32 @@ from .rows import NewTokenRows
 
 ROWS_FILE = "new_rows.safetensors"
 META_FILE = "new_rows.json"
+PARTIAL_SUFFIX = ".partial"  # temporaries are named ".<final name>.<random>.partial" next to their final path
+UNZIPPED_PREFIX = ".unzipped-"  # the temporary model folder export_model_zip zips and removes
+
+
+@contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `final`; on success it is renamed onto `final` (os.replace, atomic).
+
+    The temporary name starts with a dot and ends with PARTIAL_SUFFIX, so a process killed mid-write leaves
+    only a hidden `.partial` file, never a truncated file under the final name. On an exception it is removed.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:  # created here ("x": never someone else's file), with the usual permissions (umask), unlike mkstemp
+        tmp_path = final.with_name(f".{final.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        try:
+            tmp_path.open("xb").close()
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
 
 
 def save_model(model, tokenizer, out_path: str | Path) -> Path:
@@ -32,7 +64,8 @@ def save_rows(rows: NewTokenRows, lm: LoadedModel, out_dir: str | Path, extra: d
     tensors = {"input_rows": rows.input_rows.detach().float().cpu().contiguous()}
     if rows.output_rows is not None:
         tensors["output_rows"] = rows.output_rows.detach().float().cpu().contiguous()
-    save_file(tensors, str(out / ROWS_FILE))
+    with atomic_path(out / ROWS_FILE) as tmp:
+        save_file(tensors, str(tmp))
     meta = {
         "format": "tokdist-new-rows/1",
         "method": rows.method,
@@ -43,7 +76,8 @@ def save_rows(rows: NewTokenRows, lm: LoadedModel, out_dir: str | Path, extra: d
         "tied_embeddings": lm.tied,
         **(extra or {}),
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    with atomic_path(out / META_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
 
 
@@ -67,13 +101,64 @@ def load_rows(path: str | Path, lm: LoadedModel | None = None) -> NewTokenRows:
 
 
 def zip_folder(folder: str | Path, zip_path: str | Path, compresslevel: int = 1) -> Path:
-    """Zip a folder. Level 1: weights barely compress, and level 6 is ~7x slower on a 540 MB model."""
+    """Zip a folder, written under a temporary name and renamed (see atomic_path).
+
+    Level 1: weights barely compress, and level 6 is ~7x slower on a 540 MB model.
+    """
     folder, zip_path = Path(folder), Path(zip_path)
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as archive:
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED,
+                                                       compresslevel=compresslevel) as archive:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(folder))
     return zip_path
+
+
+def export_model_zip(model, tokenizer, zip_path: str | Path, compresslevel: int = 1) -> Path:
+    """save_pretrained model + tokenizer into a temporary folder next to `zip_path`, zip it, remove the folder.
+
+    The folder (UNZIPPED_PREFIX...) is removed in `finally`, the zip appears under its name only when complete;
+    a process killed meanwhile leaves only dot-named temporaries (the app's start-up clean-up removes them).
+    """
+    zip_path = Path(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=UNZIPPED_PREFIX, dir=zip_path.parent))
+    try:
+        save_model(model, tokenizer, folder)
+        return zip_folder(folder, zip_path, compresslevel=compresslevel)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def estimate_model_bytes(model, tokenizer, new_rows: int = 0) -> int:
+    """Upper estimate of what save_pretrained writes (and so of the zip): parameter bytes in the saved dtype.
+
+    Counts each stored tensor once (tied weights share storage), plus `new_rows` embedding rows (and LM-head
+    rows when untied) that adding words may append, plus the tokenizer files. Level-1 deflate makes the
+    zip somewhat smaller (about half for the dequantized bundled SmolLM2), never meaningfully larger.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for tensor in model.state_dict().values():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            continue
+        seen.add(key)
+        total += tensor.numel() * tensor.element_size()
+    if new_rows:
+        emb = model.get_input_embeddings().weight
+        heads = 1 if model.get_output_embeddings() is None or model.get_output_embeddings().weight is emb else 2
+        total += heads * new_rows * emb.shape[1] * emb.element_size()
+    return total + _tokenizer_bytes(tokenizer) + 64 * 1024  # config.json, generation_config.json, zip headers
+
+
+def _tokenizer_bytes(tokenizer) -> int:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # fast tokenizers: tokenizer.json (saved pretty-printed) dominates
+        return len(backend.to_str(pretty=True).encode("utf-8"))
+    with tempfile.TemporaryDirectory(prefix=".tokdist-tok-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        return sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
 
 
 def reproduce_snippet(model: str, words: list[str], method: str, config: dict, data: str | list[str] = "auto",
