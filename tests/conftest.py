@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # Threads sleep instead of spinning when the 2 cores are shared (app server + tests): far less contention.
@@ -86,3 +87,38 @@ def two_words(tokenizer):
     snippets = [s for w in words for s in snippets_for(tokenizer, w)]
     assert len(snippets) == 6
     return splits, snippets
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched_app(runtime):
+    """Serve the real app for `runtime` on a free loopback port; yields its URL."""
+    from ui.app import build_app, launch_kwargs
+
+    demo = build_app(runtime=runtime)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def bundled_runtime(**limits):
+    """A ui Runtime on the bundled model (skips the test when the model package is missing)."""
+    from tokdist_core.models import ModelLoadError
+    from ui.runtime import Runtime
+
+    rt = Runtime(default_model="smollm2-135m", device=os.environ.get("TOKDIST_TEST_DEVICE", "cpu"), **limits)
+    try:
+        rt.model()
+    except ModelLoadError as exc:
+        pytest.skip(f"bundled model not installed: {exc}")
+    return rt

@@ -6,11 +6,9 @@ runs in a few minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import socket
 import time
 import zipfile
 from pathlib import Path
@@ -21,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 torch = pytest.importorskip("torch")
 gradio_client = pytest.importorskip("gradio_client")
+from conftest import bundled_runtime, free_port, launched_app  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -36,33 +35,15 @@ ENDPOINTS = {"/split", "/contexts", "/distill", "/stop", "/compare", "/generate"
 TINY_CONTEXTS = ("bundled", [], "", 4, 2, 24, 0)  # source, files, hf name, train, held-out, length, seed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app():
     """(url, runtime, snapshot of the base embedding matrix taken before any request)."""
-    from ui.app import build_app, launch_kwargs
-    from ui.runtime import Runtime
-
-    rt = Runtime(default_model="smollm2-135m", device=DEVICE)
-    try:
-        rt.model()
-    except ModelLoadError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
+    rt = bundled_runtime()
     lm = rt.model()
     before = lm.model.get_input_embeddings().weight.detach().clone()
     vocab_before = len(lm.tokenizer)
-    demo = build_app(runtime=rt)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    try:
-        yield f"http://127.0.0.1:{port}/", rt, before, vocab_before
-    finally:
-        demo.close()
+    with launched_app(rt) as url:
+        yield url, rt, before, vocab_before
 
 
 def client(app) -> Client:

@@ -226,7 +226,8 @@ class TokenDistillation:
             raise ValueError(_NO_WORDS)
         if progress:
             progress(0.0, "collecting contexts")
-        contexts = self.contexts(splits, data, snippets_per_token, heldout_per_token, snippet_len, config.seed) if splits else {}
+        contexts = (self.contexts(splits, data, snippets_per_token, heldout_per_token, snippet_len, config.seed,
+                                  cancel=cancel) if splits else {})
         usable = []
         for split in splits:
             ctx = contexts.get(split.word)

@@ -48,6 +48,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
               runtime: Runtime | None = None) -> gr.Blocks:
     rt = runtime or Runtime(default_model=model, allow_any_model=allow_any_model, device=device)
     rt.preload()
+    export.clean_stale_exports()  # leftovers of earlier (killed) processes
 
     with gr.Blocks(title="tokdist-studio", delete_cache=(3600, 3600)) as demo:
         state = gr.State(SessionState())  # deep-copied per session (a fresh stop flag each)
@@ -94,9 +95,10 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
             value = choices[0][1] if choices else None
             return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
 
-        def after_contexts(st: SessionState):
+        def after_contexts(st: SessionState, methods, epochs, batch_size):
             pool = max((len(ctx.heldout or ctx.train) for ctx in st.contexts.values()), default=1)
-            return gr.update(value=generate.suggest_prompt(rt, st)), gr.update(maximum=max(pool, 1), value=1)
+            return (gr.update(value=generate.suggest_prompt(rt, st)), gr.update(maximum=max(pool, 1), value=1),
+                    distill.estimate_note(rt, methods, epochs, batch_size, st))
 
         def after_distill(st: SessionState):
             trained = [(method_label(m), m) for m in st.rows]
@@ -107,7 +109,8 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
         split_ev = words.wire(rt, w, state)
         split_ev.success(after_split, [state], [cmp.word, lz.word], **private)
         ctx_ev = contexts.wire(rt, c, state)
-        ctx_ev.success(after_contexts, [state], [g.prompt, lz.snippet], **private)
+        ctx_ev.success(after_contexts, [state, d.methods, d.epochs, d.batch_size], [g.prompt, lz.snippet, d.device],
+                       **private)
         dist_ev = distill.wire(rt, d, state)
         # Fill the Compare tab as soon as training ends, so switching tabs shows results at once.
         dist_ev.success(after_distill, [state], [g.methods, ex.method], **private).success(
@@ -128,7 +131,8 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
          .success(contexts.wire_handler(rt), [c.source, c.files, c.hf_name, c.snippets, c.heldout, c.snippet_len,
                                              c.seed, state], [c.view, c.summary, c.details, state],
                   api_visibility="private", **HEAVY)
-         .success(after_contexts, [state], [g.prompt, lz.snippet], **private)
+         .success(after_contexts, [state, d.methods, d.epochs, d.batch_size], [g.prompt, lz.snippet, d.device],
+                  **private)
          .success(lambda: gr.Tabs(selected="distill"), None, [tabs], **private)  # watch the live curve
          .success(distill.handler_for(rt), [*distill.inputs(d), state], [*distill.outputs(d), state],
                   api_visibility="private", show_progress_on=[d.progress], **HEAVY)

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -238,6 +239,30 @@ def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning
     yield frame("\n\n".join(_closing_lines(state, cancelled, bool(plan.heldout))))
 
 
+def _runs_on(rt: Runtime, lm) -> str:
+    return f"Runs on **{device_label(lm)}**; the server stops a job after {format_seconds(rt.max_job_seconds)}."
+
+
+def estimate_note(rt: Runtime, methods: object, epochs: object, batch_size: object, state: SessionState) -> str:
+    """The line under the settings: where it runs and, once there are snippets, how long it would take."""
+    lm = rt.model(state.model_name)
+    note = _runs_on(rt, lm)
+    try:
+        chosen = check_methods(methods)
+        config = DistillationConfig(epochs=as_int(epochs, "Epochs", 1, MAX_APP_EPOCHS),
+                                    batch_size=as_int(batch_size, "Batch size", 1, MAX_APP_BATCH))
+    except gr.Error:
+        return note
+    splits = state.usable_splits()
+    if not splits:
+        return note + " Collect contexts to see how long training would take."
+    train = [sn for s in splits for sn in state.contexts[s.word].train]
+    heldout = [sn for s in splits for sn in state.contexts[s.word].heldout]
+    estimate = TokenDistillation(lm).estimate_training(train, heldout, chosen, config)
+    verdict = "" if estimate.seconds <= rt.max_job_seconds else " **That is over the limit**: lower the epochs or methods."
+    return note + f" These settings: {estimate.describe()} (estimate).{verdict}"
+
+
 def _closing_lines(state: SessionState, cancelled: str | None, heldout: bool) -> list[str]:
     lines = []
     if cancelled:
@@ -306,7 +331,7 @@ def build(rt: Runtime) -> DistillTab:
             seed = W.Number(value=0, precision=0, label="Training seed", minimum=0)
             precision = gr.Radio(PRECISION_CHOICES, value="auto", label="Number precision",
                                  info="bf16 halves the bits per number: faster, with results within noise.")
-    device = gr.Markdown(f"Runs on **{device_label(lm)}**." if lm is not None else "")
+    device = gr.Markdown(_runs_on(rt, lm) if lm is not None else "")
     with gr.Row():
         run = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", scale=1)
@@ -347,4 +372,9 @@ def wire(rt: Runtime, tab: DistillTab, state: gr.State):
                           show_progress_on=[tab.progress], **HEAVY)
     # Stop never waits behind the run it stops, nor behind anything else.
     tab.stop.click(stop, [state], [tab.status], api_name="stop", show_progress="hidden", **LIGHT)
+    # Keep the time estimate next to the settings it depends on (cheap: arithmetic on cached figures).
+    settings = [tab.methods, tab.epochs, tab.batch_size, state]
+    for control in settings[:3]:
+        control.change(partial(estimate_note, rt), settings, [tab.device], api_visibility="private",
+                       show_progress="hidden", **LIGHT)
     return event

@@ -29,7 +29,8 @@ from tokdist_core.export import (
     save_rows,
 )
 
-from .figures import method_label
+from . import widgets as W
+from .jobs import HEAVY, Job, answer_when_done
 from .runtime import Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -353,12 +354,20 @@ def default_method(state: SessionState) -> str | None:
     return next(iter(state.rows), None)
 
 
-def run_export(rt: Runtime, method: str | None, include_model: bool | None, state: SessionState
-               ) -> tuple[list[str], str | None, str, dict]:
+def export_method(state: SessionState, method: object) -> str:
+    """The trained method to export (the best one when none is named), or a message saying what to do."""
     state.require_rows()
+    if method is not None and not isinstance(method, str):
+        raise gr.Error(f"The method must be a method name, got {method!r}.")
     method = (method or "").strip() or default_method(state)
     if method not in state.rows:
         raise gr.Error(f"{method!r} was not trained in this session; choose one of: {', '.join(state.rows)}.")
+    return method
+
+
+def run_export(rt: Runtime, method: str | None, include_model: bool | None, state: SessionState
+               ) -> tuple[list[str], str | None, str, dict]:
+    method = export_method(state, method)
     rows = state.rows[method]
     lm = rt.model(state.model_name)
     extra = {"training": state.train_config, "contexts": {k: v for k, v in state.context_settings.items() if k != "data"},
@@ -367,7 +376,7 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
     # Disk at the peak of a full-model export: the unzipped folder plus the zip (never larger than the folder).
     need = 2 * estimate_model_bytes(lm.model, lm.tokenizer, new_rows=len(rows.words)) if include_model else 0
     try:
-        building = _reserve_export_dir(need, int(getattr(rt, "max_export_bytes", 2 * 1024**3)))
+        building = _reserve_export_dir(need, rt.max_export_bytes)
     except OSError as exc:
         raise _write_error(exc) from exc
     zip_name = f"tokdist-{method}-model.zip"
@@ -393,14 +402,16 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
     files = [str(out / "rows" / ROWS_FILE), str(out / "rows" / META_FILE)]
     model_zip = str(out / zip_name) if include_model else None
 
-    settings = state.context_settings
+    # The settings that produced these rows, recorded when the run started.
+    run = state.train_config
+    settings = run.get("contexts", state.context_settings)
     data = settings.get("data", "auto")
     if data == "files":  # the uploaded temp paths mean nothing elsewhere: name the files instead
         data = [name.strip() for name in settings.get("label", "").split(",") if name.strip()]
-    code = reproduce_snippet(state.model_name or rt.default_model, rows.words, method, state.train_config, data,
+    code = reproduce_snippet(run.get("model") or state.model_name or rt.default_model, rows.words, method, run, data,
                              settings.get("snippet_len", 50), settings.get("snippets_per_token", 25),
-                             mid_sentence=state.mid_sentence,
-                             output_policy=state.train_config.get("output_policy", "ntp"))
+                             mid_sentence=run.get("mid_sentence", state.mid_sentence),
+                             output_policy=run.get("output_policy", "ntp"))
     details = {"method": method, "words": rows.words, "files": [Path(f).name for f in files],
                "model_zip": Path(model_zip).name if model_zip else None, "base_model": lm.source}
     return files, model_zip, code, details
@@ -410,7 +421,7 @@ def build(rt: Runtime) -> ExportTab:  # noqa: ARG001
     gr.Markdown(INTRO, elem_classes="td-help")
     with gr.Row():
         method = gr.Dropdown(choices=[], label="Method to export", allow_custom_value=True, scale=2)
-        include_model = gr.Checkbox(value=False, label="Also build the full model + tokenizer zip",
+        include_model = W.Checkbox(value=False, label="Also build the full model + tokenizer zip",
                                     info="About 0.3 GB for SmolLM2-135M; takes a little while. Download it soon: "
                                          "the server keeps exports for a limited time.", scale=2)
         button = gr.Button("Export", variant="primary", elem_id="export-btn", scale=1)
@@ -424,15 +435,15 @@ def build(rt: Runtime) -> ExportTab:  # noqa: ARG001
     return ExportTab(method, include_model, button, rows_files, model_zip, code, details)
 
 
-def method_choices(state: SessionState) -> list[tuple[str, str]]:
-    return [(method_label(m), m) for m in state.rows]
-
-
 def wire(rt: Runtime, tab: ExportTab, state: gr.State):
     @gpu(duration=120)
-    def handler(method, include_model, st: SessionState):
-        return run_export(rt, method, include_model, st)
+    def handler(method, include_model, st: SessionState, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+        export_method(st, method)  # refuse at once, before waiting in line
+
+        def work(job: Job) -> tuple[list[str], str | None, str, dict]:
+            return run_export(rt, method, include_model, st)
+
+        yield from answer_when_done(rt.jobs, st, "an export", work, 4, progress)
 
     return tab.button.click(user_errors(handler), [tab.method, tab.include_model, state],
-                            [tab.rows_files, tab.model_zip, tab.code, tab.details], api_name="export",
-                            concurrency_id="gpu")
+                            [tab.rows_files, tab.model_zip, tab.code, tab.details], api_name="export", **HEAVY)

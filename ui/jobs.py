@@ -42,6 +42,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     events: queue.Queue = field(default_factory=queue.Queue)
     stop_reason: str | None = None
+    queued: float = 0.0
     started: float | None = None
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -104,6 +105,8 @@ class JobLine:
         self._cond = threading.Condition()
         self._line: deque[Job] = deque()
         self._running: Job | None = None
+        self.refused = 0  # newcomers turned away because the line was full
+        self.finished: deque[tuple[str, float, float]] = deque(maxlen=1000)  # (label, waited s, ran s)
 
     # -- what the page shows ---------------------------------------------------------------------------
     def waiting(self) -> int:
@@ -122,9 +125,10 @@ class JobLine:
                 raise gr.Error(f"This session is still busy with {current.label}. Wait for it to finish, "
                                "or press Stop in the Distill tab, then try again.")
             if len(self._line) >= self.max_waiting:
+                self.refused += 1
                 raise gr.Error(f"The server is busy: {len(self._line)} jobs are already waiting, the most it "
                                "takes. Please try again in a few minutes.")
-            job = Job(label=label, max_seconds=self.max_seconds)
+            job = Job(label=label, max_seconds=self.max_seconds, queued=time.monotonic())
             self._line.append(job)
             session.job = job
             return job
@@ -133,8 +137,9 @@ class JobLine:
         with self._cond:
             if job in self._line:
                 self._line.remove(job)
-            if self._running is job:
+            if self._running is job and job.started is not None:
                 self._running = None
+                self.finished.append((job.label, job.started - job.queued, time.monotonic() - job.started))
             if getattr(session, "job", None) is job:
                 session.job = None
             job.ended.set()
