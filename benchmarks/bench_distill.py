@@ -21,12 +21,12 @@ from benchmarks.common import (
     emit,
     environment,
     frequent_corpus_words,
-    layer_flops_per_token,
     matmul_peak_gflops,
     peak_memory_mb,
 )
 from tokdist_core.api import TokenDistillation
 from tokdist_core.distill import DistillationConfig, DistillationTrainer, TeacherCache
+from tokdist_core.estimate import layer_flops_per_token
 from tokdist_core.evaluate import heldout_metrics
 from tokdist_core.forward import PRECISIONS, autocast_dtype, autocast_for
 from tokdist_core.methods import METHOD_NAMES, MethodContext, get_method

@@ -52,12 +52,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def layer_flops_per_token(lm) -> float:
-    """Forward FLOPs per token of the decoder layers (2 x non-embedding matmul parameters)."""
-    params = sum(p.numel() for layer in lm.model.get_decoder().layers for p in layer.parameters() if p.ndim == 2)
-    return 2.0 * params
-
-
 def peak_memory_mb(device: torch.device) -> dict:
     out = {"host_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":

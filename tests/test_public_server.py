@@ -213,3 +213,34 @@ def test_the_time_limit_stops_a_run_keeps_what_finished_and_refuses_runs_that_ca
             speed.correction = real
         assert "time limit of 6 s" in details["cancelled"] and "time limit of 6 s" in status
         assert details["finished"] == ["subword_mean"] and 1 <= details["steps"]["tokdist"] < 200
+
+
+def test_odd_api_values_get_messages_naming_the_field_and_no_server_paths(server, tmp_path):
+    url, _ = server
+    c = client(url)
+    split(c, "Schopenhauer")
+
+    def fails(match: str, *args, api_name: str) -> str:
+        with pytest.raises(AppError, match=match) as err:
+            c.predict(*args, api_name=api_name)
+        return str(err.value)
+
+    fails("Training snippets per word must be a number, got 'many'", "bundled", [], "", "many", 2, 24, 0,
+          api_name="/contexts")
+    fails("Random seed must be a finite number", "bundled", [], "", 4, 2, 24, "NaN", api_name="/contexts")
+    fails("Random seed must be a whole number", "bundled", [], "", 4, 2, 24, 1.5, api_name="/contexts")
+    fails("must be true or false, got 'no'", "Schopenhauer", "smollm2-135m", "no", api_name="/split")
+    c.predict(*TINY_CONTEXTS, api_name="/contexts")
+    fails("Tick at least one method", None, 1, 0.01, 8, -1, "ntp", 0, api_name="/distill")
+    fails("0 is not in the list of choices", ["tokdist"], 1, 0.01, 8, 0, "ntp", 0, api_name="/distill")
+    fails("Training seed must be a finite number", ["tokdist"], 1, 0.01, 8, -1, "ntp", "inf",
+          api_name="/distill")
+    fails(r"Batch size \(snippets per step\) must be a number", ["tokdist"], 1, 0.01, "big", -1, "ntp", 0,
+          api_name="/distill")
+    # A broken upload: the message names the file, never the server folder it was stored in.
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1" + b"\x00garbage" * 64)
+    from gradio_client import handle_file
+
+    message = fails(".", "files", [handle_file(str(broken))], "", 4, 2, 24, 0, api_name="/contexts")
+    assert "broken.parquet" in message and "/tmp" not in message and str(tmp_path) not in message

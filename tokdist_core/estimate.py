@@ -26,6 +26,14 @@ from .snippet import Snippet
 
 # Forward + input-gradient backward of the frozen student: about two forwards of work, two passes.
 STUDENT_PASSES = 2
+# The probe's plain forward runs faster than real jobs (their backward passes, gathers, Adam steps):
+# benchmarks/bench_estimate.py measured real / probe-only estimates of 1.1-1.45 on 2 CPU cores, 1.4 after
+# four jobs. Estimates start there, on the safe side, and then follow the jobs this process finishes.
+INITIAL_CORRECTION = 1.4
+# One sampling step costs several plain passes (top-p sorts the vocabulary per sequence, the cache grows,
+# logits processors run): with the correction above, 4 lands about 20 % over the real time on 2 CPU
+# cores (benchmarks/bench_estimate.py).
+PASSES_PER_DECODE_STEP = 4
 EVAL_BATCH = 16
 PROBE_SHAPE = (4, 64)  # batch x tokens of the probe forward that measures the matmul rate
 
@@ -34,7 +42,7 @@ PROBE_SHAPE = (4, 64)  # batch x tokens of the probe forward that measures the m
 class _Speed:
     flops_per_second: float
     seconds_per_pass: float  # fixed cost of one pass through all layers
-    correction: float = 1.0  # measured / predicted seconds of finished jobs (moving average)
+    correction: float = INITIAL_CORRECTION  # real / predicted seconds of finished jobs (moving average)
 
 
 _speeds: weakref.WeakKeyDictionary[torch.nn.Module, _Speed] = weakref.WeakKeyDictionary()
@@ -154,5 +162,5 @@ def estimate_training(lm: LoadedModel, train: Sequence[Snippet], heldout: Sequen
 def estimate_generation(lm: LoadedModel, sequences: int, snippet_len: int) -> JobEstimate:
     """Sampling `sequences` texts of `snippet_len` tokens, a batch at a time (an upper bound)."""
     flops = sequences * snippet_len * (layer_flops_per_token(lm) + head_flops_per_token(lm))
-    passes = math.ceil(sequences / GENERATE_BATCH) * snippet_len
+    passes = math.ceil(sequences / GENERATE_BATCH) * snippet_len * PASSES_PER_DECODE_STEP
     return JobEstimate(seconds=_seconds(lm, flops, passes), flops=flops, passes=passes, memory_bytes=0)
