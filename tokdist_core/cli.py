@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated methods to compare (default: all: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the full report to this JSON file (its folder must exist)")
     p = sub.add_parser("bench", help="run a benchmark script and print its JSON")
-    p.add_argument("name", choices=("distill", "mining", "quality"))
+    p.add_argument("name", choices=("distill", "mining", "quality", "estimate"))
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
     return parser
 
