@@ -420,3 +420,59 @@ def test_collect_contexts_validation(lm):
         corpus.collect_contexts(lm, [split], data="nope.txt")
     assert corpus._parse_data("auto") == (["bundled"], True, True)
     assert corpus._parse_data(["generated", "a.txt", "hf:x"]) == (["a.txt", "hf:x"], True, False)
+
+
+# ------------------------------------------------------------------------------------------ remote users
+
+
+@pytest.mark.parametrize("name", ["/etc", "../../etc", "a/b/c", ".hidden", "x" * 200, "a b", "text", "JSON",
+                                  "parquet", "owner/.git", ""])
+def test_hub_only_dataset_names_refuse_paths_and_file_builders(name):
+    with pytest.raises(CorpusError, match="dataset id|file-format builder|Bad dataset spec"):
+        corpus.parse_hf_spec(f"hf:{name}", hub_only=True)
+
+
+def test_hub_only_source_never_reads_a_local_folder_of_that_name(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "train.jsonl").write_text(json.dumps({"text": "planted secret text"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    source = corpus.parse_hf_spec("hf:private", hub_only=True)
+    assert source.load_path == "hf://datasets/private"
+    with pytest.raises(CorpusError, match="Hub") as err:
+        list(corpus.iter_documents([source]))
+    assert "secret" not in str(err.value)
+    # The library (a user on their own machine) still reads the folder when asked for it by name.
+    assert [text for _, text in corpus.iter_documents("hf:private")] == ["planted secret text"]
+
+
+def test_cancelled_generation_stops_and_collect_contexts_keeps_finished_words(lm, tokenizer):
+    import threading
+
+    from tokdist_core.cancel import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    split = check_new_word(tokenizer, WORD)
+    start = time.perf_counter()
+    with pytest.raises(Cancelled, match="generating"):
+        corpus.generate_snippets(lm, split, 32, 64, 0, cancel=cancel)
+    assert time.perf_counter() - start < 2.0
+
+    # Stopped mid-way: the first word is done, the next one is marked instead of silently missing.
+    splits = [check_new_word(tokenizer, w) for w in (" Zorblaxian", " Quuxotic")]
+
+    def progress(fraction, message):
+        if "Quuxotic" in message:  # the second word starts: stop it
+            cancel.set()
+
+    cancel.clear()
+    found = corpus.collect_contexts(lm, splits, data="generated", snippets_per_token=2, heldout_per_token=1,
+                                    snippet_len=16, progress=progress, cancel=cancel)
+    first, second = (found[s.word] for s in splits)
+    assert len(first.train) == 2 and first.problem is None
+    assert not second.train and second.problem.startswith("not collected: stopped while generating")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny
+from tokdist_core.api import TokenDistillation
 from tokdist_core.distill import (
     DistillationCancelled,
     DistillationConfig,
@@ -279,3 +280,39 @@ def test_bf16_is_refused_on_a_cpu_that_would_emulate_it(tiny, monkeypatch):
     with pytest.raises(ValueError, match="emulated and slower than fp32"):
         DistillationConfig(mixed_precision="bf16").validate(tiny)
     DistillationConfig(mixed_precision="no").validate(tiny)
+
+
+def test_cancel_stops_the_teacher_and_the_evaluation(tiny, two_words):
+    from tokdist_core.cancel import Cancelled
+    from tokdist_core.evaluate import heldout_metrics
+
+    splits, snippets = two_words
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(DistillationCancelled, match="preparing the teacher"):
+        TeacherCache(tiny, snippets, [s.word for s in splits], -1, with_final=False, cancel=cancel)
+    rows = TokenDistillation(tiny).train(splits, snippets, ["subword_mean"])[0]["subword_mean"]
+    with pytest.raises(Cancelled, match="evaluating"):
+        heldout_metrics(tiny, [rows], snippets, cancel=cancel)
+    # The facade's train keeps finished methods and says where it stopped.
+    cancel_later = threading.Event()
+    out_rows, _, _, stopped = TokenDistillation(tiny).train(
+        splits, snippets, ["subword_mean", "tokdist"], DistillationConfig(epochs=50, batch_size=2),
+        callback=lambda record: cancel_later.set() if record.step == 2 else None, cancel=cancel_later)
+    assert list(out_rows) == ["subword_mean"] and "tokdist: stopped after 2 of" in stopped
+
+
+def test_estimates_grow_with_the_work_and_learn_from_finished_jobs(tiny, two_words):
+    from tokdist_core import estimate
+
+    splits, snippets = two_words
+    td = TokenDistillation(tiny)
+    one = td.estimate_training(snippets, snippets, ["tokdist"], DistillationConfig(epochs=1))
+    eight = td.estimate_training(snippets, snippets, ["tokdist"], DistillationConfig(epochs=8))
+    both = td.estimate_training(snippets, snippets, ["tokdist", "ntp"], DistillationConfig(epochs=8))
+    assert 0 < one.seconds < eight.seconds < both.seconds and eight.flops > one.flops
+    assert eight.memory_bytes == one.memory_bytes > 0  # the teacher cache does not grow with epochs
+    assert td.estimate_training(snippets, snippets, ["subword_mean"]).memory_bytes == 0  # nothing trains
+    td.record_job_time(eight, 10 * eight.seconds / estimate._speed(tiny).correction + 1.0)
+    assert td.estimate_training(snippets, snippets, ["tokdist"], DistillationConfig(epochs=8)).seconds > eight.seconds
+    assert estimate.format_seconds(0.2) == "1 s" and estimate.format_seconds(300) == "5 min"

@@ -36,6 +36,12 @@ def split(c: Client, words: str):
     return c.predict(words, "smollm2-135m", True, api_name="/split")
 
 
+def ready(c: Client, words: str) -> None:
+    """Split the words and collect tiny contexts: the session can train."""
+    split(c, words)
+    c.predict(*TINY_CONTEXTS, api_name="/contexts")
+
+
 def distill(c: Client, methods, epochs: int, batch: int = 8):
     return c.predict(list(methods), epochs, 0.01, batch, -1, "ntp", 0, api_name="/distill")
 
@@ -113,8 +119,7 @@ def test_a_planted_secret_is_never_returned_through_any_source(server, tmp_path)
 def test_stop_answers_at_once_with_a_full_line_and_the_run_ends_at_its_next_step(server):
     url, rt = server
     runner = client(url)
-    split(runner, "Schopenhauer")
-    runner.predict(*TINY_CONTEXTS, api_name="/contexts")
+    ready(runner, "Schopenhauer")
     job = runner.submit(["tokdist"], 50, 0.01, 1, -1, "ntp", 0, api_name="/distill")  # ~200 steps
     wait_for_steps(job, 2)
 
@@ -148,8 +153,7 @@ def test_stop_answers_at_once_with_a_full_line_and_the_run_ends_at_its_next_step
 def test_a_session_cannot_change_its_words_mid_run_and_results_match_the_run(server):
     url, _ = server
     c = client(url)
-    split(c, "Schopenhauer, Andorra")
-    c.predict(*TINY_CONTEXTS, api_name="/contexts")
+    ready(c, "Schopenhauer, Andorra")
     job = c.submit(["subword_mean", "tokdist"], 6, 0.01, 2, -1, "ntp", 0, api_name="/distill")
     wait_for_steps(job, 1)
     with pytest.raises(AppError, match="while a training run is running"):
@@ -199,8 +203,7 @@ def test_the_time_limit_stops_a_run_keeps_what_finished_and_refuses_runs_that_ca
     rt = bundled_runtime(max_job_seconds=6)
     with launched_app(rt) as url:
         c = client(url)
-        split(c, "Schopenhauer")
-        c.predict(*TINY_CONTEXTS, api_name="/contexts")
+        ready(c, "Schopenhauer")
         # Honest estimates refuse a run that cannot finish in 6 s, saying both figures.
         with pytest.raises(AppError, match=r"would take about .* the limit is 6 s per job"):
             distill(c, ["tokdist"], 50, batch=1)

@@ -1033,6 +1033,27 @@ def _parse_data(data: DataSpec | list[DataSpec]) -> tuple[list[DataSpec], bool, 
     return list(dict.fromkeys(corpus)), generate, auto
 
 
+def _word_contexts(word: str, snippets: list[Snippet], snippets_per_token: int, heldout_per_token: int,
+                   corpus: str, generated: bool, notes: list[str]) -> WordContexts:
+    """Split one word's shuffled snippets and say what is missing (`corpus`: the sources mined, or '')."""
+    train, heldout = split_train_heldout(snippets, snippets_per_token, heldout_per_token)
+    sources: dict[str, int] = {}
+    for snip in train + heldout:
+        sources[snip.source] = sources.get(snip.source, 0) + 1
+    wanted = snippets_per_token + heldout_per_token
+    problem = None
+    if not snippets:
+        problem = f"no occurrences in the corpus ({corpus})" if corpus else "generation produced no usable snippets"
+        if corpus and not generated:
+            problem += "; try data='auto' to top up with generated text"
+    elif len(snippets) == 1 and heldout_per_token > 0:
+        problem = "only 1 snippet found: used for training, none held out for evaluation"
+    elif len(snippets) < wanted:
+        notes = [*notes, f"only {len(snippets)} of {wanted} snippets: {len(train)} train / {len(heldout)} held-out"]
+    return WordContexts(word=word, train=train, heldout=heldout, sources=sources, problem=problem,
+                        note="; ".join(notes) or None)
+
+
 def collect_contexts(
     lm: LoadedModel,
     splits: list[WordSplit],
@@ -1085,9 +1106,9 @@ def collect_contexts(
     result: dict[str, WordContexts] = {}
     to_generate = [s for s in splits if generate and len(mined[s.word]) < wanted]
     stopped: str | None = None
+    mined_from = ", ".join(map(_source_label, corpus))
     for i, split in enumerate(splits):
         snippets = list(mined[split.word])
-        word_notes = list(notes)
         if split in to_generate and stopped is None:
             report(
                 0.3 + 0.65 * to_generate.index(split) / len(to_generate),
@@ -1103,30 +1124,8 @@ def collect_contexts(
         if split in to_generate:
             # Mix sources so that held-out and train both see corpus and generated text.
             _word_rng(seed, split.word, "split").shuffle(snippets)
-        train, heldout = split_train_heldout(snippets, snippets_per_token, heldout_per_token)
-        sources: dict[str, int] = {}
-        for snip in train + heldout:
-            sources[snip.source] = sources.get(snip.source, 0) + 1
-        problem = None
-        if not snippets:
-            where = "the corpus (" + ", ".join(map(_source_label, corpus)) + ")" if corpus else "generation"
-            problem = f"no occurrences in {where}" if corpus else "generation produced no usable snippets"
-            if corpus and not generate:
-                problem += "; try data='auto' to top up with generated text"
-        elif len(snippets) == 1 and heldout_per_token > 0:
-            problem = "only 1 snippet found: used for training, none held out for evaluation"
-        elif len(snippets) < wanted:
-            word_notes.append(
-                f"only {len(snippets)} of {wanted} snippets: {len(train)} train / {len(heldout)} held-out"
-            )
-        result[split.word] = WordContexts(
-            word=split.word,
-            train=train,
-            heldout=heldout,
-            sources=sources,
-            problem=problem,
-            note="; ".join(word_notes) or None,
-        )
+        result[split.word] = _word_contexts(split.word, snippets, snippets_per_token, heldout_per_token, mined_from,
+                                            generate, notes)
         if not generate:
             report(0.9 + 0.1 * (i + 1) / len(splits), f"Split {split.display!r}")
     report(1.0, "Contexts ready")

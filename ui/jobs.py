@@ -117,6 +117,12 @@ class JobLine:
         with self._cond:
             return self._running is not None or bool(self._line)
 
+    def change_session(self, session: Any, action: str, change: Callable[[], None]) -> None:
+        """Apply `change` to an idle session, atomically with respect to its jobs joining the line."""
+        with self._cond:
+            session.require_idle(action)
+            change()
+
     # -- the line ----------------------------------------------------------------------------------------
     def _admit(self, session: Any, label: str) -> Job:
         with self._cond:

@@ -58,34 +58,14 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
         raise gr.Error(f"You gave {len(splits)} words; this app learns up to {MAX_APP_WORDS} at a time "
                        "(the Python library has no such limit).")
 
-    rows_html = []
-    for split in splits:
-        rows_html.append(
-            f'<div class="td-word-row"><span class="td-word-name">{H.esc(split.display)}</span>'
-            f"{H.piece_chips(split.pieces, split.ids)}"
-            f"{H.badge(f'{split.n_subwords} subwords → will become 1 new token', 'info')}</div>"
-        )
-    skipped_json = []
-    for s in skipped:
-        chips = ""
-        try:  # show the pieces of words that are already one token, so the reason is visible
-            if isinstance(s.word, str) and s.word.strip():
-                ws = split_word(td.lm.tokenizer, s.word)
-                chips = H.piece_chips(ws.pieces, ws.ids)
-        except WordError:
-            pass
-        kind = "ok" if "already a single token" in s.reason else "bad"
-        label = "already one token: nothing to learn" if kind == "ok" else s.reason
-        rows_html.append(
-            f'<div class="td-word-row"><span class="td-word-name">{H.esc(H.visible(str(s.word))[:80])}</span>'
-            f"{chips}{H.badge(label, kind)}</div>"
-        )
-        skipped_json.append({"word": s.word, "reason": s.reason})
+    rows_html, skipped_json = _word_rows(td.lm.tokenizer, splits, skipped)
 
-    words_now = [s.word for s in splits]
-    if words_now != state.words or name != state.model_name or mid != state.mid_sentence:
-        state.reset_from_words()  # new words: old snippets and rows no longer apply
-    state.model_name, state.mid_sentence, state.splits = name, mid, list(splits)
+    def apply() -> None:
+        if [s.word for s in splits] != state.words or name != state.model_name or mid != state.mid_sentence:
+            state.reset_from_words()  # new words: old snippets and rows no longer apply
+        state.model_name, state.mid_sentence, state.splits = name, mid, list(splits)
+
+    rt.jobs.change_session(state, "change the words", apply)
 
     lm = td.lm
     if splits:
@@ -110,6 +90,34 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
     }
     view = "".join(rows_html) or H.empty("No words.")
     return view, summary, details, state
+
+
+def _word_rows(tokenizer, splits: list, skipped: list) -> tuple[list[str], list[dict]]:
+    """One HTML row per entry (pieces as chips, a badge saying what happens), and the skipped ones as data."""
+    rows_html = []
+    for split in splits:
+        rows_html.append(
+            f'<div class="td-word-row"><span class="td-word-name">{H.esc(split.display)}</span>'
+            f"{H.piece_chips(split.pieces, split.ids)}"
+            f"{H.badge(f'{split.n_subwords} subwords → will become 1 new token', 'info')}</div>"
+        )
+    skipped_json = []
+    for s in skipped:
+        chips = ""
+        try:  # show the pieces of words that are already one token, so the reason is visible
+            if isinstance(s.word, str) and s.word.strip():
+                ws = split_word(tokenizer, s.word)
+                chips = H.piece_chips(ws.pieces, ws.ids)
+        except WordError:
+            pass
+        kind = "ok" if "already a single token" in s.reason else "bad"
+        label = "already one token: nothing to learn" if kind == "ok" else s.reason
+        rows_html.append(
+            f'<div class="td-word-row"><span class="td-word-name">{H.esc(H.visible(str(s.word))[:80])}</span>'
+            f"{chips}{H.badge(label, kind)}</div>"
+        )
+        skipped_json.append({"word": s.word, "reason": s.reason})
+    return rows_html, skipped_json
 
 
 def build(rt: Runtime) -> WordsTab:

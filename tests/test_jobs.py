@@ -1,0 +1,119 @@
+"""The app's job line on its own (no server): order, bounds, session busy, stops, time limits, closing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import gradio as gr
+import pytest
+
+from ui.jobs import JobLine, Posted, Waiting
+from ui.state import SessionState
+
+
+def drain(gen):
+    """Run a JobLine.run generator to its end: (updates, result)."""
+    updates = []
+    while True:
+        try:
+            updates.append(next(gen))
+        except StopIteration as done:
+            return updates, done.value
+
+
+def sleeper(seconds: float, step: float = 0.02):
+    """Work that polls its cancel flag like the trainer does; returns how far it got."""
+
+    def work(job):
+        steps = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if job.cancel.is_set():
+                return f"stopped after {steps} steps ({job.stop_reason})"
+            job.post(steps)
+            steps += 1
+            time.sleep(step)
+        return "done"
+
+    return work
+
+
+def test_runs_work_relays_posts_and_frees_the_session():
+    line, session = JobLine(max_waiting=2, max_seconds=10), SessionState()
+    updates, result = drain(line.run(session, "a job", sleeper(0.2)))
+    assert result == "done" and session.job is None and not line.busy()
+    assert [u.item for u in updates if isinstance(u, Posted)][:3] == [0, 1, 2]
+    assert line.finished[-1][0] == "a job"
+
+
+def test_a_full_line_refuses_newcomers_and_a_busy_session_cannot_start_another_job():
+    line = JobLine(max_waiting=1, max_seconds=10)
+    first, second, third = SessionState(), SessionState(), SessionState()
+    running = line.run(first, "a long job", sleeper(5))
+    next(running)  # first holds the slot
+    waiting = line.run(second, "a waiting job", sleeper(0.1))
+    assert isinstance(next(waiting), Waiting)
+    with pytest.raises(gr.Error, match="server is busy"):
+        next(line.run(third, "one too many", sleeper(0.1)))
+    assert line.refused == 1 and third.job is None
+    with pytest.raises(gr.Error, match="still busy with a long job"):
+        next(line.run(first, "a second job", sleeper(0.1)))
+    with pytest.raises(gr.Error, match="Cannot change the words while a long job is running"):
+        line.change_session(first, "change the words", lambda: None)
+    first.job.stop("stopped by you")
+    assert drain(running)[1].startswith("stopped after")
+    assert drain(waiting)[1] == "done"  # the waiting job then runs
+
+
+def test_stop_while_waiting_leaves_the_line_without_running():
+    line = JobLine(max_waiting=2, max_seconds=10)
+    a, b = SessionState(), SessionState()
+    running = line.run(a, "job a", sleeper(1))
+    next(running)
+    ran = threading.Event()
+    waiting = line.run(b, "job b", lambda job: ran.set())
+    next(waiting)
+    b.job.stop("stopped by you")
+    with pytest.raises(gr.Error, match="Stopped before it started"):
+        drain(waiting)
+    assert b.job is None and line.waiting() == 0 and not ran.is_set()
+    a.job.stop("done here")
+    drain(running)
+
+
+def test_the_time_limit_stops_the_work_and_says_so():
+    line, session = JobLine(max_waiting=1, max_seconds=0.3), SessionState()
+    _, result = drain(line.run(session, "a slow job", sleeper(10)))
+    assert result.startswith("stopped after") and "time limit of 1 s" in result
+
+
+def test_closing_the_request_stops_the_work_and_the_slot_is_freed_only_when_it_ends():
+    line, a, b = JobLine(max_waiting=1, max_seconds=10), SessionState(), SessionState()
+    ended = threading.Event()
+
+    def slow_to_stop(job):
+        while not job.cancel.is_set():
+            time.sleep(0.01)
+        time.sleep(0.5)  # the step in flight finishes first
+        ended.set()
+
+    gen = line.run(a, "job a", slow_to_stop)
+    next(gen)
+    gen.close()  # the client went away
+    assert a.job is not None and a.job.stop_reason == "the request was cancelled or the page was closed"
+    start = time.monotonic()
+    _, result = drain(line.run(b, "job b", lambda job: ended.is_set()))
+    assert result is True and time.monotonic() - start >= 0.3  # b waited until a's work had really ended
+    assert a.job is None
+
+
+def test_work_errors_reach_the_request_and_free_the_session():
+    line, session = JobLine(max_waiting=1, max_seconds=10), SessionState()
+
+    def broken(job):
+        raise ValueError("bad settings")
+
+    with pytest.raises(ValueError, match="bad settings"):
+        drain(line.run(session, "a job", broken))
+    assert session.job is None and not line.busy()
