@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from tokdist_core import corpus
+from tokdist_core.cancel import Cancelled
 from tokdist_core.corpus import HFDataSource
 from tokdist_core.snippet import Snippet
 
@@ -175,8 +176,11 @@ def find_contexts(rt: Runtime, source: str | None, files: list | None, hf_name: 
                 "heldout_per_token": n_held, "snippet_len": length, "seed": seed_i}
 
     def work(job: Job) -> tuple[str, str, dict, SessionState]:
-        found = td.contexts(splits, [data] if isinstance(data, HFDataSource) else data, n_train, n_held, length,
-                            seed_i, progress=job.report, cancel=job.cancel)
+        try:
+            found = td.contexts(splits, [data] if isinstance(data, HFDataSource) else data, n_train, n_held, length,
+                                seed_i, progress=job.report, cancel=job.cancel)
+        except Cancelled as exc:
+            raise gr.Error(f"Stopped ({job.stop_reason}, {exc}); the session's snippets are unchanged.") from None
         state.reset_from_contexts()
         state.contexts, state.context_settings = found, settings
         view, summary, details = render_contexts(td, state, label)

@@ -223,16 +223,21 @@ def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning
     yield frame("Waiting for the server…")
     updates = rt.jobs.run(state, "a training run", _train_job(td, plan, state))
     last = 0.0
-    while True:
-        try:
-            update = next(updates)
-        except StopIteration as done:
-            cancelled = done.value
-            break
-        extra = track(update)
-        if extra or time.monotonic() - last >= UPDATE_EVERY_S:
-            last = time.monotonic()
-            yield frame(extra)
+    try:
+        while True:
+            try:
+                update = next(updates)
+            except StopIteration as done:
+                cancelled = done.value
+                break
+            extra = track(update)
+            if extra or time.monotonic() - last >= UPDATE_EVERY_S:
+                last = time.monotonic()
+                yield frame(extra)
+    except FloatingPointError as exc:  # a diverged method; the ones before it are kept
+        raise gr.Error(f"{exc}. Finished methods are kept.") from exc
+    finally:
+        updates.close()  # a closed page stops the run now, not when the garbage collector gets to it
     progress["finished"] = True
     progress["done"] = plan.total_steps if not cancelled else progress["done"]
     progress["current"] = "stopped" if cancelled else "finished"
@@ -274,6 +279,8 @@ def _closing_lines(state: SessionState, cancelled: str | None, heldout: bool) ->
                      + " Open the **Compare** tab to see which method matches the original best.")
     elif state.rows and not heldout:
         lines.append("**Done**, but there are no held-out snippets, so the Compare tab shows no quality numbers.")
+    elif state.rows:
+        lines.append("The **Compare** tab checks the finished methods on the held-out snippets when you open it.")
     timing = ", ".join(f"{method_label(m)} {s:.1f} s" for m, s in state.seconds.items())
     if timing:
         lines.append(f"Time per method: {timing}.")
