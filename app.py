@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tokdist_core.models import DEFAULT_MODEL
+from tokdist_core import DEFAULT_MODEL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

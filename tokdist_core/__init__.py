@@ -1,1 +1,49 @@
-"""tokdist-studio core library: Token Distillation for new token embeddings."""
+"""tokdist-studio core library: add new tokens to a causal LM and learn their embeddings.
+
+    from tokdist_core import TokenDistillation, DistillationConfig
+
+    td = TokenDistillation("smollm2-135m")
+    model, tokenizer = td.run(["Schopenhauer"], data="auto", training=DistillationConfig(epochs=8))
+
+The names below are the public face; everything else is an implementation detail. They load on first
+use, so `import tokdist_core` (and `tokdist --help`) stays instant: torch is imported only when needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_EXPORTS = {
+    "TokenDistillation": "api", "Comparison": "api", "Skipped": "api", "OUTPUT_POLICIES": "api",
+    "DistillationConfig": "distill", "StepRecord": "distill",
+    "NewTokenRows": "rows",
+    "HFDataSource": "corpus", "WordContexts": "corpus", "CorpusError": "corpus", "bundled_available": "corpus",
+    "GENSIM_HINT": "corpus",
+    "WordSplit": "vocab", "WordError": "vocab",
+    "Snippet": "snippet",
+    "LoadedModel": "models", "ModelLoadError": "models", "load_model": "models", "DEFAULT_MODEL": "models",
+    "BUNDLED_MODELS": "models",
+    "METHOD_NAMES": "methods", "REGISTRY": "methods", "Method": "methods", "get_method": "methods",
+    "Cancelled": "cancel",
+    "JobEstimate": "estimate", "format_seconds": "estimate",
+    "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
+    "atomic_path": "export", "parse_hf_spec": "corpus", "Generation": "evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tokdist_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+

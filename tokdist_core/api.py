@@ -15,12 +15,13 @@ from . import corpus, estimate
 from .cancel import Cancelled
 from .distill import DistillationConfig, StepRecord, TeacherCache, fit_output_rows
 from .estimate import JobEstimate
-from .evaluate import heldout_metrics
+from .evaluate import Generation, generate, heldout_metrics, layer_lens, nearest_neighbours, pca_points
+from .export import estimate_model_bytes, export_model_zip, save_rows
 from .methods import METHOD_NAMES, MethodContext, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .rows import NewTokenRows
 from .snippet import Snippet
-from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list
+from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list, split_word
 
 OUTPUT_POLICIES = ("ntp", "zero", "subword_mean")
 NEXT_TOKEN_METHODS = ("ntp", "tokdist_antp")  # methods whose loss needs the LM head
@@ -300,3 +301,42 @@ class TokenDistillation:
         tokenizer = copy.deepcopy(self.lm.tokenizer)
         add_tokens_to_model(model, tokenizer, rows.words, rows.input_rows, rows.output_rows)
         return model, tokenizer
+
+    # -- looking inside: what the app's Compare, Generate and Lens tabs show ------------------------
+    def split(self, word: str) -> WordSplit:
+        """How the tokenizer cuts `word` (raises WordError for text that is not a word)."""
+        return split_word(self.lm.tokenizer, word)
+
+    def neighbours(self, rows: NewTokenRows, word: str, k: int = 10) -> list[dict]:
+        """The k original tokens whose input rows are closest (cosine) to `word`'s new row."""
+        return nearest_neighbours(self.lm, rows.input_rows[rows.index(word)], k)
+
+    def embedding_map(self, rows: Sequence[NewTokenRows], word: str) -> list[dict]:
+        """2-D PCA points: each method's new row for `word`, its subwords and their nearest tokens."""
+        return pca_points(self.lm, list(rows), word, list(self.split(word).ids))
+
+    def lens(self, rows: NewTokenRows, snippet: Snippet, top_k: int = 5) -> list[dict]:
+        """Per layer at the word: cosine of the new token's state to the original pieces', and both top-k next tokens."""
+        return layer_lens(self.lm, rows, snippet, top_k=top_k)
+
+    def generate(self, prompt: str, rows: NewTokenRows | None = None, max_new_tokens: int = 30, seed: int = 0,
+                 temperature: float = 0.0) -> Generation:
+        """Continue `prompt`, reading the words as their original pieces (rows=None) or as the new tokens."""
+        return generate(self.lm, prompt, rows, max_new_tokens, seed, temperature)
+
+    # -- export -------------------------------------------------------------------------------------
+    def save_rows(self, rows: NewTokenRows, folder: str | Path, extra: dict | None = None) -> Path:
+        """The new rows alone (safetensors + JSON naming the words and base model); load with load_rows."""
+        return save_rows(rows, self.lm, folder, extra=extra)
+
+    def export_model_zip(self, rows: NewTokenRows, zip_path: str | Path) -> Path:
+        """A zipped save_pretrained folder of the model and tokenizer with the words added."""
+        model, tokenizer = self.with_new_tokens(rows)  # private copies; the shared model is untouched
+        try:
+            return export_model_zip(model, tokenizer, zip_path)
+        finally:
+            del model, tokenizer
+
+    def export_bytes(self, rows: NewTokenRows) -> int:
+        """An upper bound on the unzipped size of export_model_zip's folder."""
+        return estimate_model_bytes(self.lm.model, self.lm.tokenizer, new_rows=len(rows.words))

@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from tokdist_core.models import DEFAULT_MODEL
+from tokdist_core import DEFAULT_MODEL
 
 from . import compare, contexts, distill, export, generate, lens, words
 from . import html as H

@@ -8,10 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from tokdist_core.api import TokenDistillation
-from tokdist_core.evaluate import nearest_neighbours, pca_points
-from tokdist_core.models import LoadedModel
-from tokdist_core.vocab import WordSplit
+from tokdist_core import TokenDistillation, WordSplit
 
 from . import html as H
 from . import widgets as W
@@ -107,12 +104,12 @@ def metrics_table(state: SessionState) -> tuple[str, dict]:
     return H.table(headers, rows), best_all
 
 
-def neighbour_tables(lm: LoadedModel, state: SessionState, split: WordSplit, k: int) -> tuple[str, dict]:
+def neighbour_tables(td: TokenDistillation, state: SessionState, split: WordSplit, k: int) -> tuple[str, dict]:
     blocks, data = [], {}
     for method, rows in state.rows.items():
         if split.word not in rows.words:
             continue
-        found = nearest_neighbours(lm, rows.input_rows[rows.index(split.word)], k)
+        found = td.neighbours(rows, split.word, k)
         data[method] = found
         table = H.table(["#", "token", "cosine"], [
             [str(n["rank"]), f"<code>{H.esc(H.visible(n['token']))}</code>", f'<span class="num">{n["cosine"]:.3f}</span>']
@@ -141,15 +138,14 @@ OUTPUT_NAMES = ("summary", "metrics", "neighbours", "pca", "losses", "details")
 
 def compare_views(td: TokenDistillation, split: WordSplit, k: int, state: SessionState, job: Job
                   ) -> tuple[str, str, str, go.Figure, go.Figure, dict]:
-    lm = td.lm
     if state.metrics is None:  # e.g. a run stopped before evaluation: evaluate what finished
         heldout = [sn for s in state.splits if s.word in state.contexts for sn in state.contexts[s.word].heldout]
         if heldout:
             layer = state.train_config.get("target_layer", -1)
             state.metrics = td.evaluate(list(state.rows.values()), heldout, layer, cancel=job.cancel)
     metrics_html, best = metrics_table(state)
-    neighbours_html, neighbours = neighbour_tables(lm, state, split, k)
-    points = pca_points(lm, list(state.rows.values()), split.word, list(split.ids))
+    neighbours_html, neighbours = neighbour_tables(td, state, split, k)
+    points = td.embedding_map(list(state.rows.values()), split.word)
     words = [s.word for s in state.splits]
     losses = loss_figure(state.histories, words, "All loss curves") if any(state.histories.values()) else \
         empty_figure("None of the chosen methods trains, so there are no loss curves.")

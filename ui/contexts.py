@@ -8,10 +8,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from tokdist_core import corpus
-from tokdist_core.cancel import Cancelled
-from tokdist_core.corpus import HFDataSource
-from tokdist_core.snippet import Snippet
+from tokdist_core import (
+    GENSIM_HINT,
+    Cancelled,
+    CorpusError,
+    HFDataSource,
+    Snippet,
+    bundled_available,
+    parse_hf_spec,
+)
 
 from . import html as H
 from . import widgets as W
@@ -117,8 +122,8 @@ def data_spec(source: object, files: list | None, hf_name: str | None) -> tuple[
         raise gr.Error(f"Unknown source {source!r}; choose one of: {', '.join(v for _, v in SOURCES)}.")
     source = (source or "auto").strip()
     if source in ("auto", "bundled", "generated"):
-        if source == "bundled" and not corpus.bundled_available():
-            raise gr.Error(f"The bundled corpus is not installed ({corpus.GENSIM_HINT}). "
+        if source == "bundled" and not bundled_available():
+            raise gr.Error(f"The bundled corpus is not installed ({GENSIM_HINT}). "
                            "Choose 'auto', 'generated' or upload files.")
         return source, source
     if source == "files":
@@ -132,8 +137,8 @@ def data_spec(source: object, files: list | None, hf_name: str | None) -> tuple[
             raise gr.Error("A dataset name is one short id without spaces, e.g. 'wikitext:wikitext-2-raw-v1'.")
         spec = name if name.startswith("hf:") else f"hf:{name}"
         try:
-            dataset = corpus.parse_hf_spec(spec, hub_only=True)
-        except corpus.CorpusError as exc:
+            dataset = parse_hf_spec(spec, hub_only=True)
+        except CorpusError as exc:
             raise gr.Error(str(exc)) from None
         return dataset, spec
     raise gr.Error(f"Unknown source {source!r}; choose one of: {', '.join(v for _, v in SOURCES)}.")
@@ -239,8 +244,8 @@ def render_contexts(td, state: SessionState, label: str) -> tuple[str, str, dict
 
 def build(rt: Runtime) -> ContextsTab:  # noqa: ARG001 - same signature as the other tabs
     gr.Markdown(INTRO, elem_classes="td-help")
-    if not corpus.bundled_available():
-        gr.HTML(f'<div class="td-banner">The bundled corpus is not installed ({H.esc(corpus.GENSIM_HINT)}). '
+    if not bundled_available():
+        gr.HTML(f'<div class="td-banner">The bundled corpus is not installed ({H.esc(GENSIM_HINT)}). '
                 "Use generated text, uploaded files or a Hugging Face dataset.</div>")
     with gr.Row():
         with gr.Column(scale=3):

@@ -11,12 +11,18 @@ from functools import partial
 import gradio as gr
 import plotly.graph_objects as go
 
-from tokdist_core.api import OUTPUT_POLICIES, TokenDistillation
-from tokdist_core.cancel import Cancelled
-from tokdist_core.distill import DistillationConfig, StepRecord
-from tokdist_core.estimate import JobEstimate, format_seconds
-from tokdist_core.methods import METHOD_NAMES, REGISTRY
-from tokdist_core.rows import NewTokenRows
+from tokdist_core import (
+    METHOD_NAMES,
+    OUTPUT_POLICIES,
+    REGISTRY,
+    Cancelled,
+    DistillationConfig,
+    JobEstimate,
+    NewTokenRows,
+    StepRecord,
+    TokenDistillation,
+    format_seconds,
+)
 
 from . import html as H
 from . import widgets as W

@@ -19,15 +19,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from tokdist_core.export import (
-    META_FILE,
-    ROWS_FILE,
-    atomic_path,
-    estimate_model_bytes,
-    export_model_zip,
-    reproduce_snippet,
-    save_rows,
-)
+from tokdist_core import META_FILE, ROWS_FILE, atomic_path, reproduce_snippet
 
 from . import widgets as W
 from .jobs import HEAVY, Job, answer_when_done
@@ -369,26 +361,21 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
                ) -> tuple[list[str], str | None, str, dict]:
     method = export_method(state, method)
     rows = state.rows[method]
-    lm = rt.model(state.model_name)
+    td = rt.engine(state.model_name)
     extra = {"training": state.train_config, "contexts": {k: v for k, v in state.context_settings.items() if k != "data"},
              "heldout_metrics": {w: {k: v for k, v in m.items() if not k.startswith("layer_")}
                                  for w, m in (state.metrics or {}).get(method, {}).items()}}
     # Disk at the peak of a full-model export: the unzipped folder plus the zip (never larger than the folder).
-    need = 2 * estimate_model_bytes(lm.model, lm.tokenizer, new_rows=len(rows.words)) if include_model else 0
+    need = 2 * td.export_bytes(rows) if include_model else 0
     try:
         building = _reserve_export_dir(need, rt.max_export_bytes)
     except OSError as exc:
         raise _write_error(exc) from exc
     zip_name = f"tokdist-{method}-model.zip"
     try:
-        save_rows(rows, lm, building / "rows", extra=extra)
+        td.save_rows(rows, building / "rows", extra=extra)
         if include_model:
-            td = rt.engine(state.model_name)
-            model, tokenizer = td.with_new_tokens(rows)  # private copies; the shared model is untouched
-            try:
-                export_model_zip(model, tokenizer, building / zip_name)
-            finally:
-                del model, tokenizer
+            td.export_model_zip(rows, building / zip_name)
         _write_marker(building, {**(_read_marker(building) or _me()), "state": "done", "reserved": 0,
                                  "finished": time.time()})
         out = building.with_name(building.name.removeprefix(BUILDING_PREFIX))
@@ -413,7 +400,7 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
                              mid_sentence=run.get("mid_sentence", state.mid_sentence),
                              output_policy=run.get("output_policy", "ntp"))
     details = {"method": method, "words": rows.words, "files": [Path(f).name for f in files],
-               "model_zip": Path(model_zip).name if model_zip else None, "base_model": lm.source}
+               "model_zip": Path(model_zip).name if model_zip else None, "base_model": td.lm.source}
     return files, model_zip, code, details
 
 

@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from tokdist_core.distill import StepRecord
-from tokdist_core.methods import METHOD_NAMES, REGISTRY
+from tokdist_core import METHOD_NAMES, REGISTRY, StepRecord
 
 # One colour per method everywhere in the app, so a teacher can point at "the orange line".
 METHOD_COLOURS = {

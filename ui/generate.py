@@ -8,10 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from tokdist_core.evaluate import generate
-from tokdist_core.methods import METHOD_NAMES
-from tokdist_core.models import LoadedModel
-from tokdist_core.rows import tokenizer_with_words
+from tokdist_core import METHOD_NAMES, TokenDistillation
 
 from . import html as H
 from . import widgets as W
@@ -84,19 +81,19 @@ def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max
     unknown = [m for m in (methods or []) if m not in state.rows]
     if unknown:
         raise gr.Error(f"Not trained in this session: {', '.join(unknown)}. Trained: {', '.join(state.rows)}.")
-    lm = rt.model(state.model_name)
+    td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, dict]:
-        return generation_cards(lm, prompt, chosen, n_new, seed_i, temp, state, job)
+        return generation_cards(td, prompt, chosen, n_new, seed_i, temp, state, job)
 
     yield from answer_when_done(rt.jobs, state, "generating text", work, 2, progress)
 
 
-def generation_cards(lm: LoadedModel, prompt: str, chosen: list[str], n_new: int, seed: int, temp: float,
+def generation_cards(td: TokenDistillation, prompt: str, chosen: list[str], n_new: int, seed: int, temp: float,
                      state: SessionState, job: Job) -> tuple[str, dict]:
-    results = [generate(lm, prompt, None, n_new, seed, temp)]
+    results = [td.generate(prompt, None, n_new, seed, temp)]
     for method in chosen:
-        results.append(generate(lm, prompt, state.rows[method], n_new, seed, temp))
+        results.append(td.generate(prompt, state.rows[method], n_new, seed, temp))
 
     cards, data = [], []
     for gen in results:
@@ -112,11 +109,10 @@ def generation_cards(lm: LoadedModel, prompt: str, chosen: list[str], n_new: int
                      "prompt_tokens": gen.prompt_tokens, "new_tokens": gen.new_tokens})
     note = ""
     words = list(next(iter(state.rows.values())).words)
-    tok = tokenizer_with_words(lm.tokenizer, tuple(words))
     if not any(w.strip() in prompt for w in words):
         note = H.badge("The prompt contains none of your words, so every box reads the same tokens.", "warn")
         job.warn("The prompt does not contain any of your words.")
-    elif len(tok.encode(prompt, add_special_tokens=False)) == len(lm.tokenizer.encode(prompt, add_special_tokens=False)):
+    elif all(gen.prompt_tokens == results[0].prompt_tokens for gen in results[1:]):
         note = H.badge("Your word is not used as a new token here (e.g. part of a longer word); "
                        "all boxes read the same tokens.", "warn")
     view = note + f'<div class="td-cards">{"".join(cards)}</div>'

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from tokdist_core.estimate import format_seconds
+from tokdist_core import format_seconds
 
 T = TypeVar("T")
 POLL_S = 0.25  # how often a waiting or running handler looks up (and yields)

@@ -8,10 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from tokdist_core.evaluate import layer_lens
-from tokdist_core.models import LoadedModel
-from tokdist_core.snippet import Snippet
-from tokdist_core.vocab import WordSplit
+from tokdist_core import Snippet, TokenDistillation, WordSplit
 
 from . import html as H
 from . import widgets as W
@@ -56,17 +53,17 @@ def run_lens(rt: Runtime, word: str | None, snippet_no: object, state: SessionSt
         raise gr.Error(f"{split.display!r} has {len(pool)} {'held-out' if ctx.heldout else 'training'} "
                        f"snippet(s); pick a number from 1 to {len(pool)}.")
     snip = pool[n - 1]
-    lm = rt.model(state.model_name)
+    td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, go.Figure, str, dict]:
-        return lens_views(lm, split, snip, n, len(pool), "held-out" if ctx.heldout else "training", state)
+        return lens_views(td, split, snip, n, len(pool), "held-out" if ctx.heldout else "training", state)
 
     yield from answer_when_done(rt.jobs, state, "the lens", work, 4, progress)
 
 
-def lens_views(lm: LoadedModel, split: WordSplit, snip: Snippet, n: int, pool: int, where: str,
+def lens_views(td: TokenDistillation, split: WordSplit, snip: Snippet, n: int, pool: int, where: str,
                state: SessionState) -> tuple[str, go.Figure, str, dict]:
-    curves = {m: layer_lens(lm, rows, snip, top_k=TOP_SHOWN)
+    curves = {m: td.lens(rows, snip, top_k=TOP_SHOWN)
               for m, rows in state.rows.items() if split.word in rows.words}
 
     methods = list(curves)
@@ -85,7 +82,7 @@ def lens_views(lm: LoadedModel, split: WordSplit, snip: Snippet, n: int, pool: i
     headers = ["layer", "original pieces (top-3 next)"] + [H.esc(method_label(m)) for m in methods]
     table = H.table(headers, table_rows)
     view = (f"<div><b>{where.capitalize()} snippet {n} of {pool}</b> for {H.esc(split.display)}:"
-            f"<div class='td-card' style='margin-top:6px'>{snippet_html(lm.tokenizer, snip)}</div></div>")
+            f"<div class='td-card' style='margin-top:6px'>{snippet_html(td.lm.tokenizer, snip)}</div></div>")
     details = {"word": split.word, "snippet": n, "set": where, "layers": curves}
     return view, lens_figure(curves, split.word), table, details
 

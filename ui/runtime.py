@@ -17,10 +17,16 @@ from typing import Any
 import gradio as gr
 import psutil
 
-from tokdist_core.api import TokenDistillation
-from tokdist_core.cancel import Cancelled
-from tokdist_core.estimate import JobEstimate, format_seconds
-from tokdist_core.models import BUNDLED_MODELS, LoadedModel, ModelLoadError, load_model
+from tokdist_core import (
+    BUNDLED_MODELS,
+    Cancelled,
+    JobEstimate,
+    LoadedModel,
+    ModelLoadError,
+    TokenDistillation,
+    format_seconds,
+    load_model,
+)
 
 from .jobs import JobLine
 

@@ -14,10 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from tokdist_core.corpus import WordContexts
-from tokdist_core.distill import StepRecord
-from tokdist_core.rows import NewTokenRows
-from tokdist_core.vocab import WordSplit
+from tokdist_core import NewTokenRows, StepRecord, WordContexts, WordSplit
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from tokdist_core.vocab import WordError, split_word
+from tokdist_core import TokenDistillation, WordError
 
 from . import html as H
 from . import widgets as W
@@ -58,7 +58,7 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
         raise gr.Error(f"You gave {len(splits)} words; this app learns up to {MAX_APP_WORDS} at a time "
                        "(the Python library has no such limit).")
 
-    rows_html, skipped_json = _word_rows(td.lm.tokenizer, splits, skipped)
+    rows_html, skipped_json = _word_rows(td, splits, skipped)
 
     def apply() -> None:
         if [s.word for s in splits] != state.words or name != state.model_name or mid != state.mid_sentence:
@@ -92,7 +92,7 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
     return view, summary, details, state
 
 
-def _word_rows(tokenizer, splits: list, skipped: list) -> tuple[list[str], list[dict]]:
+def _word_rows(td: TokenDistillation, splits: list, skipped: list) -> tuple[list[str], list[dict]]:
     """One HTML row per entry (pieces as chips, a badge saying what happens), and the skipped ones as data."""
     rows_html = []
     for split in splits:
@@ -106,7 +106,7 @@ def _word_rows(tokenizer, splits: list, skipped: list) -> tuple[list[str], list[
         chips = ""
         try:  # show the pieces of words that are already one token, so the reason is visible
             if isinstance(s.word, str) and s.word.strip():
-                ws = split_word(tokenizer, s.word)
+                ws = td.split(s.word)
                 chips = H.piece_chips(ws.pieces, ws.ids)
         except WordError:
             pass
