@@ -24,7 +24,6 @@ from .snippet import Snippet
 from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list, split_word
 
 OUTPUT_POLICIES = ("ntp", "zero", "subword_mean")
-NEXT_TOKEN_METHODS = ("ntp", "tokdist_antp")  # methods whose loss needs the LM head
 Progress = Callable[[float, str], None]
 _NO_WORDS = "no words given: pass at least one word (blank entries are ignored)"
 
@@ -123,7 +122,7 @@ class TokenDistillation:
         config = training or DistillationConfig()
         chosen = [get_method(m) for m in dict.fromkeys(methods)]
         trained = [m for m in chosen if m.trains]
-        next_token = any(m.name in NEXT_TOKEN_METHODS for m in trained) or not self.lm.tied
+        next_token = any(m.needs_lm_head for m in trained) or not self.lm.tied
         return estimate.estimate_training(self.lm, train, heldout, len(trained), len(chosen), config.epochs,
                                           config.batch_size, next_token)
 

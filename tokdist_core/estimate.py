@@ -1,6 +1,6 @@
 """How long and how much memory a job will take, before it starts.
 
-Work is counted in useful FLOPs (DESIGN.md): F = 2 x decoder matmul parameters per token, plus the LM
+Work is counted in useful FLOPs (docs/method.md): F = 2 x decoder matmul parameters per token, plus the LM
 head where a loss or metric needs logits, and in passes through the layer stack, each of which has a
 fixed cost (kernel dispatch of every layer) that dominates small batches. A probe measures both for the
 model once per process; finished jobs then correct the estimate by how long they really took, so it

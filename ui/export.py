@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from tokdist_core import META_FILE, ROWS_FILE, atomic_path, reproduce_snippet
+from tokdist_core import META_FILE, REGISTRY, ROWS_FILE, atomic_path, reproduce_snippet
 
 from . import widgets as W
 from .jobs import HEAVY, Job, answer_when_done
@@ -335,15 +335,13 @@ def _reserve_export_dir(need: int, cap: int) -> Path:
 
 
 def default_method(state: SessionState) -> str | None:
-    """The method with the lowest mean held-out hidden MSE, else the best-known trained one."""
+    """The method with the lowest mean held-out hidden MSE, else the last trained one in the registry's order."""
     if state.metrics:
         scored = {m: sum(v["hidden_mse"] for v in per.values()) / len(per) for m, per in state.metrics.items() if per}
         if scored:
             return min(scored, key=scored.get)
-    for m in ("tokdist_antp", "tokdist", "ntp"):
-        if m in state.rows:
-            return m
-    return next(iter(state.rows), None)
+    ranked = sorted(state.rows, key=lambda m: (REGISTRY[m].trains, REGISTRY[m].order) if m in REGISTRY else (False, -1))
+    return ranked[-1] if ranked else None
 
 
 def export_method(state: SessionState, method: object) -> str:

@@ -8,17 +8,7 @@ import plotly.graph_objects as go
 
 from tokdist_core import METHOD_NAMES, REGISTRY, StepRecord
 
-# One colour per method everywhere in the app, so a teacher can point at "the orange line".
-METHOD_COLOURS = {
-    "random": "#9ca3af",
-    "vocab_mean": "#a16207",
-    "subword_mean": "#2563eb",
-    "subword_weighted": "#7c3aed",
-    "ntp": "#db2777",
-    "tokdist": "#ea580c",
-    "tokdist_antp": "#16a34a",
-    "original split": "#111827",
-}
+ORIGINAL_COLOUR = "#111827"  # the word read as its original pieces (methods' colours live in the registry)
 WORD_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
@@ -28,8 +18,10 @@ def method_label(name: str) -> str:
 
 
 def colour(name: str) -> str:
-    if name in METHOD_COLOURS:
-        return METHOD_COLOURS[name]
+    if name in REGISTRY:
+        return REGISTRY[name].colour
+    if name == "original split":
+        return ORIGINAL_COLOUR
     palette = ("#0891b2", "#65a30d", "#b91c1c", "#4338ca")
     return palette[hash(name) % len(palette)]
 

@@ -3,8 +3,7 @@
 from . import random_init, subword_mean, subword_weighted, trained, vocab_mean  # noqa: F401  (they register)
 from .base import REGISTRY, Method, MethodContext, MethodOutput, subword_rows
 
-# Display order: baselines from weakest to strongest, then the trained methods.
-METHOD_NAMES = tuple(n for n in ("random", "vocab_mean", "subword_mean", "subword_weighted", "ntp", "tokdist", "tokdist_antp") if n in REGISTRY)
+METHOD_NAMES = tuple(sorted(REGISTRY, key=lambda name: REGISTRY[name].order))
 
 
 def get_method(name: str) -> Method:

@@ -60,21 +60,39 @@ class MethodOutput:
 
 @dataclass(frozen=True)
 class Method:
+    """Everything about one init method, in one place: the app, the CLI, figures and docs read it."""
+
     name: str
-    label: str
-    description: str
-    trains: bool  # needs snippets and an optimisation loop
+    label: str  # for people: tables, legends, the method picker
+    description: str  # one sentence: what it does
+    colour: str  # one colour per method everywhere, so a teacher can point at "the orange line"
+    order: int  # display order: baselines from weakest to strongest, then the trained methods
+    losses: tuple[str, ...]  # training losses ("distill", "ntp"); empty for methods that only compute rows
     run: Callable[[MethodContext], MethodOutput]
+
+    @property
+    def trains(self) -> bool:
+        """Needs training snippets and an optimisation loop."""
+        return bool(self.losses)
+
+    @property
+    def needs_lm_head(self) -> bool:
+        """Its loss reads logits (next-token prediction), so the student runs through the LM head."""
+        return "ntp" in self.losses
 
 
 REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, label: str, description: str, trains: bool = False):
+def register(name: str, *, label: str, description: str, colour: str, order: int,
+             losses: tuple[str, ...] = ()) -> Callable:
+    """Decorator: add the function as method `name` with its metadata (one call per method)."""
+
     def wrap(fn: Callable[[MethodContext], MethodOutput]) -> Callable[[MethodContext], MethodOutput]:
         if name in REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
-        REGISTRY[name] = Method(name=name, label=label, description=description, trains=trains, run=fn)
+        REGISTRY[name] = Method(name=name, label=label, description=description, colour=colour, order=order,
+                                losses=tuple(losses), run=fn)
         return fn
 
     return wrap

@@ -5,7 +5,8 @@ import torch
 from .base import MethodContext, MethodOutput, register
 
 
-@register("random", "Random", "Normal sample with the per-dimension mean and std of the input embeddings.")
+@register("random", label="Random", description="Normal sample with the per-dimension mean and std of the input embeddings.",
+          colour="#9ca3af", order=0)
 def random_rows(ctx: MethodContext) -> MethodOutput:
     matrix = ctx.input_matrix.float().cpu()
     noise = torch.randn((len(ctx.splits), matrix.shape[1]), generator=ctx.generator())

@@ -14,6 +14,8 @@ def exponential_weights(n: int) -> torch.Tensor:
     return w / w.sum()
 
 
-@register("subword_weighted", "Weighted subword mean", "Subword rows averaged with weights 2^position (later pieces count more).")
+@register("subword_weighted", label="Weighted subword mean",
+          description="Subword rows averaged with weights 2^position (later pieces count more).",
+          colour="#7c3aed", order=3)
 def subword_weighted_rows(ctx: MethodContext) -> MethodOutput:
     return MethodOutput(rows=subword_rows(ctx, exponential_weights))

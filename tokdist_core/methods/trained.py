@@ -9,12 +9,13 @@ from dataclasses import replace
 import torch
 
 from ..distill import DistillationTrainer
-from .base import MethodContext, MethodOutput, register, subword_rows
+from .base import REGISTRY, MethodContext, MethodOutput, register, subword_rows
 
 
-def _train(ctx: MethodContext, name: str, losses: tuple[str, ...]) -> MethodOutput:
+def _train(ctx: MethodContext, name: str) -> MethodOutput:
     if not ctx.train_snippets:
         raise ValueError(f"{name} needs training snippets; none were given")
+    losses = REGISTRY[name].losses
     config = replace(ctx.config, losses=losses)
     cache = ctx.teacher_cache(with_final="ntp" in losses)
     init = subword_rows(ctx)
@@ -40,17 +41,21 @@ def _output_subword_mean(ctx: MethodContext) -> torch.Tensor:
     return torch.stack([head[list(s.ids)].float().mean(0) for s in ctx.splits])
 
 
-@register("ntp", "NTP", "Subword-mean start, then next-token prediction on the snippets (new row only).", trains=True)
+@register("ntp", label="NTP", description="Subword-mean start, then next-token prediction on the snippets (new row only).",
+          colour="#db2777", order=4, losses=("ntp",))
 def ntp_rows(ctx: MethodContext) -> MethodOutput:
-    return _train(ctx, "ntp", ("ntp",))
+    return _train(ctx, "ntp")
 
 
-@register("tokdist", "Token Distillation", "Match the hidden states the model had on the original subwords.", trains=True)
+@register("tokdist", label="Token Distillation",
+          description="Match the hidden states the model had on the original subwords.",
+          colour="#ea580c", order=5, losses=("distill",))
 def tokdist_rows(ctx: MethodContext) -> MethodOutput:
-    return _train(ctx, "tokdist", ("distill",))
+    return _train(ctx, "tokdist")
 
 
-@register("tokdist_antp", "Token Distillation + αNTP",
-          "Token Distillation plus next-token loss auto-weighted to the distillation loss's size.", trains=True)
+@register("tokdist_antp", label="Token Distillation + αNTP",
+          description="Token Distillation plus next-token loss auto-weighted to the distillation loss's size.",
+          colour="#16a34a", order=6, losses=("distill", "ntp"))
 def tokdist_antp_rows(ctx: MethodContext) -> MethodOutput:
-    return _train(ctx, "tokdist_antp", ("distill", "ntp"))
+    return _train(ctx, "tokdist_antp")
