@@ -14,7 +14,7 @@ from tokdist_core.vocab import WordError, check_new_word
 def main() -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(models._dequantized_copy(models.BUNDLED_MODELS[models.DEFAULT_MODEL]))
+    tokenizer = AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS[models.DEFAULT_MODEL]))
     start = time.perf_counter()
     documents = list(corpus.iter_documents("bundled"))
     load_s = time.perf_counter() - start

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smollm2-1.7b")
     args = parser.parse_args()
-    tokenizer = AutoTokenizer.from_pretrained(models._dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
+    tokenizer = AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, rope_theta=130000.0,
                          tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, **PRESETS[args.preset])

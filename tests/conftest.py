@@ -20,7 +20,7 @@ from tokdist_core.vocab import check_new_word
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    folder = models._dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"])
+    folder = models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"])
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

@@ -320,7 +320,7 @@ def test_allow_any_model_loads_a_local_untied_model(tmp_path):
     from ui.runtime import Runtime
 
     try:
-        folder = models._dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"])
+        folder = models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"])
     except ModelLoadError as exc:
         pytest.skip(f"bundled model not installed: {exc}")
     tok = AutoTokenizer.from_pretrained(folder)

@@ -27,7 +27,7 @@ WORD = " Krankenwagen"
 def tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(models._dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
+    return AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
 
 
 @pytest.fixture(scope="module")

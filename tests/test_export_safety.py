@@ -257,7 +257,7 @@ from tokdist_core import models
 from ui import export
 
 point, ready = sys.argv[1], Path(sys.argv[2])
-tokenizer = transformers.AutoTokenizer.from_pretrained(models._dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
+tokenizer = transformers.AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
 if tokenizer.pad_token_id is None:
     tokenizer.pad_token = tokenizer.eos_token
 rt = tiny_runtime(tokenizer)

@@ -54,9 +54,9 @@ def test_run_returns_model_that_encodes_word_as_one_token(td, tmp_path):
 PRECISION = "bf16" if cpu_has_fast_bf16() else "no"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tokdist_core.cli", *args], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, cwd=cwd)
 
 
 def test_cli_compare_writes_report_and_lists_skipped_words(tmp_path):
@@ -87,3 +87,33 @@ def test_cli_rejects_bad_hyperparameters():
     assert proc.returncode != 0 and "invalid choice: 'fp16'" in proc.stderr
     proc = _cli("split", "--words", "Andorra", "the")
     assert proc.returncode == 0 and "' And', 'or', 'ra'" in proc.stdout and "already a single token" in proc.stdout
+
+
+def test_cli_distill_writes_a_reproduce_script_that_gives_the_same_row(tmp_path):
+    """Word-initial form, two data files, an output policy and a precision: reproduce.py redoes exactly that."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    for name, town in (("a.txt", "Berlin"), ("b.txt", "Hamburg")):
+        (tmp_path / name).write_text("\n\n".join(
+            f"Krankenwagen number {i} drove through {town} at night, and the people of the town waved at it."
+            for i in range(6)), encoding="utf-8")
+    out = tmp_path / "D"
+    proc = _cli("distill", "--no-space", "--words", "Krankenwagen", "--data", "a.txt,b.txt", "--method", "tokdist",
+                "--snippets-per-token", "4", "--snippet-len", "24", "--epochs", "2", "--output-policy", "zero",
+                "--mixed-precision", PRECISION, "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    script = (out / "reproduce.py").read_text()
+    assert "mid_sentence=False" in script and "output_policy='zero'" in script
+    assert f"mixed_precision={PRECISION!r}" in script and str(tmp_path / "b.txt") in script
+
+    again = tmp_path / "again"
+    again.mkdir()
+    proc = subprocess.run([sys.executable, str(out / "reproduce.py")], cwd=again, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "'Krankenwagen'" in proc.stdout  # the word-initial form is one token
+    new_id = AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("Krankenwagen")
+    first = load_file(str(out / "model.safetensors"))["model.embed_tokens.weight"][new_id]
+    second = load_file(str(again / "tokdist-model" / "model.safetensors"))["model.embed_tokens.weight"][new_id]
+    assert torch.allclose(first, second, atol=1e-6)

@@ -30,6 +30,7 @@ _EXPORTS = {
     "JobEstimate": "estimate", "format_seconds": "estimate",
     "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
     "atomic_path": "export", "parse_hf_spec": "corpus", "Generation": "evaluate",
+    "LOWER_IS_BETTER": "evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

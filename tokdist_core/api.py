@@ -15,7 +15,15 @@ from . import corpus, estimate
 from .cancel import Cancelled
 from .distill import DistillationConfig, StepRecord, TeacherCache, fit_output_rows
 from .estimate import JobEstimate
-from .evaluate import Generation, generate, heldout_metrics, layer_lens, nearest_neighbours, pca_points
+from .evaluate import (
+    METRICS,
+    Generation,
+    generate,
+    heldout_metrics,
+    layer_lens,
+    nearest_neighbours,
+    pca_points,
+)
 from .export import estimate_model_bytes, export_model_zip, save_rows
 from .methods import METHOD_NAMES, MethodContext, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
@@ -76,7 +84,7 @@ class Comparison:
             vals = [w["methods"][method] for w in words if method in w["methods"]]
             if vals:
                 summary[method] = {k: sum(v[k] for v in vals) / len(vals)
-                                   for k in ("hidden_mse", "hidden_cos", "next_token_kl", "norm_percentile", "seconds")}
+                                   for k in METRICS}
         return {
             "model": self.model,
             "config": self.config,

@@ -200,6 +200,13 @@ def _data(value: str) -> str | list[str]:
     return value.split(",") if "," in value else value
 
 
+def _absolute_paths(data: str | list[str]) -> str | list[str]:
+    """Local files and folders as absolute paths, so reproduce.py works from any folder."""
+    items = [data] if isinstance(data, str) else data
+    absolute = [str(Path(item).resolve()) if Path(item).exists() else item for item in items]
+    return absolute[0] if isinstance(data, str) else absolute
+
+
 class _Bar:
     """A tqdm bar per method fed by the trainer's step callback."""
 
@@ -373,9 +380,10 @@ def _distill(args: argparse.Namespace, td: Any, splits: list, skipped: list, con
     model, tokenizer = td.with_new_tokens(rows[args.method])
     out = save_model(model, tokenizer, args.out)
     save_rows(rows[args.method], td.lm, out)
-    (out / "reproduce.py").write_text(reproduce_snippet(args.model, [s.word for s in splits], args.method,
-                                                       config.to_dict(), args.data, args.snippet_len,
-                                                       args.snippets_per_token), encoding="utf-8")
+    script = reproduce_snippet(args.model, [s.word for s in splits], args.method, config.to_dict(),
+                               _absolute_paths(_data(args.data)), args.snippet_len, args.snippets_per_token,
+                               mid_sentence=not args.no_space, output_policy=args.output_policy)
+    (out / "reproduce.py").write_text(script, encoding="utf-8")
     print(json.dumps({"out": str(out), "words": [s.word for s in splits], "seconds": seconds,
                       "skipped": [{"word": s.word, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
     return 0

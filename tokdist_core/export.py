@@ -164,12 +164,15 @@ def _tokenizer_bytes(tokenizer) -> int:
 def reproduce_snippet(model: str, words: list[str], method: str, config: dict, data: str | list[str] = "auto",
                       snippet_len: int = 50, snippets_per_token: int = 25, mid_sentence: bool = True,
                       output_policy: str = "ntp") -> str:
-    """Python code that redoes a run with the library."""
-    training = {k: config[k] for k in ("epochs", "batch_size", "learning_rate", "target_layer", "seed") if k in config}
-    args = ", ".join(f"{k}={v!r}" for k, v in training.items())
+    """Python code that redoes a run with the library: every setting that shapes the rows is written out.
+
+    `data` is written as given (a list stays a list); `words` are the trained forms, and `mid_sentence`
+    says whether they carry the leading space.
+    """
+    keys = ("epochs", "batch_size", "learning_rate", "target_layer", "seed", "mixed_precision")
+    args = ", ".join(f"{k}={config[k]!r}" for k in keys if k in config)
     return (
-        "from tokdist_core.api import TokenDistillation\n"
-        "from tokdist_core.distill import DistillationConfig\n\n"
+        "from tokdist_core import DistillationConfig, TokenDistillation\n\n"
         f"td = TokenDistillation(model={model!r})\n"
         "model, tokenizer = td.run(\n"
         f"    new_tokens={[w.strip() for w in words]!r},\n"

@@ -157,6 +157,3 @@ def output_logits(model: PreTrainedModel, hidden: torch.Tensor, new_rows: torch.
         logits = torch.cat([logits, hidden @ new_rows.to(hidden.dtype).T], dim=-1)
     return softcap(model, logits.float())
 
-
-def output_rows_matrix(model: PreTrainedModel) -> torch.Tensor:
-    return model.get_output_embeddings().weight

@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .forward import autocast_dtype
+from .forward import autocast_dtype, num_layers
 
 
 class ModelLoadError(ValueError):
@@ -80,15 +79,10 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     source: str  # where the weights came from, for display and export
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def config(self):
-        return self.model.config
 
     @property
     def num_layers(self) -> int:
-        return int(self.model.config.get_text_config().num_hidden_layers)
+        return num_layers(self.model)
 
     @property
     def hidden_size(self) -> int:
@@ -151,7 +145,7 @@ def _locate_bundled_gguf(spec: BundledModel) -> Path:
     raise ModelLoadError(f"Package {spec.distribution!r} is installed but holds no .gguf file; run: {spec.install_hint}")
 
 
-def _dequantized_copy(spec: BundledModel) -> Path:
+def dequantized_copy(spec: BundledModel) -> Path:
     """Dequantize the bundled GGUF once into a safetensors folder and return that folder."""
     gguf_path = _locate_bundled_gguf(spec)
     target = cache_dir() / "models" / spec.name
@@ -192,7 +186,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "auto") -> Loade
     torch_device = resolve_device(device)
     tried: list[str] = []
     if name_or_path in BUNDLED_MODELS:
-        folder = _dequantized_copy(BUNDLED_MODELS[name_or_path])
+        folder = dequantized_copy(BUNDLED_MODELS[name_or_path])
         model, tokenizer = _load_from(str(folder), torch_device)
         source = f"bundled:{name_or_path}"
     else:

@@ -123,11 +123,6 @@ def check_new_word(tokenizer: PreTrainedTokenizerBase, word: str) -> WordSplit:
     return split
 
 
-def new_token_ids(tokenizer: PreTrainedTokenizerBase, count: int) -> list[int]:
-    """Ids the next `count` added tokens receive (they may land on padding rows of a padded matrix)."""
-    return list(range(len(tokenizer), len(tokenizer) + count))
-
-
 def add_tokens_to_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from tokdist_core import TokenDistillation, WordSplit
+from tokdist_core import LOWER_IS_BETTER, TokenDistillation, WordSplit
 
 from . import html as H
 from . import widgets as W
@@ -30,13 +30,19 @@ METRIC_HELP = """
 - **Norm percentile**: how large the new row is compared with existing tokens (very high or very low values are unusual).
 - **Time**: seconds the method took, including preparing the teacher.
 """
-# metric -> (column title, higher is better?, format); None = no "best" (norm is not better when larger)
-COLUMNS: dict[str, tuple[str, bool | None, str]] = {
-    "hidden_mse": ("hidden MSE ↓", False, "{:.4f}"),
-    "hidden_cos": ("hidden cosine ↑", True, "{:.4f}"),
-    "next_token_kl": ("next-token KL ↓", False, "{:.4f}"),
-    "norm_percentile": ("norm percentile", None, "{:.1f}"),
-}
+
+
+def _column(key: str, title: str, fmt: str) -> tuple[str, bool | None, str]:
+    """(title with its ↓/↑, higher is better?, format); None = no "best" (a norm is not better when larger)."""
+    lower = LOWER_IS_BETTER.get(key)
+    if lower is None:
+        return title, None, fmt
+    return f"{title} {'↓' if lower else '↑'}", not lower, fmt
+
+
+COLUMNS = {key: _column(key, title, fmt) for key, title, fmt in (
+    ("hidden_mse", "hidden MSE", "{:.4f}"), ("hidden_cos", "hidden cosine", "{:.4f}"),
+    ("next_token_kl", "next-token KL", "{:.4f}"), ("norm_percentile", "norm percentile", "{:.1f}"))}
 MAX_NEIGHBOURS = 30
 
 

@@ -53,7 +53,6 @@ try:  # pragma: no cover - only present on Spaces
     def gpu(duration: int = 120) -> Callable[[Callable], Callable]:
         return spaces.GPU(duration=duration)
 
-    ON_SPACES_GPU = True
 except ImportError:  # the normal case here: a no-op decorator
 
     def gpu(duration: int = 120) -> Callable[[Callable], Callable]:  # noqa: ARG001
@@ -61,8 +60,6 @@ except ImportError:  # the normal case here: a no-op decorator
             return fn
 
         return wrap
-
-    ON_SPACES_GPU = False
 
 
 @dataclass
