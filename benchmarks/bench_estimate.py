@@ -49,7 +49,7 @@ def _timed_training(td: TokenDistillation, case: tuple) -> dict:
 
 
 def _timed_generation(td: TokenDistillation, sequences: int, length: int) -> dict:
-    from tokdist_core.corpus import generate_snippets
+    from tokdist_core.contexts import generate_snippets
 
     split = td.prepare_words(["Krankenwagen"])[0][0]
     before = td.estimate_generation(sequences, length)

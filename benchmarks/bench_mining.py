@@ -7,7 +7,7 @@ import re
 import time
 
 from benchmarks.common import emit
-from tokdist_core import corpus, models
+from tokdist_core import contexts, models
 from tokdist_core.vocab import WordError, check_new_word
 
 
@@ -16,7 +16,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS[models.DEFAULT_MODEL]))
     start = time.perf_counter()
-    documents = list(corpus.iter_documents("bundled"))
+    documents = list(contexts.iter_documents("bundled"))
     load_s = time.perf_counter() - start
     # 100 multi-subword words that occur in the corpus, most frequent first (a realistic, busy request).
     counts = collections.Counter(m.group(1) for _, text in documents for m in re.finditer(r"(?<= )([A-Za-z]{5,})\b", text))
@@ -29,7 +29,7 @@ def main() -> None:
         if len(splits) == 100:
             break
     start = time.perf_counter()
-    mined = corpus.mine_snippets(documents, tokenizer, splits, snippet_len=50, max_per_word=35, seed=0)
+    mined = contexts.mine_snippets(documents, tokenizer, splits, snippet_len=50, max_per_word=35, seed=0)
     mine_s = time.perf_counter() - start
     emit({
         "benchmark": "mining", "words": len(splits), "documents": len(documents),

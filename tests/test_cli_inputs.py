@@ -159,7 +159,7 @@ def test_help_does_not_import_torch(argv):
 
 
 def test_cli_copies_of_library_constants_match():
-    from tokdist_core import api, corpus, forward, models
+    from tokdist_core import api, contexts, forward, models
     from tokdist_core.distill import DistillationConfig
     from tokdist_core.methods import METHOD_NAMES
 
@@ -171,8 +171,8 @@ def test_cli_copies_of_library_constants_match():
     assert defaults.epochs == cli.DEFAULT_EPOCHS
     assert defaults.batch_size == cli.DEFAULT_BATCH_SIZE
     assert defaults.learning_rate == cli.DEFAULT_LR
-    assert cli.MAX_SNIPPETS_PER_TOKEN == corpus.MAX_SNIPPETS_PER_TOKEN
-    assert cli.MAX_SNIPPET_LEN == corpus.MAX_SNIPPET_LEN
+    assert cli.MAX_SNIPPETS_PER_TOKEN == contexts.MAX_SNIPPETS_PER_TOKEN
+    assert cli.MAX_SNIPPET_LEN == contexts.MAX_SNIPPET_LEN
 
 
 def test_every_training_flag_has_help():

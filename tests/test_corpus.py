@@ -11,13 +11,22 @@ import importlib.metadata
 import json
 import re
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tokdist_core import corpus, models
-from tokdist_core.corpus import CorpusError, WordContexts
+from tokdist_core import contexts, models
+from tokdist_core.contexts import (
+    BundledSource,
+    CorpusError,
+    FileSource,
+    GeneratedSource,
+    HFDataSource,
+    WordContexts,
+)
+from tokdist_core.snippet import Snippet
 from tokdist_core.vocab import check_new_word, split_word
 
 WORD = " Krankenwagen"
@@ -37,7 +46,7 @@ def lm():
 
 @pytest.fixture(scope="module")
 def bundled_docs():
-    return list(corpus.iter_documents("bundled"))
+    return list(contexts.iter_documents("bundled"))
 
 
 def _filler(i: int) -> str:
@@ -56,10 +65,10 @@ def _check_snippet(snip, split, snippet_len: int) -> None:
 
 
 def test_bundled_corpus_is_clean_english(bundled_docs):
-    stats = corpus.corpus_stats("bundled")
+    stats = contexts.corpus_stats("bundled")
     by = stats["by_source"]
     assert (
-        set(by) == set(corpus.BUNDLED_SOURCES) == {"bundled:lee_background", "bundled:lee", "bundled:enwiki"}
+        set(by) == set(contexts.BUNDLED_SOURCES) == {"bundled:lee_background", "bundled:lee", "bundled:enwiki"}
     )
     assert by["bundled:lee_background"]["documents"] == 300
     assert by["bundled:lee"]["documents"] == 50
@@ -71,7 +80,7 @@ def test_bundled_corpus_is_clean_english(bundled_docs):
     assert "Autism is a neurodevelopmental disorder" in wiki
     # Cached: a second read is instant.
     t0 = time.perf_counter()
-    assert corpus.corpus_stats("bundled")["documents"] == stats["documents"]
+    assert contexts.corpus_stats("bundled")["documents"] == stats["documents"]
     assert time.perf_counter() - t0 < 1.0
 
 
@@ -79,10 +88,10 @@ def test_bundled_missing_gensim_has_install_hint(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(corpus.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(CorpusError, match=r"pip install --no-deps gensim==4\.4\.0"):
-        corpus.iter_documents("bundled")
-    assert corpus.bundled_available() is False
+        contexts.iter_documents("bundled")
+    assert contexts.bundled_available() is False
 
 
 # ------------------------------------------------------------------------------------------ mining rules
@@ -99,7 +108,7 @@ def test_boundary_rule_mid_sentence(tokenizer):
         ("t:no_space", _filler(11) + ' "Krankenwagen" drove by. ' + _filler(12)),
         ("t:digit", _filler(13) + " the Krankenwagen2 drove by. " + _filler(14)),
     ]
-    snippets = corpus.mine_snippets(docs, tokenizer, [split], snippet_len=40)[WORD]
+    snippets = contexts.mine_snippets(docs, tokenizer, [split], snippet_len=40)[WORD]
     assert sorted(s.source for s in snippets) == ["t:ok_comma", "t:ok_dot"]
     for snip in snippets:
         _check_snippet(snip, split, 40)
@@ -116,7 +125,7 @@ def test_boundary_rule_word_initial_and_tokenization_check(tokenizer):
         ("t:space", _filler(6) + " Krankenwagen with a space is the other form. " + _filler(7)),
         ("t:glued", _filler(8) + " theKrankenwagen. " + _filler(9)),
     ]
-    snippets = corpus.mine_snippets(docs, tokenizer, [initial], snippet_len=30)["Krankenwagen"]
+    snippets = contexts.mine_snippets(docs, tokenizer, [initial], snippet_len=30)["Krankenwagen"]
     assert sorted(s.source for s in snippets) == ["t:doc_start", "t:newline", "t:quote"]
     at_start = next(s for s in snippets if s.source == "t:doc_start")
     assert at_start.start == 0 and len(at_start.token_ids) == 30  # window filled after the word
@@ -128,7 +137,7 @@ def test_boundary_rule_word_initial_and_tokenization_check(tokenizer):
     llama = split_word(tokenizer, "llama")
     docs = [("t:apostrophe", _filler(1) + " O'llama again. " + _filler(2)),
             ("t:paren", _filler(3) + " the (llama) again. " + _filler(4))]  # fmt: skip
-    got = corpus.mine_snippets(docs, tokenizer, [llama], snippet_len=30)["llama"]
+    got = contexts.mine_snippets(docs, tokenizer, [llama], snippet_len=30)["llama"]
     assert [s.source for s in got] == ["t:paren"]
 
 
@@ -142,7 +151,7 @@ def test_window_centering_and_document_edges(tokenizer):
         ("t:near_end", long_before + " at last a Krankenwagen"),
         ("t:short", "One Krankenwagen only."),
     ]
-    got = {s.source: s for s in corpus.mine_snippets(docs, tokenizer, [split], snippet_len=50)[WORD]}
+    got = {s.source: s for s in contexts.mine_snippets(docs, tokenizer, [split], snippet_len=50)[WORD]}
     assert set(got) == {"t:middle", "t:near_start", "t:near_end", "t:short"}
     for snip in got.values():
         _check_snippet(snip, split, 50)
@@ -156,9 +165,9 @@ def test_window_centering_and_document_edges(tokenizer):
 def test_mining_bundled_structure_determinism_and_seed(tokenizer, bundled_docs):
     words = [" Afghanistan", " anarchism", " government", " Aristotle", WORD]
     splits = [split_word(tokenizer, w) for w in words]
-    a = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=0)
-    b = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=0)
-    c = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=1)
+    a = contexts.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=0)
+    b = contexts.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=0)
+    c = contexts.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=20, seed=1)
     assert list(a) == words and a == b
     assert a[WORD] == []  # absent from the corpus: present as an empty list, never dropped
     for split in splits[:4]:
@@ -180,7 +189,7 @@ def test_mining_bundled_structure_determinism_and_seed(tokenizer, bundled_docs):
                 assert any(t.endswith(suffix) for _, t in bundled_docs)
         assert {s.token_ids for s in c[split.word]} != {s.token_ids for s in snippets}
     # A word's selection does not depend on the other words requested.
-    alone = corpus.mine_snippets(
+    alone = contexts.mine_snippets(
         bundled_docs, tokenizer, [splits[0]], snippet_len=50, max_per_word=20, seed=0
     )
     assert alone[words[0]] == a[words[0]]
@@ -198,9 +207,9 @@ def test_mining_timing_100_words(tokenizer, bundled_docs, capsys):
             break
     frequent = [split_word(tokenizer, " " + w) for w, _ in counts.most_common(100)]
     t0 = time.perf_counter()
-    res_multi = corpus.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=35)
+    res_multi = contexts.mine_snippets(bundled_docs, tokenizer, splits, snippet_len=50, max_per_word=35)
     t1 = time.perf_counter()
-    res_freq = corpus.mine_snippets(bundled_docs, tokenizer, frequent, snippet_len=50, max_per_word=35)
+    res_freq = contexts.mine_snippets(bundled_docs, tokenizer, frequent, snippet_len=50, max_per_word=35)
     t2 = time.perf_counter()
     with capsys.disabled():
         print(
@@ -221,26 +230,26 @@ def test_local_files_txt_jsonl_json_parquet_and_folder(tmp_path):
         + f"{long_line}\n{long_line}x\n",
         encoding="utf-8",
     )
-    docs = list(corpus.iter_documents(str(txt)))
+    docs = list(contexts.iter_documents(str(txt)))
     assert docs[0] == ("file:notes.txt", "First paragraph, hard wrapped over two lines.")
     assert docs[1] == ("file:notes.txt", "Second paragraph.")
     assert len(docs) == 4  # the two long lines are two documents
 
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text("\n".join(json.dumps({"body": f"doc {i}", "id": i}) for i in range(3)), encoding="utf-8")
-    assert [t for _, t in corpus.iter_documents(str(jsonl), text_column="body")] == [
+    assert [t for _, t in contexts.iter_documents(str(jsonl), text_column="body")] == [
         "doc 0",
         "doc 1",
         "doc 2",
     ]
     with pytest.raises(CorpusError, match=r"no column 'text'.*body, id"):
-        list(corpus.iter_documents(str(jsonl)))
+        list(contexts.iter_documents(str(jsonl)))
 
     js = tmp_path / "b.json"
     js.write_text(json.dumps([{"text": "json one"}, {"text": "json two"}]), encoding="utf-8")
     pq_path = tmp_path / "c.parquet"
     pq.write_table(pa.table({"text": ["parquet one", None, "parquet two"]}), pq_path)
-    got = list(corpus.iter_documents([str(js), str(pq_path)]))
+    got = list(contexts.iter_documents([str(js), str(pq_path)]))
     assert got == [
         ("file:b.json", "json one"),
         ("file:b.json", "json two"),
@@ -252,29 +261,29 @@ def test_local_files_txt_jsonl_json_parquet_and_folder(tmp_path):
     folder.mkdir()
     (folder / "x.txt").write_text("Folder text one.", encoding="utf-8")
     (folder / "skip.bin").write_bytes(b"\x00\x01")
-    assert list(corpus.iter_documents(str(folder))) == [("file:x.txt", "Folder text one.")]
-    assert len(list(corpus.iter_documents([str(folder), str(txt)], max_documents=3))) == 3
+    assert list(contexts.iter_documents(str(folder))) == [("file:x.txt", "Folder text one.")]
+    assert len(list(contexts.iter_documents([str(folder), str(txt)], max_documents=3))) == 3
 
 
 def test_source_errors(tmp_path):
     with pytest.raises(CorpusError, match="missing.txt"):
-        corpus.iter_documents(str(tmp_path / "missing.txt"))  # raised at the call, not lazily
+        contexts.iter_documents(str(tmp_path / "missing.txt"))  # raised at the call, not lazily
     bad = tmp_path / "data.xlsx"
     bad.write_bytes(b"x")
     with pytest.raises(CorpusError, match="Unsupported file type"):
-        corpus.iter_documents(str(bad))
+        contexts.iter_documents(str(bad))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CorpusError, match="no readable text files"):
-        corpus.iter_documents(str(empty))
+        contexts.iter_documents(str(empty))
     with pytest.raises(CorpusError, match="collect_contexts"):
-        corpus.iter_documents("auto")
+        contexts.iter_documents("auto")
     with pytest.raises(CorpusError, match="No data source"):
-        corpus.iter_documents([])
+        contexts.iter_documents([])
     with pytest.raises(CorpusError, match="Bad dataset spec"):
-        corpus.iter_documents("hf:")
+        contexts.iter_documents("hf:")
     assert issubclass(CorpusError, ValueError)
-    assert corpus.parse_hf_spec("hf:wikitext:wikitext-2-raw-v1:validation") == corpus.HFDataSource(
+    assert contexts.parse_hf_spec("hf:wikitext:wikitext-2-raw-v1:validation") == contexts.HFDataSource(
         "wikitext", "wikitext-2-raw-v1", "validation"
     )
 
@@ -285,13 +294,19 @@ def test_hf_streaming_local_standin(tmp_path):
     rows = [f"Streaming document {i} mentions a Krankenwagen." for i in range(30)]
     pq.write_table(pa.table({"content": rows, "n": list(range(30))}), folder / "data" / "train.parquet")
     spec = f"hf:{folder}"
-    docs = list(corpus.iter_documents(spec, text_column="content", max_documents=12))
+    docs = list(contexts.iter_documents(spec, text_column="content", max_documents=12))
     assert len(docs) == 12 and docs[0] == (spec, rows[0])
-    assert len(list(corpus.iter_documents(spec, text_column="content"))) == 30
+    assert len(list(contexts.iter_documents(spec, text_column="content"))) == 30
     with pytest.raises(CorpusError, match=r"no column 'text'.*content, n"):
-        list(corpus.iter_documents(spec))
-    direct = list(corpus.iter_hf_dataset(str(folder), split="train", text_column="content", max_documents=5))
+        list(contexts.iter_documents(spec))
+    direct = list(contexts.iter_hf_dataset(str(folder), split="train", text_column="content", max_documents=5))
     assert direct == docs[:5]
+    # A typed source carries its own cap and column; the call's max_documents still caps the total.
+    typed = HFDataSource(str(folder), max_documents=7, text_column="content")
+    assert list(contexts.iter_documents(typed)) == docs[:7]
+    assert list(contexts.iter_documents([typed], max_documents=3)) == docs[:3]
+    with pytest.raises(CorpusError, match="max_documents must be a positive integer, got 0"):
+        contexts.iter_hf_dataset(str(folder), max_documents=0)
 
 
 def test_hf_unknown_dataset_clear_error(monkeypatch):
@@ -302,14 +317,108 @@ def test_hf_unknown_dataset_clear_error(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CorpusError, match="tokdist-nonexistent/dataset-xyz"):
-        list(corpus.iter_documents("hf:tokdist-nonexistent/dataset-xyz"))
+        list(contexts.iter_documents("hf:tokdist-nonexistent/dataset-xyz"))
+
+
+# ------------------------------------------------------------------------------------------ the data parser
+
+
+@pytest.mark.parametrize(("data", "want"), [
+    ("auto", [BundledSource(optional=True), GeneratedSource()]),
+    (" bundled ", [BundledSource()]),
+    ("generated", [GeneratedSource()]),
+    ("hf:wikitext", [HFDataSource("wikitext")]),
+    ("hf:wikitext:wikitext-2-raw-v1", [HFDataSource("wikitext", "wikitext-2-raw-v1")]),
+    ("hf:wikitext:wikitext-2-raw-v1:validation", [HFDataSource("wikitext", "wikitext-2-raw-v1", "validation")]),
+    ("hf:owner/name::test", [HFDataSource("owner/name", None, "test")]),
+    ("notes.txt", [FileSource(Path("notes.txt"))]),
+    ("~/corpus", [FileSource(Path("~/corpus"))]),  # expanded and checked when read, not when parsed
+    (Path("a.jsonl"), [FileSource(Path("a.jsonl"))]),
+    (["generated", "a.txt", "hf:x"], [GeneratedSource(), FileSource(Path("a.txt")), HFDataSource("x")]),
+    (("a.txt", "./a.txt", "bundled", "bundled"), [FileSource(Path("a.txt")), BundledSource()]),
+    # "auto" anywhere in a list lets the bundled corpus be missing, and it is read once.
+    (["bundled", "auto"], [BundledSource(optional=True), GeneratedSource()]),
+    (["auto", "generated", "bundled"], [BundledSource(optional=True), GeneratedSource()]),
+    (HFDataSource("x", hub_only=True), [HFDataSource("x", hub_only=True)]),
+    ([FileSource("b.jsonl", text_column="body"), GeneratedSource(), "hf:x:c"],
+     [FileSource(Path("b.jsonl"), "body"), GeneratedSource(), HFDataSource("x", "c")]),
+])  # fmt: skip
+def test_parse_sources_string_forms_and_typed_objects(data, want):
+    assert contexts.parse_sources(data) == want
+
+
+@pytest.mark.parametrize("source", [
+    BundledSource(), GeneratedSource(), FileSource(Path("/data/notes.txt")), HFDataSource("wikitext"),
+    HFDataSource("wikitext", "wikitext-2-raw-v1"), HFDataSource("w", None, "test"), HFDataSource("w", "c", "test"),
+])  # fmt: skip
+def test_parse_sources_reads_back_each_spec(source):
+    assert contexts.parse_sources(source.spec) == [source]
+
+
+@pytest.mark.parametrize(("data", "generation", "message"), [
+    ([], True, "No data source given: use 'auto', 'bundled', 'generated', file paths or 'hf:<dataset>'."),
+    ([], False, "No data source given: use 'bundled', file paths, folders or 'hf:<dataset>'."),
+    ("auto", False, "'auto' is not a text source; it is handled by collect_contexts()."),
+    (["bundled", " generated"], False, "'generated' is not a text source; it is handled by collect_contexts()."),
+    (GeneratedSource(), False, "GeneratedSource() is not a text source; it is handled by collect_contexts()."),
+    ("", True, "Empty or non-text data source ''."),
+    (["bundled", "  "], False, "Empty or non-text data source '  '."),
+    (5, True, "Data sources are strings, paths or BundledSource / FileSource / HFDataSource / GeneratedSource, "
+              "got int."),
+    (["bundled", None], True, "Data sources are strings, paths or BundledSource / FileSource / HFDataSource / "
+                              "GeneratedSource, got NoneType."),
+    ("hf:", True, "Bad dataset spec 'hf:': use 'hf:<name>', 'hf:<name>:<config>' or 'hf:<name>:<config>:<split>'."),
+    ("hf:a:b:c:d", False, "Bad dataset spec 'hf:a:b:c:d'"),
+])  # fmt: skip
+def test_parse_sources_errors(data, generation, message):
+    with pytest.raises(CorpusError) as err:
+        contexts.parse_sources(data, generation=generation)
+    assert str(err.value).startswith(message)
+
+
+def test_typed_source_options_are_checked():
+    with pytest.raises(CorpusError, match="max_documents must be a positive integer, got 0"):
+        HFDataSource("x", max_documents=0)
+    with pytest.raises(CorpusError, match="max_documents must be a positive integer, got True"):
+        HFDataSource("x", max_documents=True)
+    with pytest.raises(CorpusError, match="over the limit of 20000"):
+        HFDataSource("x", hub_only=True, max_documents=20_001)
+    assert HFDataSource("x", max_documents=50_000).max_documents == 50_000  # a library user may read more
+    with pytest.raises(CorpusError, match="text_column"):
+        FileSource("a.jsonl", text_column="")
+    with pytest.raises(CorpusError, match="revision"):
+        HFDataSource("x", revision="main branch")
+    assert HFDataSource("x", revision="refs/convert/parquet").revision == "refs/convert/parquet"
+
+
+def test_file_source_checks_when_read(tmp_path):
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"body": f"doc {i}"}) for i in range(2)), encoding="utf-8")
+    assert list(contexts.iter_documents(FileSource(jsonl, text_column="body"))) == [
+        ("file:a.jsonl", "doc 0"), ("file:a.jsonl", "doc 1")]  # fmt: skip
+    missing = FileSource(tmp_path / "missing.txt")  # building it checks nothing ...
+    with pytest.raises(CorpusError, match="is neither 'bundled', an existing file or folder"):
+        contexts.iter_documents(missing)  # ... reading it does, at the call
+
+
+def test_auto_without_gensim_falls_back_to_generation(monkeypatch):
+    monkeypatch.setattr(contexts, "bundled_available", lambda: False)
+    assert contexts._plan(contexts.parse_sources("auto")) == (
+        [], True, ["bundled corpus unavailable (pip install --no-deps gensim==4.4.0); generated snippets only"])
+    only_file = contexts._plan(contexts.parse_sources(["auto", "a.txt"]))
+    assert only_file == ([FileSource(Path("a.txt"))], True, ["bundled corpus unavailable (pip install --no-deps "
+                                                             "gensim==4.4.0)"])
+    assert contexts._plan(contexts.parse_sources("bundled")) == ([BundledSource()], False, [])  # fails when read
+    monkeypatch.setattr(contexts, "bundled_available", lambda: True)
+    assert contexts._plan(contexts.parse_sources(["a.txt", "auto"])) == (
+        [FileSource(Path("a.txt")), BundledSource(optional=True)], True, [])
 
 
 # ------------------------------------------------------------------------------------------ split rule
 
 
-def _fake(i: int) -> corpus.Snippet:
-    return corpus.Snippet(WORD, (i, 1, 2), 1, 1, "t")
+def _fake(i: int) -> Snippet:
+    return Snippet(WORD, (i, 1, 2), 1, 1, "t")
 
 
 @pytest.mark.parametrize(
@@ -318,7 +427,7 @@ def _fake(i: int) -> corpus.Snippet:
 )
 def test_split_train_heldout_proportional(k, want):
     snippets = [_fake(i) for i in range(k)]
-    train, heldout = corpus.split_train_heldout(snippets, 25, 10)
+    train, heldout = contexts.split_train_heldout(snippets, 25, 10)
     assert (len(train), len(heldout)) == want
     assert heldout == snippets[: len(heldout)]
     assert not set(train) & set(heldout)
@@ -329,9 +438,9 @@ def test_split_train_heldout_proportional(k, want):
 
 def test_generate_snippets_deterministic_and_start_with_word(lm):
     split = check_new_word(lm.tokenizer, WORD)
-    a = corpus.generate_snippets(lm, split, n=3, snippet_len=16, seed=0)
-    b = corpus.generate_snippets(lm, split, n=3, snippet_len=16, seed=0)
-    c = corpus.generate_snippets(lm, split, n=3, snippet_len=16, seed=1)
+    a = contexts.generate_snippets(lm, split, n=3, snippet_len=16, seed=0)
+    b = contexts.generate_snippets(lm, split, n=3, snippet_len=16, seed=0)
+    c = contexts.generate_snippets(lm, split, n=3, snippet_len=16, seed=1)
     assert a == b and a != c and len(a) == 3
     bos = lm.tokenizer.bos_token_id
     for snip in a:
@@ -351,9 +460,9 @@ def test_collect_contexts_bundled_split_problem_and_determinism(lm):
     splits = [split_word(lm.tokenizer, " Afghanistan"), check_new_word(lm.tokenizer, WORD)]
     events = []
     kwargs = dict(data="bundled", snippets_per_token=6, heldout_per_token=3, snippet_len=40)
-    a = corpus.collect_contexts(lm, splits, seed=0, progress=lambda f, m: events.append((f, m)), **kwargs)
-    b = corpus.collect_contexts(lm, splits, seed=0, **kwargs)
-    c = corpus.collect_contexts(lm, splits, seed=5, **kwargs)
+    a = contexts.collect_contexts(lm, splits, seed=0, progress=lambda f, m: events.append((f, m)), **kwargs)
+    b = contexts.collect_contexts(lm, splits, seed=0, **kwargs)
+    c = contexts.collect_contexts(lm, splits, seed=5, **kwargs)
     afg = a[" Afghanistan"]
     assert isinstance(afg, WordContexts) and afg.problem is None and afg.note is None
     assert (len(afg.train), len(afg.heldout)) == (6, 3)
@@ -376,7 +485,7 @@ def test_collect_contexts_auto_tops_up_with_generation(lm, tokenizer, bundled_do
         if 1 <= len(re.findall(rf"(?<= ){w}(?![A-Za-z0-9])", text)) <= 2
     )
     splits = [check_new_word(lm.tokenizer, " " + rare), check_new_word(lm.tokenizer, WORD)]
-    out = corpus.collect_contexts(
+    out = contexts.collect_contexts(
         lm, splits, data="auto", snippets_per_token=3, heldout_per_token=1, snippet_len=16
     )
     absent = out[WORD]
@@ -395,7 +504,7 @@ def test_collect_contexts_from_file_and_shortfall_note(lm, tmp_path):
     lines = [f"Report {i}: a Krankenwagen drove past house number {i} at noon." for i in range(4)]
     path.write_text("\n".join(json.dumps({"text": t}) for t in lines), encoding="utf-8")
     split = check_new_word(lm.tokenizer, WORD)
-    out = corpus.collect_contexts(lm, [split], data=str(path), snippets_per_token=10, heldout_per_token=5)
+    out = contexts.collect_contexts(lm, [split], data=str(path), snippets_per_token=10, heldout_per_token=5)
     ctx = out[WORD]
     assert ctx.problem is None and ctx.note and "only 4 of 15" in ctx.note
     assert (len(ctx.train), len(ctx.heldout)) == (3, 1)
@@ -405,21 +514,19 @@ def test_collect_contexts_from_file_and_shortfall_note(lm, tmp_path):
 def test_collect_contexts_validation(lm):
     split = check_new_word(lm.tokenizer, WORD)  # 5 subwords
     with pytest.raises(ValueError, match="too short"):
-        corpus.collect_contexts(lm, [split], data="bundled", snippet_len=6)
+        contexts.collect_contexts(lm, [split], data="bundled", snippet_len=6)
     with pytest.raises(ValueError, match="limit of 1024"):
-        corpus.collect_contexts(lm, [split], data="bundled", snippet_len=2048)
+        contexts.collect_contexts(lm, [split], data="bundled", snippet_len=2048)
     with pytest.raises(ValueError, match="snippets_per_token"):
-        corpus.collect_contexts(lm, [split], data="bundled", snippets_per_token=0)
+        contexts.collect_contexts(lm, [split], data="bundled", snippets_per_token=0)
     with pytest.raises(ValueError, match="heldout_per_token"):
-        corpus.collect_contexts(lm, [split], data="bundled", heldout_per_token=1001)
+        contexts.collect_contexts(lm, [split], data="bundled", heldout_per_token=1001)
     with pytest.raises(ValueError, match="twice"):
-        corpus.collect_contexts(lm, [split, split], data="bundled")
+        contexts.collect_contexts(lm, [split, split], data="bundled")
     with pytest.raises(ValueError, match="No words"):
-        corpus.collect_contexts(lm, [], data="bundled")
+        contexts.collect_contexts(lm, [], data="bundled")
     with pytest.raises(CorpusError, match="nope.txt"):
-        corpus.collect_contexts(lm, [split], data="nope.txt")
-    assert corpus._parse_data("auto") == (["bundled"], True, True)
-    assert corpus._parse_data(["generated", "a.txt", "hf:x"]) == (["a.txt", "hf:x"], True, False)
+        contexts.collect_contexts(lm, [split], data="nope.txt")
 
 
 # ------------------------------------------------------------------------------------------ remote users
@@ -429,7 +536,7 @@ def test_collect_contexts_validation(lm):
                                   "parquet", "owner/.git", ""])
 def test_hub_only_dataset_names_refuse_paths_and_file_builders(name):
     with pytest.raises(CorpusError, match="dataset id|file-format builder|Bad dataset spec"):
-        corpus.parse_hf_spec(f"hf:{name}", hub_only=True)
+        contexts.parse_hf_spec(f"hf:{name}", hub_only=True)
 
 
 def test_hub_only_source_never_reads_a_local_folder_of_that_name(tmp_path, monkeypatch):
@@ -441,13 +548,13 @@ def test_hub_only_source_never_reads_a_local_folder_of_that_name(tmp_path, monke
     (tmp_path / "private").mkdir()
     (tmp_path / "private" / "train.jsonl").write_text(json.dumps({"text": "planted secret text"}) + "\n")
     monkeypatch.chdir(tmp_path)
-    source = corpus.parse_hf_spec("hf:private", hub_only=True)
+    source = contexts.parse_hf_spec("hf:private", hub_only=True)
     assert source.load_path == "hf://datasets/private"
     with pytest.raises(CorpusError, match="Hub") as err:
-        list(corpus.iter_documents([source]))
+        list(contexts.iter_documents([source]))
     assert "secret" not in str(err.value)
     # The library (a user on their own machine) still reads the folder when asked for it by name.
-    assert [text for _, text in corpus.iter_documents("hf:private")] == ["planted secret text"]
+    assert [text for _, text in contexts.iter_documents("hf:private")] == ["planted secret text"]
 
 
 def test_cancelled_generation_stops_and_collect_contexts_keeps_finished_words(lm, tokenizer):
@@ -460,7 +567,7 @@ def test_cancelled_generation_stops_and_collect_contexts_keeps_finished_words(lm
     split = check_new_word(tokenizer, WORD)
     start = time.perf_counter()
     with pytest.raises(Cancelled, match="generating"):
-        corpus.generate_snippets(lm, split, 32, 64, 0, cancel=cancel)
+        contexts.generate_snippets(lm, split, 32, 64, 0, cancel=cancel)
     assert time.perf_counter() - start < 2.0
 
     # Stopped mid-way: the first word is done, the next one is marked instead of silently missing.
@@ -471,7 +578,7 @@ def test_cancelled_generation_stops_and_collect_contexts_keeps_finished_words(lm
             cancel.set()
 
     cancel.clear()
-    found = corpus.collect_contexts(lm, splits, data="generated", snippets_per_token=2, heldout_per_token=1,
+    found = contexts.collect_contexts(lm, splits, data="generated", snippets_per_token=2, heldout_per_token=1,
                                     snippet_len=16, progress=progress, cancel=cancel)
     first, second = (found[s.word] for s in splits)
     assert len(first.train) == 2 and first.problem is None

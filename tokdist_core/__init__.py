@@ -19,8 +19,9 @@ _EXPORTS = {
     "TokenDistillation": "api", "Comparison": "api", "Skipped": "api", "OUTPUT_POLICIES": "api",
     "DistillationConfig": "distill", "StepRecord": "distill",
     "NewTokenRows": "rows",
-    "HFDataSource": "corpus", "WordContexts": "corpus", "CorpusError": "corpus", "bundled_available": "corpus",
-    "GENSIM_HINT": "corpus",
+    "HFDataSource": "contexts", "WordContexts": "contexts", "CorpusError": "contexts", "bundled_available": "contexts",
+    "GENSIM_HINT": "contexts", "BundledSource": "contexts", "FileSource": "contexts", "GeneratedSource": "contexts",
+    "parse_sources": "contexts",
     "WordSplit": "vocab", "WordError": "vocab",
     "Snippet": "snippet",
     "LoadedModel": "models", "ModelLoadError": "models", "load_model": "models", "DEFAULT_MODEL": "models",
@@ -29,7 +30,7 @@ _EXPORTS = {
     "Cancelled": "cancel",
     "JobEstimate": "estimate", "format_seconds": "estimate",
     "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
-    "atomic_path": "export", "parse_hf_spec": "corpus", "Generation": "evaluate",
+    "atomic_path": "export", "parse_hf_spec": "contexts", "Generation": "evaluate",
     "LOWER_IS_BETTER": "evaluate",
 }
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from . import corpus, estimate
+from . import contexts as corpus
+from . import estimate
 from .cancel import Cancelled
 from .distill import DistillationConfig, StepRecord, TeacherCache, fit_output_rows
 from .estimate import JobEstimate

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .corpus import GENERATE_BATCH
+from .contexts import GENERATE_BATCH
 from .distill import TEACHER_BATCH_TOKENS
 from .forward import autocast_for
 from .models import LoadedModel
