@@ -25,12 +25,12 @@ from benchmarks.common import (
     peak_memory_mb,
 )
 from tokdist_core.api import TokenDistillation
-from tokdist_core.distill import DistillationConfig, DistillationTrainer, TeacherCache
 from tokdist_core.estimate import layer_flops_per_token
 from tokdist_core.evaluate import heldout_metrics
 from tokdist_core.forward import PRECISIONS, autocast_dtype, autocast_for
 from tokdist_core.methods import METHOD_NAMES, MethodContext, get_method
 from tokdist_core.rows import NewTokenRows
+from tokdist_core.training import DistillationConfig, DistillationTrainer, TeacherCache
 
 
 def _snippets(td, words, snippets_per_token, snippet_len, seed, heldout=0):

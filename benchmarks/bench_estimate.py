@@ -14,7 +14,7 @@ import time
 from benchmarks.common import PAPER_WORDS, emit, environment
 from tokdist_core import estimate
 from tokdist_core.api import TokenDistillation
-from tokdist_core.distill import DistillationConfig
+from tokdist_core.training import DistillationConfig
 
 # (label, words, snippets per word, held-out per word, snippet length, methods, epochs, batch)
 CASES = [

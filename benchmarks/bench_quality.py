@@ -6,9 +6,9 @@ import argparse
 
 from benchmarks.common import PAPER_WORDS, emit, environment
 from tokdist_core.api import TokenDistillation
-from tokdist_core.distill import DistillationConfig
 from tokdist_core.forward import PRECISIONS
 from tokdist_core.methods import METHOD_NAMES
+from tokdist_core.training import DistillationConfig
 
 
 def main() -> None:

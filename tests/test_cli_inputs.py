@@ -160,8 +160,8 @@ def test_help_does_not_import_torch(argv):
 
 def test_cli_copies_of_library_constants_match():
     from tokdist_core import api, contexts, forward, models
-    from tokdist_core.distill import DistillationConfig
     from tokdist_core.methods import METHOD_NAMES
+    from tokdist_core.training import DistillationConfig
 
     assert cli.METHODS == METHOD_NAMES
     assert cli.PRECISIONS == forward.PRECISIONS

@@ -11,7 +11,8 @@ import torch
 
 from tests.conftest import make_tiny
 from tests.test_distill import _init, _reference_mse
-from tokdist_core.distill import DistillationConfig, DistillationTrainer, TeacherCache, _student_batch
+from tokdist_core.training import DistillationConfig, DistillationTrainer, TeacherCache
+from tokdist_core.training.batching import student_batch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -48,7 +49,7 @@ def test_bf16_autocast_cached_loss_matches_fp32_definition(tokenizer, two_words,
     assert cache.items[0].targets.dtype == torch.float32
     init = _init(lm, splits).cuda()
     trainer = DistillationTrainer(lm, words, DistillationConfig(), cache)
-    batch = _student_batch(lm, cache.items, need_targets=True)
+    batch = student_batch(lm, cache.items, need_targets=True)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         _, per_row = trainer._loss(init, batch)
     for item, got in zip(batch.items, per_row.tolist()):

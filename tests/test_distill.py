@@ -10,18 +10,18 @@ import torch
 
 from tests.conftest import make_tiny
 from tokdist_core.api import TokenDistillation
-from tokdist_core.distill import (
-    DistillationCancelled,
-    DistillationConfig,
-    DistillationTrainer,
-    TeacherCache,
-    _student_batch,
-    fit_output_rows,
-)
 from tokdist_core.forward import cpu_has_fast_bf16, decoder_forward, embed_ids, output_logits
 from tokdist_core.methods import subword_rows
 from tokdist_core.methods.base import MethodContext
 from tokdist_core.snippet import Snippet
+from tokdist_core.training import (
+    DistillationCancelled,
+    DistillationConfig,
+    DistillationTrainer,
+    TeacherCache,
+    fit_output_rows,
+)
+from tokdist_core.training.batching import length_groups, student_batch
 
 
 def _init(lm, splits):
@@ -49,7 +49,7 @@ def test_cached_student_loss_equals_full_forward(tiny_any, two_words, layer):
     cache = TeacherCache(lm, snippets, words, layer, with_final=False, batch_size=4)
     init = _init(lm, splits)
     trainer = DistillationTrainer(lm, words, DistillationConfig(target_layer=layer), cache)
-    batch = _student_batch(lm, cache.items, need_targets=True)
+    batch = student_batch(lm, cache.items, need_targets=True)
     with torch.no_grad():
         _, per_row = trainer._loss(init, batch)
     hf_layer = layer if layer >= 0 else lm.num_layers
@@ -60,7 +60,7 @@ def test_cached_student_loss_equals_full_forward(tiny_any, two_words, layer):
     assert any(item.snippet.start < item.kv.keys.shape[-2] for item in cache.items)
     for item in cache.items:
         with torch.no_grad():
-            _, alone = trainer._loss(init, _student_batch(lm, [item], need_targets=True))
+            _, alone = trainer._loss(init, student_batch(lm, [item], need_targets=True))
         assert float(alone) == pytest.approx(expected[id(item)], rel=1e-4, abs=1e-6)
 
 
@@ -88,7 +88,7 @@ def test_pad_equal_to_eos_inside_snippet_is_still_trained(tiny, tokenizer):
     ids = (11, 22, 33) + split.ids + (eos, 44, eos)
     snippet = Snippet(word, ids, 3, len(split.ids), "test")
     cache = TeacherCache(tiny, [snippet], [word], -1, with_final=False)
-    batch = _student_batch(tiny, cache.items, need_targets=True)
+    batch = student_batch(tiny, cache.items, need_targets=True)
     assert int(batch.valid.sum()) == 4  # new token + three suffix tokens, two of them equal to pad
 
 
@@ -114,7 +114,7 @@ def test_training_lowers_loss_and_leaves_model_bit_identical(tiny_any, two_words
 
 
 def test_length_split_batches_give_the_same_rows(tiny, two_words, monkeypatch):
-    import tokdist_core.distill as distill
+    from tokdist_core.training import batching
 
     splits, snippets = two_words
     words = [s.word for s in splits]
@@ -122,16 +122,16 @@ def test_length_split_batches_give_the_same_rows(tiny, two_words, monkeypatch):
     config = DistillationConfig(epochs=3, batch_size=6, learning_rate=5e-2)
 
     def train(threshold):
-        monkeypatch.setitem(distill.SPLIT_MIN_SAVED_TOKENS, "cpu", threshold)
+        monkeypatch.setitem(batching.SPLIT_MIN_SAVED_TOKENS, "cpu", threshold)
         trainer = DistillationTrainer(tiny, words, config, cache)
         steps = []
         result = trainer.train(_init(tiny, splits), callback=steps.append)
-        return trainer, result, steps
+        return result, steps
 
-    trainer, whole, whole_steps = train(10**9)
-    assert trainer._length_groups(list(range(6))) == [list(range(6))]
-    trainer, split, split_steps = train(1)
-    assert len(trainer._length_groups(list(range(6)))) > 1  # widths differ, so the batch is split
+    whole, whole_steps = train(10**9)
+    assert length_groups(cache.items, list(range(6)), "cpu") == [list(range(6))]
+    split, split_steps = train(1)
+    assert len(length_groups(cache.items, list(range(6)), "cpu")) > 1  # widths differ, so the batch is split
     assert split.tokens_seen == whole.tokens_seen
     for a, b in zip(whole_steps, split_steps):
         assert a.loss == pytest.approx(b.loss, rel=1e-5)
@@ -168,6 +168,96 @@ def test_bad_hyperparameters_are_rejected(tiny, field, value):
     config = DistillationConfig(**{field: value})
     with pytest.raises(ValueError, match=field.split("_")[0]):
         config.validate(tiny)
+
+
+def test_config_fields_carry_help_and_the_bounds_validate_uses(tiny):
+    import dataclasses
+
+    import tokdist_core
+    from tokdist_core.training import config_fields
+
+    specs = {spec.name: spec for spec in config_fields()}
+    assert list(specs) == [f.name for f in dataclasses.fields(DistillationConfig)]
+    assert tokdist_core.config_fields is config_fields  # the package root serves ui and cli
+    defaults = DistillationConfig()
+    for spec in specs.values():
+        assert isinstance(spec.help, str) and len(spec.help) > 10, spec.name
+        assert spec.default == getattr(defaults, spec.name)
+        spec.check(spec.default)
+    assert specs["epochs"].type is int and (specs["epochs"].min, specs["epochs"].max) == (1, 1000)
+    assert (specs["batch_size"].min, specs["batch_size"].max) == (1, 1024)
+    lr = specs["learning_rate"]
+    assert lr.type is float and (lr.min, lr.max, lr.min_exclusive) == (0, 10, True)
+    assert specs["losses"].multiple and specs["losses"].choices == ("distill", "ntp")
+    assert specs["mixed_precision"].choices == ("auto", "bf16", "no") and not specs["mixed_precision"].multiple
+
+    def rejected(name, value):
+        with pytest.raises(ValueError, match=name) as validated:
+            DistillationConfig(**{name: value}).validate(tiny)
+        with pytest.raises(ValueError) as checked:
+            specs[name].check(value)
+        assert str(checked.value) == str(validated.value)  # one message, wherever it is checked
+        return str(validated.value)
+
+    # validate() accepts exactly what the metadata allows, at every bound of every bounded field.
+    for spec in specs.values():
+        if spec.max is None:
+            continue
+        step = 1 if spec.type is int else 1e-6
+        DistillationConfig(**{spec.name: spec.type(spec.max)}).validate(tiny)
+        assert str(spec.max) in rejected(spec.name, spec.type(spec.max + step))
+        if spec.min_exclusive:
+            rejected(spec.name, spec.type(spec.min))
+            DistillationConfig(**{spec.name: spec.type(spec.min + step)}).validate(tiny)
+        else:
+            DistillationConfig(**{spec.name: spec.type(spec.min)}).validate(tiny)
+            rejected(spec.name, spec.type(spec.min - step))
+    assert rejected("epochs", 1001) == "epochs must be an integer between 1 and 1000, got 1001"
+    assert rejected("learning_rate", 0) == "learning_rate must be a finite number in (0, 10], got 0"
+    assert rejected("mixed_precision", "fp8") == "mixed_precision must be 'auto', 'bf16' or 'no', got 'fp8'"
+    assert rejected("losses", ()) == "losses must be a non-empty subset of ('distill', 'ntp'), got ()"
+    assert rejected("seed", True) == "seed must be an integer, got True"
+    assert rejected("target_layer", 1.5) == "target_layer must be an integer, got 1.5"
+    for losses in (("distill",), ("ntp",), ("ntp", "distill")):
+        DistillationConfig(losses=losses).validate(tiny)
+
+
+def test_output_policy_enum_and_the_new_output_rows(tokenizer, tiny, two_words):
+    from tokdist_core import api
+    from tokdist_core.training import (
+        OUTPUT_POLICIES,
+        OutputPolicy,
+        new_output_rows,
+        subword_mean_output_rows,
+    )
+
+    assert OUTPUT_POLICIES == tuple(p.value for p in OutputPolicy) == ("ntp", "zero", "subword_mean")
+    assert api.OUTPUT_POLICIES is OUTPUT_POLICIES
+    assert OutputPolicy.parse("zero") is OutputPolicy.ZERO is OutputPolicy.parse(OutputPolicy.ZERO)
+    assert OutputPolicy.NTP == "ntp" and str(OutputPolicy.SUBWORD_MEAN) == "subword_mean"
+    for bad in ("bogus", None, 3, ["ntp"]):
+        with pytest.raises(ValueError, match=r"output policy must be one of \('ntp', 'zero', 'subword_mean'\)"):
+            OutputPolicy.parse(bad)
+
+    splits, snippets = two_words
+    config = DistillationConfig()
+    assert new_output_rows(tiny, splits, snippets, "zero", config) is None  # tied: the input rows serve
+    lm = make_tiny(tokenizer, "untied")
+    mean = subword_mean_output_rows(lm, splits)
+    head = lm.model.get_output_embeddings().weight
+    torch.testing.assert_close(mean[0], head[list(splits[0].ids)].float().mean(0))
+    assert torch.equal(new_output_rows(lm, splits, snippets, OutputPolicy.ZERO, config), torch.zeros_like(mean))
+    for policy in ("subword_mean", OutputPolicy.SUBWORD_MEAN):
+        assert torch.equal(new_output_rows(lm, splits, snippets, policy, config), mean)
+    assert torch.equal(new_output_rows(lm, splits, [], "ntp", config), mean)  # nothing to fit on
+    fitted = new_output_rows(lm, splits, snippets, "ntp", config)
+    assert fitted.shape == mean.shape and not torch.allclose(fitted, mean)
+    td = TokenDistillation(lm)
+    torch.testing.assert_close(td.output_rows(splits, snippets, OutputPolicy.NTP, config), fitted)
+    rows = td.train(splits, snippets, ["subword_mean"], output_policy=OutputPolicy.ZERO)[0]["subword_mean"]
+    assert torch.equal(rows.output_rows, torch.zeros_like(mean))
+    with pytest.raises(ValueError, match="output policy must be one of"):
+        td.train(splits, snippets, ["subword_mean"], output_policy="bogus")
 
 
 def test_output_rows_fit_raises_new_token_probability(tokenizer, two_words):
@@ -214,7 +304,7 @@ def test_evaluator_and_trainer_agree_on_hidden_mse(tiny_any, two_words):
     init = _init(lm, splits)
     trainer = DistillationTrainer(lm, words, DistillationConfig(), cache)
     with torch.no_grad():
-        loss, _ = trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))
+        loss, _ = trainer._loss(init, student_batch(lm, cache.items, need_targets=True))
     report = heldout_metrics(lm, [NewTokenRows("subword_mean", words, init)], [snippet])
     assert report["subword_mean"][snippet.word]["hidden_mse"] == pytest.approx(float(loss), rel=1e-4)
 
@@ -231,7 +321,7 @@ def test_native_grouped_query_attention_gives_the_same_loss(tiny_any, two_words,
     for flag in ("0", "1"):
         monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", flag)
         with torch.no_grad():
-            losses.append(trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))[1])
+            losses.append(trainer._loss(init, student_batch(lm, cache.items, need_targets=True))[1])
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
 
 
@@ -260,7 +350,7 @@ def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words,
     trainer = DistillationTrainer(lm, words, config, cache)
     init = _init(lm, splits)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        _, per_row = trainer._loss(init, _student_batch(lm, cache.items, need_targets=True))
+        _, per_row = trainer._loss(init, student_batch(lm, cache.items, need_targets=True))
     for item, got in zip(cache.items, per_row.tolist()):
         with torch.no_grad():
             expected = _reference_mse(lm, item.snippet, init[item.word_index], lm.num_layers)
@@ -274,9 +364,9 @@ def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words,
 
 
 def test_bf16_is_refused_on_a_cpu_that_would_emulate_it(tiny, monkeypatch):
-    import tokdist_core.distill as distill
+    from tokdist_core.training import config
 
-    monkeypatch.setattr(distill, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(config, "cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ValueError, match="emulated and slower than fp32"):
         DistillationConfig(mixed_precision="bf16").validate(tiny)
     DistillationConfig(mixed_precision="no").validate(tiny)

@@ -17,7 +17,8 @@ from typing import Any
 # public name -> module that defines it
 _EXPORTS = {
     "TokenDistillation": "api", "Comparison": "api", "Skipped": "api", "OUTPUT_POLICIES": "api",
-    "DistillationConfig": "distill", "StepRecord": "distill",
+    "DistillationConfig": "training", "StepRecord": "training", "OutputPolicy": "training",
+    "FieldSpec": "training", "config_fields": "training",
     "NewTokenRows": "rows",
     "HFDataSource": "contexts", "WordContexts": "contexts", "CorpusError": "contexts", "bundled_available": "contexts",
     "GENSIM_HINT": "contexts", "BundledSource": "contexts", "FileSource": "contexts", "GeneratedSource": "contexts",

@@ -14,7 +14,6 @@ import torch
 from . import contexts as corpus
 from . import estimate
 from .cancel import Cancelled
-from .distill import DistillationConfig, StepRecord, TeacherCache, fit_output_rows
 from .estimate import JobEstimate
 from .evaluate import (
     METRICS,
@@ -30,16 +29,22 @@ from .methods import METHOD_NAMES, MethodContext, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .rows import NewTokenRows
 from .snippet import Snippet
+from .training import (
+    OUTPUT_POLICIES,  # noqa: F401  (public here for ui and cli; derived from OutputPolicy)
+    DistillationConfig,
+    OutputPolicy,
+    StepRecord,
+    TeacherCache,
+    new_output_rows,
+)
 from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list, split_word
 
-OUTPUT_POLICIES = ("ntp", "zero", "subword_mean")
 Progress = Callable[[float, str], None]
 _NO_WORDS = "no words given: pass at least one word (blank entries are ignored)"
 
 
-def _check_output_policy(policy: str) -> None:
-    if policy not in OUTPUT_POLICIES:
-        raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {policy!r}")
+def _check_output_policy(policy: OutputPolicy | str) -> None:
+    OutputPolicy.parse(policy)  # ValueError naming OUTPUT_POLICIES
 
 
 @dataclass
@@ -149,24 +154,11 @@ class TokenDistillation:
         return heldout_metrics(self.lm, list(rows), heldout, target_layer, cancel=cancel)
 
     # -- training -----------------------------------------------------------------------------------
-    def output_rows(self, splits: Sequence[WordSplit], train: Sequence[Snippet], policy: str,
+    def output_rows(self, splits: Sequence[WordSplit], train: Sequence[Snippet], policy: OutputPolicy | str,
                     config: DistillationConfig, cache: TeacherCache | None = None,
                     cancel: threading.Event | None = None) -> torch.Tensor | None:
         """New LM-head rows for untied models (None for tied ones, which share the input rows)."""
-        if self.lm.tied:
-            return None
-        if policy not in OUTPUT_POLICIES:
-            raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {policy!r}")
-        head = self.lm.model.get_output_embeddings().weight.detach()
-        mean = torch.stack([head[list(s.ids)].float().mean(0) for s in splits])
-        if policy == "zero":
-            return torch.zeros_like(mean)
-        if policy == "subword_mean" or not train:
-            return mean
-        if cache is None or not cache.with_final:
-            cache = TeacherCache(self.lm, train, [s.word for s in splits], config.target_layer, with_final=True,
-                                 mixed_precision=config.mixed_precision, cancel=cancel)
-        return fit_output_rows(self.lm, cache, mean, cancel=cancel)
+        return new_output_rows(self.lm, splits, train, policy, config, cache, cancel)
 
     def train(self, splits: Sequence[WordSplit], train: Sequence[Snippet], methods: Sequence[str] = ("tokdist",),
               training: DistillationConfig | None = None, output_policy: str = "ntp",
@@ -176,8 +168,7 @@ class TokenDistillation:
         """Run each method; a cancel keeps the methods that finished and reports where it stopped."""
         config = training or DistillationConfig()
         config.validate(self.lm)
-        if output_policy not in OUTPUT_POLICIES:
-            raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {output_policy!r}")
+        _check_output_policy(output_policy)
         chosen = [get_method(m) for m in dict.fromkeys(methods)]
         if not chosen:
             raise ValueError("choose at least one method")

@@ -190,7 +190,7 @@ def _check_inputs(args: argparse.Namespace) -> list[str]:
 # -- training helpers -------------------------------------------------------------------------------
 
 def _config(args: argparse.Namespace):
-    from .distill import DistillationConfig
+    from .training import DistillationConfig
 
     return DistillationConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                               target_layer=args.target_layer, seed=args.seed, mixed_precision=args.mixed_precision)

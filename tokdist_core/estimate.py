@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from .contexts import GENERATE_BATCH
-from .distill import TEACHER_BATCH_TOKENS
 from .forward import autocast_for
 from .models import LoadedModel
 from .snippet import Snippet
+from .training import TEACHER_BATCH_TOKENS
 
 # Forward + input-gradient backward of the frozen student: about two forwards of work, two passes.
 STUDENT_PASSES = 2

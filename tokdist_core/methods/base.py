@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..distill import DistillationConfig, StepRecord, TeacherCache
 from ..models import LoadedModel
 from ..snippet import Snippet
+from ..training import DistillationConfig, StepRecord, TeacherCache
 from ..vocab import WordSplit
 
 

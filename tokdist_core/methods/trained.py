@@ -6,9 +6,7 @@ tokenization). `tokdist_antp`: Token Distillation plus next-token CE auto-weight
 
 from dataclasses import replace
 
-import torch
-
-from ..distill import DistillationTrainer
+from ..training import DistillationTrainer, subword_mean_output_rows
 from .base import REGISTRY, MethodContext, MethodOutput, register, subword_rows
 
 
@@ -20,7 +18,7 @@ def _train(ctx: MethodContext, name: str) -> MethodOutput:
     cache = ctx.teacher_cache(with_final="ntp" in losses)
     init = subword_rows(ctx)
     # Untied heads hold their new output rows fixed at the subword mean while input rows train.
-    output_rows = None if ctx.lm.tied else _output_subword_mean(ctx)
+    output_rows = None if ctx.lm.tied else subword_mean_output_rows(ctx.lm, ctx.splits)
     trainer = DistillationTrainer(ctx.lm, ctx.words, config, cache, output_rows=output_rows)
     history = []
 
@@ -34,11 +32,6 @@ def _train(ctx: MethodContext, name: str) -> MethodOutput:
     for i, word in enumerate(ctx.words):
         rows[i] = result.rows[word]
     return MethodOutput(rows=rows, history=history, seconds=result.seconds + cache.seconds)
-
-
-def _output_subword_mean(ctx: MethodContext) -> torch.Tensor:
-    head = ctx.lm.model.get_output_embeddings().weight.detach()
-    return torch.stack([head[list(s.ids)].float().mean(0) for s in ctx.splits])
 
 
 @register("ntp", label="NTP", description="Subword-mean start, then next-token prediction on the snippets (new row only).",
