@@ -68,31 +68,23 @@ def _aligned_index(snippets: Sequence[Snippet], student: bool) -> tuple[list[int
 
 
 @torch.no_grad()
-def _teacher(lm: LoadedModel, snippets: Sequence[Snippet]) -> _Aligned:
-    pad = lm.tokenizer.pad_token_id or 0
-    ids, mask = _pad([list(s.token_ids) for s in snippets], pad)
-    ids, mask = ids.to(lm.device), mask.to(lm.device)
+def _aligned(lm: LoadedModel, snippets: Sequence[Snippet], student: bool, **inputs: torch.Tensor) -> _Aligned:
+    """A full forward, keeping every layer's states and the next-token log-probs at the aligned positions."""
     with autocast_for(lm.device):
-        out = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-    r, c = _aligned_index(snippets, student=False)
-    return _Aligned(
-        hidden=[h[r, c].float() for h in out.hidden_states],
-        log_probs=F.log_softmax(out.logits[r, c].float(), -1),
-        owner=r,
-    )
+        out = lm.model(**inputs, output_hidden_states=True, use_cache=False)
+    r, c = _aligned_index(snippets, student=student)
+    return _Aligned(hidden=[h[r, c].float() for h in out.hidden_states],
+                    log_probs=F.log_softmax(out.logits[r, c].float(), -1), owner=r)
 
 
-@torch.no_grad()
+def _teacher(lm: LoadedModel, snippets: Sequence[Snippet]) -> _Aligned:
+    ids, mask = _pad([list(s.token_ids) for s in snippets], lm.tokenizer.pad_token_id or 0)
+    return _aligned(lm, snippets, False, input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
+
+
 def _student(lm: LoadedModel, snippets: Sequence[Snippet], rows: NewTokenRows) -> _Aligned:
     embeds, mask = _student_embeds(lm, snippets, rows)
-    with autocast_for(lm.device):
-        out = lm.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
-    r, c = _aligned_index(snippets, student=True)
-    return _Aligned(
-        hidden=[h[r, c].float() for h in out.hidden_states],
-        log_probs=F.log_softmax(out.logits[r, c].float(), -1),
-        owner=r,
-    )
+    return _aligned(lm, snippets, True, inputs_embeds=embeds, attention_mask=mask)
 
 
 def norm_percentile(lm: LoadedModel, row: torch.Tensor) -> float:

@@ -31,6 +31,11 @@ EXAMPLES = [
     ["Krankenwagen, Zeitgeist", True, "generated", 8, 4, 32, ["subword_mean", "tokdist"], 6, 8, 0.01],
 ]
 
+# The tabs in the order a user thinks: (id, title, module with build/wire).
+TABS = (("words", "Words", words), ("contexts", "Contexts", contexts), ("distill", "Distill", distill),
+        ("compare", "Compare", compare), ("generate", "Generate", generate), ("lens", "Lens", lens),
+        ("export", "Export", export))
+
 EXAMPLE_LABELS = [
     "Schopenhauer, Andorra · quick demo",
     "Tarkovsky · every trained method",
@@ -63,21 +68,12 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
             gr.Markdown(f"<small>Model **{H.esc(lm.name)}** ({lm.num_layers} layers, hidden size {lm.hidden_size}, "
                         f"{'tied' if lm.tied else 'untied'} embeddings) on **{H.esc(device_label(lm))}**. "
                         "Each browser tab keeps its own words and results; the shared model is never changed.</small>")
+        built = {}
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("1 · Words", id="words", elem_id="tab-words"):
-                w = words.build(rt)
-            with gr.Tab("2 · Contexts", id="contexts", elem_id="tab-contexts"):
-                c = contexts.build(rt)
-            with gr.Tab("3 · Distill", id="distill", elem_id="tab-distill"):
-                d = distill.build(rt)
-            with gr.Tab("4 · Compare", id="compare", elem_id="tab-compare"):
-                cmp = compare.build(rt)
-            with gr.Tab("5 · Generate", id="generate", elem_id="tab-generate"):
-                g = generate.build(rt)
-            with gr.Tab("6 · Lens", id="lens", elem_id="tab-lens"):
-                lz = lens.build(rt)
-            with gr.Tab("7 · Export", id="export", elem_id="tab-export"):
-                ex = export.build(rt)
+            for number, (key, title, module) in enumerate(TABS, start=1):
+                with gr.Tab(f"{number} · {title}", id=key, elem_id=f"tab-{key}"):
+                    built[key] = module.build(rt)
+        w, c, d, cmp, g, lz, ex = (built[key] for key, _, _ in TABS)
         with w.examples_slot:
             gr.Examples(
                 EXAMPLES,

@@ -177,10 +177,9 @@ def compare_views(td: TokenDistillation, split: WordSplit, k: int, state: Sessio
 
 def build(rt: Runtime) -> CompareTab:  # noqa: ARG001
     gr.Markdown(INTRO, elem_classes="td-help")
-    with gr.Row():
-        word = gr.Dropdown(choices=[], label="Word for neighbours and the map", allow_custom_value=True, scale=2)
-        neighbours = W.Slider(3, MAX_NEIGHBOURS, value=8, step=1, label="Neighbours per method", scale=2)
-        button = gr.Button("Compare methods", variant="primary", elem_id="compare-btn", scale=1)
+    word, neighbours, button = W.picker_row("Word for neighbours and the map",
+                                            (3, MAX_NEIGHBOURS, 8, "Neighbours per method"),
+                                            ("Compare methods", "compare-btn"))
     summary = gr.Markdown()
     metrics = gr.HTML(H.empty("Train in the Distill tab, then press 'Compare methods'."), elem_id="metrics-table")
     with gr.Accordion("What do these numbers mean?", open=False):
@@ -192,8 +191,7 @@ def build(rt: Runtime) -> CompareTab:  # noqa: ARG001
     gr.Markdown("<small>A flat map of the embedding space: ★ stars are the new rows (one per method), black squares "
                 "the word's original pieces, grey dots the existing tokens closest to a new row.</small>")
     losses = gr.Plot(empty_figure("All loss curves appear here."), label="Loss curves")
-    with gr.Accordion("Details (JSON, as returned by the /compare API)", open=False):
-        details = gr.JSON()
+    details = W.api_details("compare")
     return CompareTab(word, neighbours, button, summary, metrics, neighbour_view, pca, losses, details)
 
 

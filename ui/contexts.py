@@ -265,8 +265,7 @@ def build(rt: Runtime) -> ContextsTab:  # noqa: ARG001 - same signature as the o
     button = gr.Button("Find contexts", variant="primary", elem_id="contexts-btn")
     summary = gr.Markdown()
     view = gr.HTML(H.empty("Press 'Find contexts' after splitting your words."))
-    with gr.Accordion("Details (JSON, as returned by the /contexts API)", open=False):
-        details = gr.JSON()
+    details = W.api_details("contexts")
     return ContextsTab(source, files, hf_name, snippets, heldout, snippet_len, seed, button, summary, view, details)
 
 

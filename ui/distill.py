@@ -354,8 +354,7 @@ def build(rt: Runtime) -> DistillTab:
                    elem_id="loss-plot")
     gr.Markdown("<small>Lower is better: the loss measures how far the student's internal states still are from "
                 "the teacher's. It jumps around because every step sees different snippets; the trend matters.</small>")
-    with gr.Accordion("Details (JSON, as returned by the /distill API)", open=False):
-        details = gr.JSON()
+    details = W.api_details("distill")
     return DistillTab(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
                       run, stop_btn,
                       device, status, progress, plot, details)

@@ -211,14 +211,18 @@ def _prune(root: Path, now: float) -> int:
     return sum(_remove(e.path) for e in _exports(root) if _stale(e, now))
 
 
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The folder's entries, or none when it is missing or unreadable."""
+    try:
+        return list(os.scandir(folder))
+    except OSError:
+        return []
+
+
 def _clean_legacy(now: float) -> int:
     """Folders of the earlier layout (<tmp>/tokdist-exports/<method>-xxxx): only needed during their request."""
     removed = 0
-    try:
-        entries = list(os.scandir(LEGACY_ROOT))
-    except OSError:
-        return 0
-    for entry in entries:
+    for entry in _entries(LEGACY_ROOT):
         try:
             if now - entry.stat(follow_symlinks=False).st_mtime > EXPORT_MIN_KEEP_S:
                 removed += _remove(Path(entry.path))
@@ -232,11 +236,7 @@ def _clean_gradio_copies(cache: Path, now: float) -> int:
     files) that a killed process never deleted; older than EXPORT_MAX_AGE_S, so no live server still serves them
     (Gradio's own delete_cache removes them after 1-2 h)."""
     removed = 0
-    try:
-        entries = list(os.scandir(cache))
-    except OSError:
-        return 0
-    for entry in entries:
+    for entry in _entries(cache):
         if not _GRADIO_HASH_DIR_RE.match(entry.name) or not entry.is_dir(follow_symlinks=False):
             continue
         try:
@@ -415,8 +415,7 @@ def build(rt: Runtime) -> ExportTab:  # noqa: ARG001
                              elem_id="rows-files")
         model_zip = gr.File(label="Full model + tokenizer (zip)", interactive=False)
     code = gr.Code(language="python", label="Python snippet that reproduces this run", interactive=False)
-    with gr.Accordion("Details (JSON, as returned by the /export API)", open=False):
-        details = gr.JSON()
+    details = W.api_details("export")
     return ExportTab(method, include_model, button, rows_files, model_zip, code, details)
 
 

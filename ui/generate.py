@@ -132,8 +132,7 @@ def build(rt: Runtime) -> GenerateTab:  # noqa: ARG001
         seed = W.Number(value=0, precision=0, label="Seed", minimum=0, scale=1)
     button = gr.Button("Generate", variant="primary", elem_id="generate-btn")
     view = gr.HTML(H.empty("Train first, then generate."))
-    with gr.Accordion("Details (JSON, as returned by the /generate API)", open=False):
-        details = gr.JSON()
+    details = W.api_details("generate")
     return GenerateTab(prompt, methods, max_new_tokens, temperature, seed, button, view, details)
 
 

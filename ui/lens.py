@@ -89,15 +89,12 @@ def lens_views(td: TokenDistillation, split: WordSplit, snip: Snippet, n: int, p
 
 def build(rt: Runtime) -> LensTab:  # noqa: ARG001
     gr.Markdown(INTRO, elem_classes="td-help")
-    with gr.Row():
-        word = gr.Dropdown(choices=[], label="Word", allow_custom_value=True, scale=2)
-        snippet = W.Slider(1, MAX_APP_SNIPPETS, value=1, step=1, label="Snippet number", scale=2)
-        button = gr.Button("Look inside", variant="primary", elem_id="lens-btn", scale=1)
+    word, snippet, button = W.picker_row("Word", (1, MAX_APP_SNIPPETS, 1, "Snippet number"),
+                                         ("Look inside", "lens-btn"))
     snippet_view = gr.HTML()
     plot = gr.Plot(empty_figure("Train first, then press 'Look inside'."), label="Per-layer similarity")
     table = gr.HTML()
-    with gr.Accordion("Details (JSON, as returned by the /lens API)", open=False):
-        details = gr.JSON()
+    details = W.api_details("lens")
     return LensTab(word, snippet, button, snippet_view, plot, table, details)
 
 

@@ -79,3 +79,20 @@ class CheckboxGroup(gr.CheckboxGroup):
             raise gr.Error(f"{_name(self)}: unknown choice(s) {', '.join(map(repr, unknown))}; "
                            f"choose from {', '.join(map(str, known))}.")
         return super().preprocess(payload)
+
+
+def api_details(api_name: str) -> gr.JSON:
+    """A closed accordion with the JSON an API client of `/api_name` gets (every tab has one)."""
+    with gr.Accordion(f"Details (JSON, as returned by the /{api_name} API)", open=False):
+        return gr.JSON()
+
+
+def picker_row(word_label: str, slider: tuple[int, int, int, str], button: tuple[str, str]
+               ) -> tuple[gr.Dropdown, Slider, gr.Button]:
+    """The row above a per-word view: which word, one number (min, max, value, label), and the button."""
+    low, high, value, label = slider
+    with gr.Row():
+        word = gr.Dropdown(choices=[], label=word_label, allow_custom_value=True, scale=2)
+        number = Slider(low, high, value=value, step=1, label=label, scale=2)
+        action = gr.Button(button[0], variant="primary", elem_id=button[1], scale=1)
+    return word, number, action

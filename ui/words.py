@@ -144,8 +144,7 @@ def build(rt: Runtime) -> WordsTab:
         run_all = gr.Button("▶ Run steps 1–4 in one go", elem_id="run-all-btn", scale=2)
     summary = gr.Markdown()
     view = gr.HTML(H.empty("Press 'Split into subwords' to see how the model cuts your words."))
-    with gr.Accordion("Details (JSON, as returned by the /split API)", open=False):
-        details = gr.JSON()
+    details = W.api_details("split")
     return WordsTab(words, model, mid_sentence, button, run_all, examples_slot, view, summary, details)
 
 
