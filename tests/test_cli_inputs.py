@@ -161,16 +161,21 @@ def test_help_does_not_import_torch(argv):
 def test_cli_copies_of_library_constants_match():
     from tokdist_core import api, contexts, forward, models
     from tokdist_core.methods import METHOD_NAMES
-    from tokdist_core.training import DistillationConfig
+    from tokdist_core.training import DistillationConfig, config_fields
 
     assert cli.METHODS == METHOD_NAMES
-    assert cli.PRECISIONS == forward.PRECISIONS
     assert cli.OUTPUT_POLICIES == api.OUTPUT_POLICIES
     assert cli.DEFAULT_MODEL == models.DEFAULT_MODEL
+    # The training flags are not copies: each takes default, bounds and help from its config field.
+    parser = cli.build_parser()
+    distill = next(a for a in parser._actions if a.dest == "command").choices["distill"]
+    actions = {a.dest: a for a in distill._actions}
     defaults = DistillationConfig()
-    assert defaults.epochs == cli.DEFAULT_EPOCHS
-    assert defaults.batch_size == cli.DEFAULT_BATCH_SIZE
-    assert defaults.learning_rate == cli.DEFAULT_LR
+    for spec in config_fields():
+        if spec.name in cli.CONFIG_FLAGS:
+            assert actions[spec.name].default == getattr(defaults, spec.name)
+            assert spec.help in actions[spec.name].help
+    assert actions["mixed_precision"].choices == forward.PRECISIONS
     assert cli.MAX_SNIPPETS_PER_TOKEN == contexts.MAX_SNIPPETS_PER_TOKEN
     assert cli.MAX_SNIPPET_LEN == contexts.MAX_SNIPPET_LEN
 

@@ -364,9 +364,9 @@ def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words,
 
 
 def test_bf16_is_refused_on_a_cpu_that_would_emulate_it(tiny, monkeypatch):
-    from tokdist_core.training import config
+    from tokdist_core import forward
 
-    monkeypatch.setattr(config, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(forward, "cpu_has_fast_bf16", lambda: False)  # validate() looks it up there
     with pytest.raises(ValueError, match="emulated and slower than fp32"):
         DistillationConfig(mixed_precision="bf16").validate(tiny)
     DistillationConfig(mixed_precision="no").validate(tiny)

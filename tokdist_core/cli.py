@@ -16,12 +16,11 @@ from typing import Any
 # Copies of library constants, so that parsing and checking the command line imports no torch.
 # tests/test_cli_inputs.py checks that they match the library.
 METHODS = ("random", "vocab_mean", "subword_mean", "subword_weighted", "ntp", "tokdist", "tokdist_antp")
-PRECISIONS = ("auto", "bf16", "no")
 OUTPUT_POLICIES = ("ntp", "zero", "subword_mean")
 DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_EPOCHS = 8
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_LR = 1e-2
+# DistillationConfig field -> its flags (the losses follow from the method, so they have none).
+CONFIG_FLAGS = {"epochs": ("--epochs",), "batch_size": ("--batch-size",), "learning_rate": ("--lr", "--learning-rate"),
+                "target_layer": ("--target-layer",), "seed": ("--seed",), "mixed_precision": ("--mixed-precision",)}
 MAX_SNIPPETS_PER_TOKEN = 1000
 MAX_SNIPPET_LEN = 1024
 # A new token has at least 2 subwords and needs context around it, so shorter snippets never work.
@@ -192,8 +191,7 @@ def _check_inputs(args: argparse.Namespace) -> list[str]:
 def _config(args: argparse.Namespace):
     from .training import DistillationConfig
 
-    return DistillationConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                              target_layer=args.target_layer, seed=args.seed, mixed_precision=args.mixed_precision)
+    return DistillationConfig(**{name: getattr(args, name) for name in CONFIG_FLAGS})
 
 
 def _data(value: str) -> str | list[str]:
@@ -261,21 +259,50 @@ def _add_common(p: argparse.ArgumentParser, training: bool = True, heldout: bool
     p.add_argument("--snippet-len", type=_int_range(MIN_SNIPPET_LEN, MAX_SNIPPET_LEN), default=50, metavar="TOKENS",
                    help=f"tokens per snippet, the word plus its context, {MIN_SNIPPET_LEN}..{MAX_SNIPPET_LEN}; "
                         "at least the word's subword count + 2 (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="N",
-                   help="passes over the training snippets, 1..1000 (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                   help="snippets per optimizer step, 1..1024 (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="learning rate, in (0, 10] (default: %(default)s)")
-    p.add_argument("--target-layer", type=int, default=-1, metavar="LAYER",
-                   help="hidden state to match: 1..number of layers, or -1 for the last hidden state "
-                        "after the final norm (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for snippet sampling, generation and training (default: %(default)s)")
-    p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
-                   help="auto: bf16 on CUDA, fp32 on CPU; bf16: also on CPU (fast with AVX-512 BF16 or AMX); no: fp32")
+    _add_config_flags(p)
     p.add_argument("--output-policy", default="ntp", choices=OUTPUT_POLICIES,
                    help="new LM-head rows for models with untied embeddings: ntp (fit so the model predicts the word "
                         "where it occurs in the snippets), zero, or subword_mean; tied models share the "
                         "input rows (default: %(default)s)")
+
+
+def _config_type(spec: Any):
+    """argparse type for one DistillationConfig field: converts, then applies the field's own bounds."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = spec.type(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if spec.type is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            spec.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per DistillationConfig field: default, bounds, choices and help come from the field."""
+    from .training.config import config_fields  # imports no torch
+
+    for spec in config_fields():
+        flag = CONFIG_FLAGS.get(spec.name)
+        if flag is None:
+            continue
+        bounds = ""
+        if spec.min is not None and spec.max is not None:
+            bounds = f", in ({spec.min:g}, {spec.max:g}]" if spec.min_exclusive else f", {spec.min:g}..{spec.max:g}"
+        kwargs: dict[str, Any] = {"dest": spec.name, "default": spec.default,
+                                  "help": f"{spec.help}{bounds} (default: %(default)s)"}
+        if spec.choices is not None:
+            kwargs["choices"] = spec.choices
+        else:
+            kwargs["type"] = _config_type(spec)
+            kwargs["metavar"] = "N" if spec.type is int else "X"
+        p.add_argument(*flag, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from .training.config import PRECISIONS
+
 _tap_state = threading.local()
 
 
@@ -61,7 +63,6 @@ def _install_taps(model: PreTrainedModel) -> None:
     decoder._tokdist_taps = True
 
 
-PRECISIONS = ("auto", "bf16", "no")
 
 
 def autocast_dtype(device: torch.device, mixed_precision: str = "auto") -> torch.dtype | None:

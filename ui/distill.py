@@ -21,6 +21,7 @@ from tokdist_core import (
     NewTokenRows,
     StepRecord,
     TokenDistillation,
+    config_fields,
     format_seconds,
 )
 
@@ -40,9 +41,11 @@ It nudges the new row until the student's internal states match the teacher's. O
 the model itself stays frozen. The other methods are simpler starting points to compare against.
 """
 DEFAULT_METHODS = ["random", "subword_mean", "tokdist"]
-PRECISION_CHOICES = [("Automatic: bf16 on a GPU, fp32 on a CPU", "auto"),
-                     ("bf16: about 1.3x faster on CPUs with AVX-512 BF16 or AMX", "bf16"),
-                     ("fp32 everywhere", "no")]
+PRECISION_LABELS = {"auto": "Automatic: bf16 on a GPU, fp32 on a CPU",
+                    "bf16": "bf16: about 1.3x faster on CPUs with AVX-512 BF16 or AMX", "no": "fp32 everywhere"}
+# The values are the config field's choices; the app only words them for people.
+PRECISION_CHOICES = [(PRECISION_LABELS[value], value)
+                     for value in next(s.choices for s in config_fields() if s.name == "mixed_precision")]
 UPDATE_EVERY_S = 0.5  # how often the page is refreshed while training
 
 
@@ -331,18 +334,24 @@ def build(rt: Runtime) -> DistillTab:
             gr.Markdown("\n".join(f"- **{REGISTRY[m].label}**: {REGISTRY[m].description}" for m in METHOD_NAMES),
                         elem_classes="td-help")
         with gr.Column(scale=2):
-            epochs = W.Slider(1, MAX_APP_EPOCHS, value=8, step=1, label="Epochs (passes over the snippets)",
-                               elem_id="epochs")
-            learning_rate = W.Number(value=0.01, label="Learning rate", info="0.01 works well for a few words.")
-            batch_size = W.Slider(1, MAX_APP_BATCH, value=16, step=1, label="Batch size (snippets per step)",
-                                   elem_id="batch-size")
+            # Defaults, bounds and help from the config's fields; the app caps the upper bounds.
+            field = {spec.name: spec for spec in config_fields()}
+            epochs = W.Slider(field["epochs"].min, min(MAX_APP_EPOCHS, field["epochs"].max),
+                              value=field["epochs"].default, step=1, label="Epochs (passes over the snippets)",
+                              elem_id="epochs")
+            learning_rate = W.Number(value=field["learning_rate"].default, label="Learning rate",
+                                     info=f"{field['learning_rate'].help}; "
+                                          f"{field['learning_rate'].default:g} works well for a few words.")
+            batch_size = W.Slider(field["batch_size"].min, min(MAX_APP_BATCH, field["batch_size"].max),
+                                  value=field["batch_size"].default, step=1, label="Batch size (snippets per step)",
+                                  elem_id="batch-size")
             target_layer = gr.Dropdown([("last (after the final norm)", -1)] + [(f"layer {i}", i) for i in range(1, layers)],
-                                       value=-1, label="Target layer",
+                                       value=field["target_layer"].default, label="Target layer",
                                        info="Which internal layer's states must match the original ones.")
             output_policy = gr.Radio(list(OUTPUT_POLICIES), value="ntp", label="Output rows (untied models only)",
                                      info="SmolLM2 shares input and output rows, so this does not matter there.")
-            seed = W.Number(value=0, precision=0, label="Training seed", minimum=0)
-            precision = gr.Radio(PRECISION_CHOICES, value="auto", label="Number precision",
+            seed = W.Number(value=field["seed"].default, precision=0, label="Training seed", minimum=0)
+            precision = gr.Radio(PRECISION_CHOICES, value=field["mixed_precision"].default, label="Number precision",
                                  info="bf16 halves the bits per number: faster, with results within noise.")
     device = gr.Markdown(_runs_on(rt, lm) if lm is not None else "")
     with gr.Row():

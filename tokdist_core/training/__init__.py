@@ -7,21 +7,28 @@
     output_rows  OutputPolicy and the new LM-head rows of untied models
 """
 
-from .batching import SPLIT_MIN_SAVED_TOKENS
-from .config import LOSSES, DistillationCancelled, DistillationConfig, FieldSpec, StepRecord, config_fields
-from .output_rows import (
-    OUTPUT_POLICIES,
-    OutputPolicy,
-    fit_output_rows,
-    new_output_rows,
-    subword_mean_output_rows,
-)
-from .teacher import TEACHER_BATCH_TOKENS, TeacherCache
-from .trainer import DistillationTrainer, TrainResult, masked_mse
+from __future__ import annotations
 
-__all__ = [
-    "LOSSES", "OUTPUT_POLICIES", "SPLIT_MIN_SAVED_TOKENS", "TEACHER_BATCH_TOKENS",
-    "DistillationCancelled", "DistillationConfig", "DistillationTrainer", "FieldSpec", "OutputPolicy",
-    "StepRecord", "TeacherCache", "TrainResult",
-    "config_fields", "fit_output_rows", "masked_mse", "new_output_rows", "subword_mean_output_rows",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use: `config` imports no torch, so the command line reads the fields' metadata without it.
+_EXPORTS = {
+    "LOSSES": "config", "PRECISIONS": "config", "DistillationCancelled": "config", "DistillationConfig": "config",
+    "FieldSpec": "config", "StepRecord": "config", "config_fields": "config",
+    "SPLIT_MIN_SAVED_TOKENS": "batching",
+    "OUTPUT_POLICIES": "output_rows", "OutputPolicy": "output_rows", "fit_output_rows": "output_rows",
+    "new_output_rows": "output_rows", "subword_mean_output_rows": "output_rows",
+    "TEACHER_BATCH_TOKENS": "teacher", "TeacherCache": "teacher",
+    "DistillationTrainer": "trainer", "TrainResult": "trainer", "masked_mse": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -18,13 +18,17 @@ import functools
 import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cancel import Cancelled
-from ..forward import PRECISIONS, cpu_has_fast_bf16, resolve_layer
-from ..models import LoadedModel
 
+if TYPE_CHECKING:
+    from ..models import LoadedModel
+
+# This module imports no torch: the command line reads the fields' defaults, bounds and help before any
+# heavy import. The checks that need the model import what they need when they run.
 LOSSES = ("distill", "ntp")
+PRECISIONS = ("auto", "bf16", "no")  # "auto": bf16 autocast on CUDA, fp32 on CPU
 
 
 class DistillationCancelled(Cancelled):
@@ -60,6 +64,8 @@ class DistillationConfig:
         for spec in config_fields():
             spec.check(getattr(self, spec.name))
         if lm is not None:
+            from ..forward import cpu_has_fast_bf16, resolve_layer
+
             resolve_layer(lm.model, self.target_layer)
             if self.mixed_precision == "bf16" and lm.device.type == "cpu" and not cpu_has_fast_bf16():
                 raise ValueError("mixed_precision='bf16' on this CPU would be emulated and slower than fp32 "
