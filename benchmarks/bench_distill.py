@@ -24,13 +24,12 @@ from benchmarks.common import (
     matmul_peak_gflops,
     peak_memory_mb,
 )
+from tokdist_core import snippets_of
 from tokdist_core.api import TokenDistillation
 from tokdist_core.estimate import layer_flops_per_token
-from tokdist_core.evaluate import heldout_metrics
 from tokdist_core.forward import PRECISIONS, autocast_dtype, autocast_for
-from tokdist_core.methods import METHOD_NAMES, MethodContext, get_method
-from tokdist_core.rows import NewTokenRows
-from tokdist_core.training import DistillationConfig, DistillationTrainer, TeacherCache
+from tokdist_core.methods import METHOD_NAMES
+from tokdist_core.training import DistillationConfig
 
 
 def _snippets(td, words, snippets_per_token, snippet_len, seed, heldout=0):
@@ -38,29 +37,27 @@ def _snippets(td, words, snippets_per_token, snippet_len, seed, heldout=0):
     splits, _ = td.prepare_words(words)
     contexts = td.contexts(splits, "bundled", snippets_per_token, heldout, snippet_len, seed)
     splits = [s for s in splits if len(contexts[s.word].train) == snippets_per_token]
-    return splits, contexts, [sn for s in splits for sn in contexts[s.word].train]
+    return splits, contexts, snippets_of(contexts, splits)
 
 
 def _run(td, words, snippets_per_token, snippet_len, config, heldout=0):
+    """Token Distillation through the facade (teacher included); with held-out snippets, also evaluated
+    against the subword mean (outside the timing)."""
     splits, contexts, train = _snippets(td, words, snippets_per_token, snippet_len, config.seed, heldout)
     start = time.perf_counter()
-    cache = TeacherCache(td.lm, train, [s.word for s in splits], config.target_layer, with_final=False,
-                         mixed_precision=config.mixed_precision)
-    teacher_s = time.perf_counter() - start
-    ctx = MethodContext(lm=td.lm, splits=splits, train_snippets=train, config=config)
-    init = get_method("subword_mean").run(ctx).rows
-    trainer = DistillationTrainer(td.lm, [s.word for s in splits], config, cache)
-    result = trainer.train(init)
+    outcome = td.train(splits, train, ["tokdist"], config)
     if td.lm.device.type == "cuda":
         torch.cuda.synchronize()
     total_s = time.perf_counter() - start
+    if heldout:
+        outcome.metrics = td.evaluate([td.train(splits, train, ["subword_mean"], config).rows["subword_mean"],
+                                       outcome.rows["tokdist"]], snippets_of(contexts, splits, "heldout"))
     teacher_tokens = sum(len(s.token_ids) for s in train)
-    student_tokens = result.tokens_seen
-    return splits, contexts, train, result, teacher_s, total_s, teacher_tokens, student_tokens
+    return splits, train, outcome, total_s, teacher_tokens, outcome.tokens_seen["tokdist"]
 
 
 def _straightforward_seconds(lm, splits, train, mixed_precision: str, batch_size: int = 16) -> float:
-    """DESIGN.md's reference loop: teacher recomputed every step, full forward with the LM head on both
+    """The reference loop of docs/method.md: teacher recomputed every step, full forward with the LM head on both
     passes, the whole (resized) embedding matrix trained with dense gradients and AdamW state. It runs
     under the same autocast setting as the timed configuration, so the speedup compares like with like."""
     model = copy.deepcopy(lm.model)  # resized and trained here; the shared model stays untouched
@@ -102,15 +99,15 @@ def _straightforward_seconds(lm, splits, train, mixed_precision: str, batch_size
 
 def _throughput(td, words, snippets_per_token, snippet_len, config, flops_tok, peak, repeats=1) -> dict:
     runs = [_run(td, words, snippets_per_token, snippet_len, config) for _ in range(repeats)]
-    seconds = [r[5] for r in runs]
-    splits, _, train, result, teacher_s, total_s, t_tok, s_tok = min(runs, key=lambda r: r[5])
+    seconds = [r[3] for r in runs]
+    splits, train, outcome, _, t_tok, s_tok = min(runs, key=lambda r: r[3])
     median = statistics.median(seconds)
     useful = flops_tok * (t_tok + 2 * s_tok)
     return {
         "words": len(splits), "snippets": len(train), "snippet_len": snippet_len, "batch_size": config.batch_size,
         "teacher_tokens": t_tok, "student_tokens": s_tok,
         "seconds_median": round(median, 2), "seconds_best": round(min(seconds), 2),
-        "seconds_runs": [round(x, 2) for x in seconds], "teacher_seconds_best_run": round(teacher_s, 2),
+        "seconds_runs": [round(x, 2) for x in seconds], "teacher_seconds_best_run": round(outcome.teacher_seconds, 2),
         "snippets_per_s": round(len(train) / median, 2), "tokens_per_s": round((t_tok + s_tok) / median, 1),
         "useful_tflop": round(useful / 1e12, 3), "useful_gflop_per_s": round(useful / median / 1e9, 1),
         "fraction_of_matmul_peak": round(useful / median / 1e9 / peak, 3),
@@ -129,7 +126,7 @@ def main() -> None:
     parser.add_argument("--throughput-batch", type=int, default=64)
     parser.add_argument("--skip-one-word", action="store_true", help="skip the converged one-word run")
     parser.add_argument("--skip-straightforward", action="store_true",
-                        help="skip timing DESIGN.md's straightforward reference loop on the paper configuration")
+                        help="skip timing the straightforward reference loop (docs/method.md) on the paper configuration")
     args = parser.parse_args()
     if args.repeats < 1 or args.throughput_words < 0 or args.throughput_batch < 1:
         parser.error("--repeats and --throughput-batch must be >= 1, --throughput-words >= 0")
@@ -164,20 +161,12 @@ def main() -> None:
     if not args.skip_one_word:
         # One word to convergence with the defaults, then held-out MSE against the subword mean.
         default = DistillationConfig(mixed_precision=args.mixed_precision)
-        splits1, contexts1, train1, result1, teacher1, total1, _, _ = _run(td, ["Schopenhauer"], 25, 50, default,
-                                                                           heldout=10)
-        words1 = [s.word for s in splits1]
-        heldout = contexts1[words1[0]].heldout
-        sub = get_method("subword_mean").run(
-            MethodContext(lm=td.lm, splits=splits1, train_snippets=train1, config=default)).rows
-        metrics = heldout_metrics(td.lm, [NewTokenRows("subword_mean", words1, sub),
-                                          NewTokenRows("tokdist", words1,
-                                                       torch.stack([result1.rows[w] for w in words1]))],
-                                  heldout)
+        splits1, train1, outcome1, total1, _, _ = _run(td, ["Schopenhauer"], 25, 50, default, heldout=10)
+        word, metrics = splits1[0].word, outcome1.metrics
         out["one_word_converged"] = {
-            "word": words1[0], "snippets": len(train1), "config": default.to_dict(), "seconds": round(total1, 2),
-            "heldout_mse_subword_mean": round(metrics["subword_mean"][words1[0]]["hidden_mse"], 4),
-            "heldout_mse_tokdist": round(metrics["tokdist"][words1[0]]["hidden_mse"], 4),
+            "word": word, "snippets": len(train1), "config": default.to_dict(), "seconds": round(total1, 2),
+            "heldout_mse_subword_mean": round(metrics["subword_mean"][word]["hidden_mse"], 4),
+            "heldout_mse_tokdist": round(metrics["tokdist"][word]["hidden_mse"], 4),
         }
     out["memory"] = peak_memory_mb(device)
     out["methods"] = list(METHOD_NAMES)

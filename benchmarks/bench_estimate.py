@@ -12,7 +12,7 @@ import argparse
 import time
 
 from benchmarks.common import PAPER_WORDS, emit, environment
-from tokdist_core import estimate
+from tokdist_core import estimate, snippets_of
 from tokdist_core.api import TokenDistillation
 from tokdist_core.training import DistillationConfig
 
@@ -29,14 +29,13 @@ def _timed_training(td: TokenDistillation, case: tuple) -> dict:
     _, words, n_train, n_held, length, methods, epochs, batch = case
     splits, _ = td.prepare_words(words)
     contexts = td.contexts(splits, "bundled", n_train, n_held, length, 0)
-    train = [sn for s in splits for sn in contexts[s.word].train]
-    heldout = [sn for s in splits for sn in contexts[s.word].heldout]
+    train = snippets_of(contexts, splits)
+    heldout = snippets_of(contexts, splits, "heldout")
     config = DistillationConfig(epochs=epochs, batch_size=batch)
     before = td.estimate_training(train, heldout, methods, config)
     correction = estimate._speed(td.lm).correction  # the start value, then learned from the cases before
     start = time.perf_counter()
-    rows, _, _, _ = td.train(splits, train, methods, config)
-    td.evaluate(list(rows.values()), heldout, config.target_layer)
+    td.train(splits, train, methods, config, heldout=heldout)
     real = time.perf_counter() - start
     td.record_job_time(before, real)
     after = td.estimate_training(train, heldout, methods, config)

@@ -254,7 +254,7 @@ def test_output_policy_enum_and_the_new_output_rows(tokenizer, tiny, two_words):
     assert fitted.shape == mean.shape and not torch.allclose(fitted, mean)
     td = TokenDistillation(lm)
     torch.testing.assert_close(td.output_rows(splits, snippets, OutputPolicy.NTP, config), fitted)
-    rows = td.train(splits, snippets, ["subword_mean"], output_policy=OutputPolicy.ZERO)[0]["subword_mean"]
+    rows = td.train(splits, snippets, ["subword_mean"], output_policy=OutputPolicy.ZERO).rows["subword_mean"]
     assert torch.equal(rows.output_rows, torch.zeros_like(mean))
     with pytest.raises(ValueError, match="output policy must be one of"):
         td.train(splits, snippets, ["subword_mean"], output_policy="bogus")
@@ -381,15 +381,30 @@ def test_cancel_stops_the_teacher_and_the_evaluation(tiny, two_words):
     cancel.set()
     with pytest.raises(DistillationCancelled, match="preparing the teacher"):
         TeacherCache(tiny, snippets, [s.word for s in splits], -1, with_final=False, cancel=cancel)
-    rows = TokenDistillation(tiny).train(splits, snippets, ["subword_mean"])[0]["subword_mean"]
+    rows = TokenDistillation(tiny).train(splits, snippets, ["subword_mean"]).rows["subword_mean"]
     with pytest.raises(Cancelled, match="evaluating"):
         heldout_metrics(tiny, [rows], snippets, cancel=cancel)
     # The facade's train keeps finished methods and says where it stopped.
     cancel_later = threading.Event()
-    out_rows, _, _, stopped = TokenDistillation(tiny).train(
+    outcome = TokenDistillation(tiny).train(
         splits, snippets, ["subword_mean", "tokdist"], DistillationConfig(epochs=50, batch_size=2),
-        callback=lambda record: cancel_later.set() if record.step == 2 else None, cancel=cancel_later)
-    assert list(out_rows) == ["subword_mean"] and "tokdist: stopped after 2 of" in stopped
+        callback=lambda record: cancel_later.set() if record.step == 2 else None, cancel=cancel_later,
+        heldout=snippets)
+    assert list(outcome.rows) == ["subword_mean"] and "tokdist: stopped after 2 of" in outcome.cancelled
+    assert outcome.metrics is None  # a stopped run is not evaluated here
+
+
+def test_train_outcome_reports_rows_histories_times_tokens_and_metrics(tiny, two_words):
+    splits, snippets = two_words
+    outcome = TokenDistillation(tiny).train(splits, snippets, ["subword_mean", "tokdist"],
+                                            DistillationConfig(epochs=2, batch_size=2), heldout=snippets)
+    assert list(outcome.rows) == ["subword_mean", "tokdist"] and outcome.cancelled is None
+    assert len(outcome.histories["tokdist"]) == 2 * 3 and outcome.histories["subword_mean"] == []
+    student_positions = sum(len(s.suffix) + 1 for s in snippets)
+    assert outcome.tokens_seen == {"subword_mean": 0, "tokdist": 2 * student_positions}
+    assert 0 < outcome.teacher_seconds <= outcome.seconds["tokdist"]
+    assert set(outcome.metrics) == {"subword_mean", "tokdist"}
+    assert set(outcome.metrics["tokdist"]) == {s.word for s in splits}
 
 
 def test_estimates_grow_with_the_work_and_learn_from_finished_jobs(tiny, two_words):

@@ -32,7 +32,7 @@ _EXPORTS = {
     "JobEstimate": "estimate", "format_seconds": "estimate",
     "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
     "atomic_path": "export", "parse_hf_spec": "contexts", "Generation": "evaluate",
-    "LOWER_IS_BETTER": "evaluate",
+    "LOWER_IS_BETTER": "evaluate", "snippets_of": "contexts",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -24,8 +24,8 @@ from .evaluate import (
     nearest_neighbours,
     pca_points,
 )
-from .export import estimate_model_bytes, export_model_zip, save_rows
-from .methods import METHOD_NAMES, MethodContext, get_method
+from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
+from .methods import METHOD_NAMES, MethodContext, MethodOutput, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .rows import NewTokenRows
 from .snippet import Snippet
@@ -51,6 +51,25 @@ def _check_output_policy(policy: OutputPolicy | str) -> None:
 class Skipped:
     word: str
     reason: str
+
+
+@dataclass
+class TrainOutcome:
+    """What one `train` call produced: per method its rows, loss history, time and tokens trained on."""
+
+    rows: dict[str, NewTokenRows] = field(default_factory=dict)
+    histories: dict[str, list[StepRecord]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall clock per method, its teacher included
+    tokens_seen: dict[str, int] = field(default_factory=dict)  # student positions, all epochs
+    teacher_seconds: float = 0.0  # building the teacher caches (shared by the methods)
+    metrics: dict[str, dict[str, dict]] | None = None  # method -> word -> held-out metrics, when asked
+    cancelled: str | None = None  # where a cancel stopped the run; finished methods are kept
+
+    def add(self, rows: NewTokenRows, out: MethodOutput, seconds: float) -> None:
+        self.rows[rows.method] = rows
+        self.histories[rows.method] = out.history
+        self.seconds[rows.method] = seconds
+        self.tokens_seen[rows.method] = out.tokens_seen
 
 
 @dataclass
@@ -164,8 +183,12 @@ class TokenDistillation:
               training: DistillationConfig | None = None, output_policy: str = "ntp",
               callback: Callable[[StepRecord], None] | None = None, cancel: threading.Event | None = None,
               on_method_done: Callable[[NewTokenRows, float], None] | None = None,
-              ) -> tuple[dict[str, NewTokenRows], dict[str, list[StepRecord]], dict[str, float], str | None]:
-        """Run each method; a cancel keeps the methods that finished and reports where it stopped."""
+              heldout: Sequence[Snippet] | None = None) -> TrainOutcome:
+        """Run each method, then (with `heldout`) evaluate the finished ones.
+
+        A cancel keeps the methods that finished and says where it stopped (`outcome.cancelled`); a cancel
+        during the evaluation leaves `outcome.metrics` None.
+        """
         config = training or DistillationConfig()
         config.validate(self.lm)
         _check_output_policy(output_policy)
@@ -175,13 +198,12 @@ class TokenDistillation:
         splits = list(splits)
         ctx = MethodContext(lm=self.lm, splits=splits, train_snippets=list(train), config=config,
                             callback=callback, cancel=cancel)
-        rows: dict[str, NewTokenRows] = {}
-        histories: dict[str, list[StepRecord]] = {}
-        seconds: dict[str, float] = {}
+        outcome = TrainOutcome()
         shared_output: torch.Tensor | None = None
         for method in chosen:
             if cancel is not None and cancel.is_set():
-                return rows, histories, seconds, f"cancelled before {method.name}"
+                outcome.cancelled = f"cancelled before {method.name}"
+                break
             start = time.perf_counter()
             try:
                 out = method.run(ctx)
@@ -189,16 +211,21 @@ class TokenDistillation:
                     cache = ctx.teacher_cache(with_final=True) if output_policy == "ntp" and train else None
                     shared_output = self.output_rows(splits, train, output_policy, config, cache, cancel)
             except Cancelled as exc:
-                return rows, histories, seconds, str(exc)
+                outcome.cancelled = str(exc)
+                break
             result = NewTokenRows(method=method.name, words=[s.word for s in splits],
                                   input_rows=out.rows.detach().float().cpu(),
                                   output_rows=None if shared_output is None else shared_output.detach().float().cpu())
-            rows[method.name] = result
-            histories[method.name] = out.history
-            seconds[method.name] = time.perf_counter() - start
+            outcome.add(result, out, time.perf_counter() - start)
             if on_method_done is not None:
-                on_method_done(result, seconds[method.name])
-        return rows, histories, seconds, None
+                on_method_done(result, outcome.seconds[method.name])
+        outcome.teacher_seconds = ctx.teacher_seconds
+        if heldout and outcome.rows and outcome.cancelled is None:
+            try:
+                outcome.metrics = self.evaluate(list(outcome.rows.values()), heldout, config.target_layer, cancel)
+            except Cancelled as exc:
+                outcome.cancelled = str(exc)
+        return outcome
 
     # -- end-to-end ---------------------------------------------------------------------------------
     def compare(self, new_tokens: str | Sequence[str], data: str | list[str] = "auto",
@@ -245,16 +272,17 @@ class TokenDistillation:
         )
         if not usable:
             return comparison
-        train = [sn for s in usable for sn in contexts[s.word].train]
-        heldout = [sn for s in usable for sn in contexts[s.word].heldout]
+        train = corpus.snippets_of(contexts, usable)
+        heldout = corpus.snippets_of(contexts, usable, "heldout")
         if progress:
             progress(0.1, "training")
-        rows, histories, seconds, cancelled = self.train(usable, train, methods, config, output_policy, callback, cancel)
-        comparison.rows, comparison.histories, comparison.seconds, comparison.cancelled = rows, histories, seconds, cancelled
+        outcome = self.train(usable, train, methods, config, output_policy, callback, cancel)
+        comparison.rows, comparison.histories = outcome.rows, outcome.histories
+        comparison.seconds, comparison.cancelled = outcome.seconds, outcome.cancelled
         if progress:
             progress(0.9, "evaluating on held-out snippets")
-        if rows:
-            comparison.metrics = heldout_metrics(self.lm, list(rows.values()), heldout, config.target_layer)
+        if outcome.rows:  # a stopped run still reports the methods that finished
+            comparison.metrics = self.evaluate(list(outcome.rows.values()), heldout, config.target_layer)
         if progress:
             progress(1.0, "done")
         return comparison
@@ -285,13 +313,13 @@ class TokenDistillation:
         missing = [f"{w!r}: {c.problem or 'no snippets'}" for w, c in contexts.items() if not c.train]
         if missing and get_method(method).trains:
             raise WordError("no training snippets for " + "; ".join(missing))
-        train = [sn for s in splits for sn in contexts[s.word].train]
-        rows, _, _, _ = self.train(splits, train, [method], config, output_policy)
-        model, tokenizer = self.with_new_tokens(rows[method])
+        train = corpus.snippets_of(contexts, splits)
+        rows = self.train(splits, train, [method], config, output_policy).rows[method]
+        model, tokenizer = self.with_new_tokens(rows)
         if save:
-            from .export import save_model
-
-            save_model(model, tokenizer, out_path)
+            script = reproduce_snippet(self.lm.name, rows.words, method, config.to_dict(), data, snippet_len,
+                                       snippets_per_token, mid_sentence=mid_sentence, output_policy=str(output_policy))
+            self.save(rows, out_path, reproduce=script, model=(model, tokenizer))
         return model, tokenizer
 
     def with_new_tokens(self, rows: NewTokenRows):
@@ -324,6 +352,18 @@ class TokenDistillation:
         return generate(self.lm, prompt, rows, max_new_tokens, seed, temperature)
 
     # -- export -------------------------------------------------------------------------------------
+    def save(self, rows: NewTokenRows, out_path: str | Path, reproduce: str | None = None,
+             model: tuple | None = None) -> Path:
+        """A save_pretrained folder of the model and tokenizer with the words added, the new rows alone
+        (see save_rows) and, given its code, reproduce.py. `model`: the (model, tokenizer) with the words
+        already added, when the caller has them."""
+        model, tokenizer = model or self.with_new_tokens(rows)
+        out = save_model(model, tokenizer, out_path)
+        save_rows(rows, self.lm, out)
+        if reproduce is not None:
+            (out / "reproduce.py").write_text(reproduce, encoding="utf-8")
+        return out
+
     def save_rows(self, rows: NewTokenRows, folder: str | Path, extra: dict | None = None) -> Path:
         """The new rows alone (safetensors + JSON naming the words and base model); load with load_rows."""
         return save_rows(rows, self.lm, folder, extra=extra)

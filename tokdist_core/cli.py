@@ -388,30 +388,28 @@ def _run(args: argparse.Namespace, words: list[str]) -> int:
 
 
 def _distill(args: argparse.Namespace, td: Any, splits: list, skipped: list, config: Any) -> int:
-    from .export import reproduce_snippet, save_model, save_rows
+    from .contexts import snippets_of
+    from .export import reproduce_snippet
 
     for s in skipped:
         print(f"skipped {s.word!r}: {s.reason}", file=sys.stderr)
     if not splits:
         raise ValueError("no word can be added")
     contexts = td.contexts(splits, _data(args.data), args.snippets_per_token, 0, args.snippet_len, args.seed)
-    train = [sn for s in splits for sn in contexts[s.word].train]
+    train = snippets_of(contexts, splits)
     missing = [s.word for s in splits if not contexts[s.word].train]
     if missing:
         print(f"no snippets for {missing}; they get the {args.method} rows only if it needs none", file=sys.stderr)
     bar = _Bar()
     try:
-        rows, _, seconds, _ = td.train(splits, train, [args.method], config, args.output_policy, callback=bar)
+        outcome = td.train(splits, train, [args.method], config, args.output_policy, callback=bar)
     finally:
         bar.close()
-    model, tokenizer = td.with_new_tokens(rows[args.method])
-    out = save_model(model, tokenizer, args.out)
-    save_rows(rows[args.method], td.lm, out)
     script = reproduce_snippet(args.model, [s.word for s in splits], args.method, config.to_dict(),
                                _absolute_paths(_data(args.data)), args.snippet_len, args.snippets_per_token,
                                mid_sentence=not args.no_space, output_policy=args.output_policy)
-    (out / "reproduce.py").write_text(script, encoding="utf-8")
-    print(json.dumps({"out": str(out), "words": [s.word for s in splits], "seconds": seconds,
+    out = td.save(outcome.rows[args.method], args.out, reproduce=script)
+    print(json.dumps({"out": str(out), "words": [s.word for s in splits], "seconds": outcome.seconds,
                       "skipped": [{"word": s.word, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
     return 0
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 import plotly.graph_objects as go
 
-from tokdist_core import LOWER_IS_BETTER, TokenDistillation, WordSplit
+from tokdist_core import LOWER_IS_BETTER, TokenDistillation, WordSplit, snippets_of
 
 from . import html as H
 from . import widgets as W
@@ -145,7 +145,7 @@ OUTPUT_NAMES = ("summary", "metrics", "neighbours", "pca", "losses", "details")
 def compare_views(td: TokenDistillation, split: WordSplit, k: int, state: SessionState, job: Job
                   ) -> tuple[str, str, str, go.Figure, go.Figure, dict]:
     if state.metrics is None:  # e.g. a run stopped before evaluation: evaluate what finished
-        heldout = [sn for s in state.splits if s.word in state.contexts for sn in state.contexts[s.word].heldout]
+        heldout = snippets_of(state.contexts, state.splits, "heldout")
         if heldout:
             layer = state.train_config.get("target_layer", -1)
             state.metrics = td.evaluate(list(state.rows.values()), heldout, layer, cancel=job.cancel)

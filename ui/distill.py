@@ -15,7 +15,6 @@ from tokdist_core import (
     METHOD_NAMES,
     OUTPUT_POLICIES,
     REGISTRY,
-    Cancelled,
     DistillationConfig,
     JobEstimate,
     NewTokenRows,
@@ -23,6 +22,7 @@ from tokdist_core import (
     TokenDistillation,
     config_fields,
     format_seconds,
+    snippets_of,
 )
 
 from . import html as H
@@ -142,8 +142,8 @@ def plan_run(rt: Runtime, td: TokenDistillation, methods: object, epochs: object
     if policy not in OUTPUT_POLICIES:
         raise gr.Error(f"Output policy must be one of {', '.join(OUTPUT_POLICIES)}, got {output_policy!r}.")
     splits = state.usable_splits()
-    train = [sn for s in splits for sn in state.contexts[s.word].train]
-    heldout = [sn for s in splits for sn in state.contexts[s.word].heldout]
+    train = snippets_of(state.contexts, splits)
+    heldout = snippets_of(state.contexts, splits, "heldout")
     estimate = td.estimate_training(train, heldout, chosen, config)
     rt.check_estimate(estimate, "This run")
     steps_per_method = config.epochs * math.ceil(len(train) / config.batch_size)
@@ -165,19 +165,14 @@ def _train_job(td: TokenDistillation, plan: _Plan, state: SessionState) -> Calla
             state.rows[rows.method] = rows  # kept even if a later method is stopped or fails
             state.seconds[rows.method] = secs
             job.post(_MethodDone(rows.method))
+            if rows.method == plan.chosen[-1] and plan.heldout:
+                job.post(_Evaluating())  # train() evaluates right after the last method
 
-        _, hist, _, cancelled = td.train(plan.splits, plan.train, plan.chosen, plan.config, plan.policy,
-                                         callback=job.post, cancel=job.cancel, on_method_done=method_done)
-        state.histories = dict(hist)
-        if cancelled:
-            state.cancelled = f"{job.stop_reason}; {cancelled}" if job.stop_reason else cancelled
-        if state.rows and plan.heldout and not job.cancel.is_set():
-            job.post(_Evaluating())
-            try:
-                state.metrics = td.evaluate(list(state.rows.values()), plan.heldout, plan.config.target_layer,
-                                            cancel=job.cancel)
-            except Cancelled:
-                state.cancelled = f"{job.stop_reason}; stopped while evaluating"
+        outcome = td.train(plan.splits, plan.train, plan.chosen, plan.config, plan.policy, callback=job.post,
+                           cancel=job.cancel, on_method_done=method_done, heldout=plan.heldout)
+        state.histories, state.metrics = dict(outcome.histories), outcome.metrics
+        if outcome.cancelled:
+            state.cancelled = f"{job.stop_reason}; {outcome.cancelled}" if job.stop_reason else outcome.cancelled
         if not job.cancel.is_set():
             td.record_job_time(plan.estimate, time.monotonic() - start)
         return state.cancelled
@@ -270,8 +265,8 @@ def estimate_note(rt: Runtime, methods: object, epochs: object, batch_size: obje
     splits = state.usable_splits()
     if not splits:
         return note + " Collect contexts to see how long training would take."
-    train = [sn for s in splits for sn in state.contexts[s.word].train]
-    heldout = [sn for s in splits for sn in state.contexts[s.word].heldout]
+    train = snippets_of(state.contexts, splits)
+    heldout = snippets_of(state.contexts, splits, "heldout")
     estimate = TokenDistillation(lm).estimate_training(train, heldout, chosen, config)
     verdict = "" if estimate.seconds <= rt.max_job_seconds else " **That is over the limit**: lower the epochs or methods."
     return note + f" These settings: {estimate.describe()} (estimate).{verdict}"

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,6 +70,15 @@ class WordContexts:
     @property
     def ok(self) -> bool:
         return self.problem is None
+
+
+def snippets_of(contexts: Mapping[str, WordContexts], splits: Iterable[WordSplit], part: str = "train"
+                ) -> list[Snippet]:
+    """The `part` ("train" or "heldout") snippets of the given words, in word order (words without contexts
+    contribute none): the pool one training run or evaluation reads."""
+    if part not in ("train", "heldout"):
+        raise ValueError(f"part must be 'train' or 'heldout', got {part!r}")
+    return [sn for s in splits if s.word in contexts for sn in getattr(contexts[s.word], part)]
 
 
 def split_train_heldout(
@@ -203,6 +212,7 @@ def collect_contexts(
 
 
 __all__ = [
+    "snippets_of",
     "BUNDLED_SOURCES",
     "FILE_BUILDERS",
     "GENERATE_BATCH",

@@ -39,6 +39,11 @@ class MethodContext:
     def generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.config.seed)
 
+    @property
+    def teacher_seconds(self) -> float:
+        """Time spent building the teacher caches so far (shared by every method of the run)."""
+        return sum(cache.seconds for cache in self._caches.values())
+
     def teacher_cache(self, with_final: bool) -> TeacherCache:
         # A cache with final states also serves distill-only methods, so reuse it when present.
         layer = self.config.target_layer
@@ -56,6 +61,7 @@ class MethodOutput:
     rows: torch.Tensor  # [num_words, hidden] new input rows in the embedding matrix's (unscaled) space
     history: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
+    tokens_seen: int = 0  # student positions trained on, over all epochs
 
 
 @dataclass(frozen=True)

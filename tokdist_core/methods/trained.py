@@ -31,7 +31,8 @@ def _train(ctx: MethodContext, name: str) -> MethodOutput:
     rows = init.new_empty(init.shape)
     for i, word in enumerate(ctx.words):
         rows[i] = result.rows[word]
-    return MethodOutput(rows=rows, history=history, seconds=result.seconds + cache.seconds)
+    return MethodOutput(rows=rows, history=history, seconds=result.seconds + cache.seconds,
+                        tokens_seen=result.tokens_seen)
 
 
 @register("ntp", label="NTP", description="Subword-mean start, then next-token prediction on the snippets (new row only).",
