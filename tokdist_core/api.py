@@ -53,6 +53,11 @@ class Skipped:
     reason: str
 
 
+def _evaluable(ctx: corpus.WordContexts | None) -> bool:
+    """A word compare() can use: it has training and held-out snippets."""
+    return ctx is not None and bool(ctx.train) and bool(ctx.heldout)
+
+
 @dataclass
 class TrainOutcome:
     """What one `train` call produced: per method its rows, loss history, time and tokens trained on."""
@@ -238,16 +243,7 @@ class TokenDistillation:
         config = training or DistillationConfig()
         if seed is not None:
             config = replace(config, seed=seed)
-        config.validate(self.lm)
-        methods = [methods] if isinstance(methods, str) else list(dict.fromkeys(methods))
-        if not methods:
-            raise ValueError("choose at least one method")
-        for m in methods:
-            get_method(m)
-        _check_output_policy(output_policy)
-        if isinstance(heldout_per_token, bool) or not isinstance(heldout_per_token, int) or heldout_per_token < 1:
-            raise ValueError("compare evaluates every method on held-out snippets: heldout_per_token must be "
-                             f"an integer of at least 1, got {heldout_per_token!r}")
+        methods = self._check_compare(config, methods, output_policy, heldout_per_token)
         splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence)
         if not splits and not skipped:
             raise ValueError(_NO_WORDS)
@@ -255,14 +251,10 @@ class TokenDistillation:
             progress(0.0, "collecting contexts")
         contexts = (self.contexts(splits, data, snippets_per_token, heldout_per_token, snippet_len, config.seed,
                                   cancel=cancel) if splits else {})
-        usable = []
-        for split in splits:
-            ctx = contexts.get(split.word)
-            if ctx is None or not ctx.train or not ctx.heldout:
-                reason = (ctx.problem if ctx and ctx.problem else "not enough snippets for training and held-out evaluation")
-                skipped.append(Skipped(split.word, reason))
-            else:
-                usable.append(split)
+        usable = [s for s in splits if _evaluable(contexts.get(s.word))]
+        skipped += [Skipped(s.word, (contexts.get(s.word) and contexts[s.word].problem)
+                            or "not enough snippets for training and held-out evaluation")
+                    for s in splits if s not in usable]
         comparison = Comparison(
             model=self.lm.describe(),
             config={**config.to_dict(), "methods": list(methods), "data": data, "snippet_len": snippet_len,
@@ -286,6 +278,21 @@ class TokenDistillation:
         if progress:
             progress(1.0, "done")
         return comparison
+
+    def _check_compare(self, config: DistillationConfig, methods: str | Sequence[str], output_policy: str,
+                       heldout_per_token: object) -> list[str]:
+        """compare()'s arguments, checked before any work; -> the methods, without repeats."""
+        config.validate(self.lm)
+        methods = [methods] if isinstance(methods, str) else list(dict.fromkeys(methods))
+        if not methods:
+            raise ValueError("choose at least one method")
+        for m in methods:
+            get_method(m)
+        _check_output_policy(output_policy)
+        if isinstance(heldout_per_token, bool) or not isinstance(heldout_per_token, int) or heldout_per_token < 1:
+            raise ValueError("compare evaluates every method on held-out snippets: heldout_per_token must be "
+                             f"an integer of at least 1, got {heldout_per_token!r}")
+        return methods
 
     def run(self, new_tokens: str | Sequence[str], data: str | list[str] = "auto",
             training: DistillationConfig | None = None, snippet_len: int = 50, snippets_per_token: int = 25,

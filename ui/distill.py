@@ -180,6 +180,55 @@ def _train_job(td: TokenDistillation, plan: _Plan, state: SessionState) -> Calla
     return work
 
 
+class _RunView:
+    """What the page shows of one run: the progress bar, the live loss curves and the details."""
+
+    def __init__(self, rt: Runtime, td: TokenDistillation, plan: _Plan, state: SessionState) -> None:
+        self.plan, self.state = plan, state
+        self.device = device_label(td.lm)
+        self.words = [s.word for s in plan.splits]
+        self.histories: dict[str, list[StepRecord]] = {}
+        self.done, self.current, self.finished = 0, "waiting for its turn", False
+        self.header = (f"**Training {len(self.words)} word(s)** on {len(plan.train)} snippets with "
+                       f"{', '.join(method_label(m) for m in plan.chosen)} · running on **{self.device}** · "
+                       f"estimated {plan.estimate.describe()} (limit {format_seconds(rt.max_job_seconds)} per job)")
+
+    def track(self, update: object) -> str:
+        """Take in one update from the line; -> a line to show at once (or "")."""
+        if isinstance(update, Waiting):
+            return f"Waiting in line: {update.ahead} job(s) ahead of this one."
+        item = update.item if isinstance(update, Posted) else None
+        if isinstance(item, StepRecord):
+            self.histories.setdefault(item.method, []).append(item)
+            self.done += 1
+            self.current = f"{method_label(item.method)} · epoch {item.epoch + 1}/{self.plan.config.epochs}"
+        elif isinstance(item, _MethodDone):
+            self.current = f"{method_label(item.method)} done"
+        elif isinstance(item, _Evaluating):
+            self.current = "evaluating on held-out snippets"
+        elif self.done == 0 and self.current.startswith("waiting"):
+            self.current = "preparing the teacher (the model reading the original pieces)"
+        return ""
+
+    def finish(self, cancelled: str | None) -> None:
+        self.finished = True
+        self.done = self.plan.total_steps if not cancelled else self.done
+        self.current = "stopped" if cancelled else "finished"
+
+    def frame(self, extra: str = "") -> tuple[str, str, go.Figure, dict, SessionState]:
+        label = f"{self.current} · step {self.done}/{self.plan.total_steps}"
+        job = self.state.job
+        if job is not None and job.cancel.is_set() and not self.finished:
+            label += " · stopping after this step…"
+        trains = any(REGISTRY[m].trains for m in self.plan.chosen)
+        fig = loss_figure(self.histories, self.words) if self.histories else empty_figure(
+            "The loss curves appear here after the first training step." if trains
+            else "These methods do not train, so there is no loss curve.")
+        return (_status([self.header, extra] if extra else [self.header]),
+                H.progress_bar(self.done / self.plan.total_steps, label), fig,
+                _details(self.state, self.plan.chosen, self.device, self.histories), self.state)
+
+
 def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning_rate: object, batch_size: object,
                 target_layer: object, output_policy: str | None, seed: object, precision: object,
                 state: SessionState) -> Iterator[tuple[str, str, go.Figure, dict, SessionState]]:
@@ -188,43 +237,8 @@ def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning
     td = rt.engine(state.model_name)
     plan = plan_run(rt, td, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
                     precision, state)
-    device = device_label(td.lm)
-    words = [s.word for s in plan.splits]
-    histories: dict[str, list[StepRecord]] = {}
-    progress = {"done": 0, "current": "waiting for its turn", "finished": False}
-    header = (f"**Training {len(words)} word(s)** on {len(plan.train)} snippets with "
-              f"{', '.join(method_label(m) for m in plan.chosen)} · running on **{device}** · "
-              f"estimated {plan.estimate.describe()} (limit {format_seconds(rt.max_job_seconds)} per job)")
-
-    def frame(extra: str = "") -> tuple[str, str, go.Figure, dict, SessionState]:
-        label = f"{progress['current']} · step {progress['done']}/{plan.total_steps}"
-        job = state.job
-        if job is not None and job.cancel.is_set() and not progress["finished"]:
-            label += " · stopping after this step…"
-        fig = loss_figure(histories, words) if histories else empty_figure(
-            "The loss curves appear here after the first training step." if any(REGISTRY[m].trains for m in plan.chosen)
-            else "These methods do not train, so there is no loss curve.")
-        return (_status([header, extra] if extra else [header]),
-                H.progress_bar(progress["done"] / plan.total_steps, label), fig,
-                _details(state, plan.chosen, device, histories), state)
-
-    def track(update: object) -> str:
-        if isinstance(update, Waiting):
-            return f"Waiting in line: {update.ahead} job(s) ahead of this one."
-        item = update.item if isinstance(update, Posted) else None
-        if isinstance(item, StepRecord):
-            histories.setdefault(item.method, []).append(item)
-            progress["done"] += 1
-            progress["current"] = f"{method_label(item.method)} · epoch {item.epoch + 1}/{plan.config.epochs}"
-        elif isinstance(item, _MethodDone):
-            progress["current"] = f"{method_label(item.method)} done"
-        elif isinstance(item, _Evaluating):
-            progress["current"] = "evaluating on held-out snippets"
-        elif progress["done"] == 0 and progress["current"].startswith("waiting"):
-            progress["current"] = "preparing the teacher (the model reading the original pieces)"
-        return ""
-
-    yield frame("Waiting for the server…")
+    view = _RunView(rt, td, plan, state)
+    yield view.frame("Waiting for the server…")
     updates = rt.jobs.run(state, "a training run", _train_job(td, plan, state))
     last = 0.0
     try:
@@ -234,18 +248,16 @@ def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning
             except StopIteration as done:
                 cancelled = done.value
                 break
-            extra = track(update)
+            extra = view.track(update)
             if extra or time.monotonic() - last >= UPDATE_EVERY_S:
                 last = time.monotonic()
-                yield frame(extra)
+                yield view.frame(extra)
     except FloatingPointError as exc:  # a diverged method; the ones before it are kept
         raise gr.Error(f"{exc}. Finished methods are kept.") from exc
     finally:
         updates.close()  # a closed page stops the run now, not when the garbage collector gets to it
-    progress["finished"] = True
-    progress["done"] = plan.total_steps if not cancelled else progress["done"]
-    progress["current"] = "stopped" if cancelled else "finished"
-    yield frame("\n\n".join(_closing_lines(state, cancelled, bool(plan.heldout))))
+    view.finish(cancelled)
+    yield view.frame("\n\n".join(_closing_lines(state, cancelled, bool(plan.heldout))))
 
 
 def _runs_on(rt: Runtime, lm) -> str:

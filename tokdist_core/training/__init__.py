@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
 # Loaded on first use: `config` imports no torch, so the command line reads the fields' metadata without it.
 _EXPORTS = {
@@ -23,12 +22,4 @@ _EXPORTS = {
     "DistillationTrainer": "trainer", "TrainResult": "trainer", "masked_mse": "trainer",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
