@@ -15,7 +15,7 @@ from .lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
-    "TokenDistillation": "api", "Comparison": "api", "Skipped": "api", "OUTPUT_POLICIES": "api",
+    "TokenDistillation": "api", "TrainOutcome": "api", "Comparison": "api", "Skipped": "api", "OUTPUT_POLICIES": "api",
     "DistillationConfig": "training", "StepRecord": "training", "OutputPolicy": "training",
     "FieldSpec": "training", "config_fields": "training",
     "NewTokenRows": "rows",

@@ -1,6 +1,6 @@
 """The teacher's side, computed once under no_grad: target hidden states and prefix key/values per snippet.
 
-Alignment (DESIGN.md §1.3). A teacher snippet is prefix (p tokens) + word (n subwords) + suffix (s
+Alignment (docs/method.md, step 3). A teacher snippet is prefix (p tokens) + word (n subwords) + suffix (s
 tokens); the student reads prefix + new token + suffix. Prefix positions are identical in both (causal
 model), so the student reuses the teacher's prefix key/value cache and runs only from the new token on.
 Student position j (0 = the new token) is paired with teacher position p + n - 1 + j.
