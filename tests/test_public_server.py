@@ -57,6 +57,12 @@ def wait_for_steps(job, minimum: int = 1, timeout: float = 120.0) -> None:
     pytest.fail(f"training produced fewer than {minimum} steps within {timeout:.0f} s")
 
 
+def assert_no_snippets(c: Client) -> None:
+    """The session holds no contexts: nothing was collected (or a change of words discarded them)."""
+    with pytest.raises(AppError, match="No snippets yet"):
+        distill(c, ["subword_mean"], 1)
+
+
 def raw_call(url: str, api_name: str, data: list) -> str:
     """One call through Gradio's REST API, with exactly the payload given; the event stream as text."""
     import httpx
@@ -112,8 +118,7 @@ def test_a_planted_secret_is_never_returned_through_any_source(server, tmp_path)
     answer = raw_call(url, "contexts", ["files", [forged], "", 4, 2, 24, 0])
     assert "event: error" in answer and SECRET not in answer
     # Nothing was collected from any of it: the session has no snippets.
-    with pytest.raises(AppError, match="No snippets yet"):
-        distill(c, ["subword_mean"], 1)
+    assert_no_snippets(c)
 
 
 def test_stop_answers_at_once_with_a_full_line_and_the_run_ends_at_its_next_step(server):
@@ -169,8 +174,7 @@ def test_a_session_cannot_change_its_words_mid_run_and_results_match_the_run(ser
     assert export["words"] == [" Schopenhauer", " Andorra"] and "'Schopenhauer', 'Andorra'" in code
     # Once the run is over the words can change, and the old results go with them.
     split(c, "Tarkovsky")
-    with pytest.raises(AppError, match="No snippets yet"):
-        distill(c, ["subword_mean"], 1)
+    assert_no_snippets(c)
 
 
 def test_a_cancelled_generation_request_stops_using_the_cpu_within_seconds(server):
@@ -195,8 +199,7 @@ def test_a_cancelled_generation_request_stops_using_the_cpu_within_seconds(serve
     time.sleep(1.0)
     assert sum(me.cpu_times()[:2]) - sum(quiet[:2]) < 0.3, "the cancelled generation is still computing"
     # The session is free and unchanged: it never got contexts.
-    with pytest.raises(AppError, match="No snippets yet"):
-        distill(c, ["subword_mean"], 1)
+    assert_no_snippets(c)
 
 
 def test_the_time_limit_stops_a_run_keeps_what_finished_and_refuses_runs_that_cannot_fit():
