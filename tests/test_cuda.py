@@ -12,7 +12,6 @@ import torch
 from tests.conftest import make_tiny
 from tests.test_distill import _init, _reference_mse
 from tokdist_core.training import DistillationConfig, DistillationTrainer, TeacherCache
-from tokdist_core.training.batching import student_batch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -49,10 +48,7 @@ def test_bf16_autocast_cached_loss_matches_fp32_definition(tokenizer, two_words,
     assert cache.items[0].targets.dtype == torch.float32
     init = _init(lm, splits).cuda()
     trainer = DistillationTrainer(lm, words, DistillationConfig(), cache)
-    batch = student_batch(lm, cache.items, need_targets=True)
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        _, per_row = trainer._loss(init, batch)
-    for item, got in zip(batch.items, per_row.tolist()):
+    for item, got in zip(cache.items, trainer.snippet_losses(init)):  # "auto": bf16 autocast on CUDA
         with torch.no_grad():
             expected = _reference_mse(lm, item.snippet, init[item.word_index], lm.num_layers)
         assert got == pytest.approx(expected, rel=0.1, abs=1e-3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from .training import (
     StepRecord,
     TeacherCache,
     new_output_rows,
+    steps_per_epoch,
 )
 from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list, split_word
 
@@ -163,6 +165,11 @@ class TokenDistillation:
         next_token = any(m.needs_lm_head for m in trained) or not self.lm.tied
         return estimate.estimate_training(self.lm, train, heldout, len(trained), len(chosen), config.epochs,
                                           config.batch_size, next_token)
+
+    def training_steps(self, train: Sequence[Snippet], training: DistillationConfig | None = None) -> int:
+        """Optimizer steps one trained method takes on `train` (each step: batch_size snippets per word)."""
+        config = training or DistillationConfig()
+        return config.epochs * steps_per_epoch(Counter(s.word for s in train).values(), config.batch_size)
 
     def estimate_generation(self, sequences: int, snippet_len: int) -> JobEstimate:
         """Upper bound on the time to generate `sequences` snippets of `snippet_len` tokens."""

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,8 @@ from .contexts import GENERATE_BATCH
 from .forward import autocast_for
 from .models import LoadedModel
 from .snippet import Snippet
-from .training import TEACHER_BATCH_TOKENS
+from .training import TEACHER_BATCH_TOKENS, steps_per_epoch
+from .training.batching import student_pass_tokens
 
 # Forward + input-gradient backward of the frozen student: about two forwards of work, two passes.
 STUDENT_PASSES = 2
@@ -127,7 +129,8 @@ def _probe(lm: LoadedModel) -> _Speed:
     return _Speed(flops_per_second=layer_flops_per_token(lm) * batch * length / work, seconds_per_pass=fixed)
 
 
-def _cache_bytes(lm: LoadedModel, snippets: Sequence[Snippet], with_final: bool) -> int:
+def teacher_cache_bytes(lm: LoadedModel, snippets: Sequence[Snippet], with_final: bool) -> int:
+    """Memory the teacher cache of `snippets` holds: prefix keys/values (fp32 at most) and targets."""
     config = lm.model.config.get_text_config()
     heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or lm.hidden_size // config.num_attention_heads)
@@ -151,11 +154,14 @@ def estimate_training(lm: LoadedModel, train: Sequence[Snippet], heldout: Sequen
         passes += math.ceil(teacher_tokens / budget)
         student_tokens = sum(len(s.suffix) + 1 for s in train)
         flops += trained_methods * epochs * student_tokens * STUDENT_PASSES * per_token
-        passes += trained_methods * epochs * math.ceil(len(train) / batch_size) * STUDENT_PASSES
+        # A step takes batch_size snippets of every word; many words make a step several passes.
+        steps = steps_per_epoch(Counter(s.word for s in train).values(), batch_size)
+        student_passes = max(steps, math.ceil(student_tokens / student_pass_tokens(lm)))
+        passes += trained_methods * epochs * student_passes * STUDENT_PASSES
     if heldout:  # full forwards of every held-out snippet, once as the teacher and once per method
         flops += (1 + all_methods) * sum(len(s.token_ids) for s in heldout) * (layer + head)
         passes += (1 + all_methods) * math.ceil(len(heldout) / EVAL_BATCH)
-    memory = _cache_bytes(lm, train, next_token_loss) if trained_methods else 0
+    memory = teacher_cache_bytes(lm, train, next_token_loss) if trained_methods else 0
     return JobEstimate(seconds=_seconds(lm, flops, passes), flops=flops, passes=passes, memory_bytes=memory)
 
 

@@ -158,3 +158,14 @@ def output_logits(model: PreTrainedModel, hidden: torch.Tensor, new_rows: torch.
         logits = torch.cat([logits, hidden @ new_rows.to(hidden.dtype).T], dim=-1)
     return softcap(model, logits.float())
 
+
+def own_row_logits(model: PreTrainedModel, hidden: torch.Tensor, own_rows: torch.Tensor) -> torch.Tensor:
+    """Logits over every original output row, then one for each sequence's own new row.
+
+    hidden [B, ..., H], own_rows [B, H]: sequence b sees only its own word's new token, so a word's
+    next-token loss does not depend on which other words train beside it.
+    """
+    logits = model.get_output_embeddings()(hidden)
+    own = own_rows.to(hidden.dtype).view(own_rows.shape[0], *([1] * (hidden.dim() - 2)), own_rows.shape[-1])
+    return softcap(model, torch.cat([logits, (hidden * own).sum(-1, keepdim=True)], dim=-1).float())
+

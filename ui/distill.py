@@ -146,7 +146,7 @@ def plan_run(rt: Runtime, td: TokenDistillation, methods: object, epochs: object
     heldout = snippets_of(state.contexts, splits, "heldout")
     estimate = td.estimate_training(train, heldout, chosen, config)
     rt.check_estimate(estimate, "This run")
-    steps_per_method = config.epochs * math.ceil(len(train) / config.batch_size)
+    steps_per_method = td.training_steps(train, config)
     total_steps = max(1, sum(steps_per_method for m in chosen if REGISTRY[m].trains))
     return _Plan(chosen, config, policy, splits, train, heldout, estimate, total_steps)
 

@@ -36,9 +36,6 @@ class MethodContext:
         weight = self.lm.model.get_input_embeddings().weight
         return weight[: min(len(self.lm.tokenizer), weight.shape[0])].detach()
 
-    def generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.config.seed)
-
     @property
     def teacher_seconds(self) -> float:
         """Time spent building the teacher caches so far (shared by every method of the run)."""

@@ -15,7 +15,8 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "LOSSES": "config", "PRECISIONS": "config", "DistillationCancelled": "config", "DistillationConfig": "config",
     "FieldSpec": "config", "StepRecord": "config", "config_fields": "config",
-    "SPLIT_MIN_SAVED_TOKENS": "batching",
+    "steps_per_epoch": "config",
+    "SPLIT_MIN_SAVED_TOKENS": "batching", "STUDENT_PASS_TOKENS": "batching",
     "OUTPUT_POLICIES": "output_rows", "OutputPolicy": "output_rows", "fit_output_rows": "output_rows",
     "new_output_rows": "output_rows", "subword_mean_output_rows": "output_rows",
     "TEACHER_BATCH_TOKENS": "teacher", "TeacherCache": "teacher",

@@ -16,24 +16,54 @@ from .teacher import CachedSnippet, PrefixKV
 # Splitting a student batch into two passes costs a pass's fixed overhead (30 layers of dispatch, about the
 # compute of this many padded tokens on 2 CPU cores); on CUDA that overhead dominates, so never split there.
 SPLIT_MIN_SAVED_TOKENS = {"cpu": 48}
+# Padded student tokens per pass for a model of the embedded size (576 wide, 30 layers); scaled down for
+# wider and deeper models so a pass's activations stay about the same size. One step may be several passes.
+STUDENT_PASS_TOKENS = {"cpu": 2048, "cuda": 32768}
+_REFERENCE_WIDTH = 576 * 30
 
 
-def shuffled_batches(items: Sequence[CachedSnippet], order: list[int], size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of snippets (indices into `items`) with similar student lengths.
+def student_pass_tokens(lm: LoadedModel) -> int:
+    """Padded student tokens one pass may hold on this device and model."""
+    base = STUDENT_PASS_TOKENS.get(lm.device.type, STUDENT_PASS_TOKENS["cpu"])
+    return max(64, int(base * min(1.0, _REFERENCE_WIDTH / (lm.hidden_size * lm.num_layers))))
 
-    A word near a document edge gives one long student sequence; batched with centred ones it would
-    pad the whole batch to its length. Sorting within shuffled pools of 50 batches (the megabatches
-    of HF's LengthGroupedSampler) keeps padding low while batch contents and order stay random.
+
+class WordOrder:
+    """One word's snippets (indices into the teacher cache) in an order seeded by the word alone.
+
+    The epoch's batches are consecutive slices of a fresh shuffle, so which snippets a word trains on at
+    step k depends on its own snippets, the seed and the word, never on the other words in the run.
     """
-    shuffled = list(order)
-    rng.shuffle(shuffled)
-    pool = size * 50
-    batches = []
-    for p in range(0, len(shuffled), pool):
-        chunk = sorted(shuffled[p : p + pool], key=lambda i: (items[i].width, items[i].snippet.start))
-        batches.extend(chunk[b : b + size] for b in range(0, len(chunk), size))
-    rng.shuffle(batches)
-    return batches
+
+    def __init__(self, word: str, indices: list[int], seed: int) -> None:
+        self.indices = list(indices)
+        self.rng = random.Random(f"{seed}:batches:{word}")  # str seeds hash with SHA-512: stable everywhere
+
+    def epoch(self, batch_size: int) -> list[list[int]]:
+        order = list(self.indices)
+        self.rng.shuffle(order)
+        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+
+
+def pass_groups(items: Sequence[CachedSnippet], units: list[list[int]], budget: int) -> list[list[int]]:
+    """Pack units of snippets (indices into `items`) into student passes of at most `budget` padded tokens.
+
+    A unit never splits (a word's batch when its loss needs all of its snippets in one pass). Units are
+    sorted by length first, so a pass pads little; a unit larger than the budget is a pass of its own.
+    """
+    def width(unit: list[int]) -> int:
+        return max(items[i].width for i in unit)
+
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for unit in sorted(units, key=width):
+        if current and (len(current) + len(unit)) * max(width(current), width(unit)) > budget:
+            passes.append(current)
+            current = []
+        current = current + unit
+    if current:
+        passes.append(current)
+    return passes
 
 
 def length_groups(items: Sequence[CachedSnippet], indices: list[int], device_type: str) -> list[list[int]]:

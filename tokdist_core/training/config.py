@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import typing
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,9 @@ class DistillationConfig:
     """
 
     epochs: int = field(default=8, metadata={"help": "passes over the training snippets", "min": 1, "max": 1000})
-    batch_size: int = field(default=16, metadata={"help": "snippets per optimizer step", "min": 1, "max": 1024})
+    batch_size: int = field(default=16, metadata={
+        "help": "snippets of each word per optimizer step (every word trains on its own snippets only)",
+        "min": 1, "max": 1024})
     learning_rate: float = field(default=1e-2, metadata={
         "help": "Adam learning rate of the new rows", "min": 0, "min_exclusive": True, "max": 10})
     target_layer: int = field(default=-1, metadata={
@@ -125,6 +128,11 @@ class FieldSpec:
             names = [repr(c) for c in self.choices]
             either = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
             raise ValueError(f"{self.name} must be {either}, got {value!r}")
+
+
+def steps_per_epoch(snippets_per_word: Iterable[int], batch_size: int) -> int:
+    """Optimizer steps in one epoch: each word takes `batch_size` of its own snippets per step."""
+    return max((math.ceil(n / batch_size) for n in snippets_per_word if n), default=0)
 
 
 def config_fields() -> list[FieldSpec]:

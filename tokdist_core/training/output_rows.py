@@ -77,7 +77,8 @@ def fit_output_rows(lm: LoadedModel, cache: TeacherCache, init_rows: torch.Tenso
     """Next-token fit of new LM-head rows for untied models, from the teacher's prefix states.
 
     Every prefix position keeps its original target; the last one predicts the new token. The
-    original logits are fixed, so their log-sum-exp is computed once and only the new rows train.
+    original logits are fixed, so their log-sum-exp is computed once and only the new rows train. Each
+    position's softmax holds the original vocabulary and its own word's new row.
     """
     if not cache.with_final:
         raise ValueError("fit_output_rows needs a teacher cache built with_final=True")
@@ -89,7 +90,7 @@ def fit_output_rows(lm: LoadedModel, cache: TeacherCache, init_rows: torch.Tenso
             continue
         hs.append(it.prefix_final)
         nxt = list(it.snippet.prefix[1:])
-        targets.append(torch.tensor(nxt + [it.word_index]))
+        targets.append(torch.tensor(nxt + [0]))  # the last one predicts the new token (new_mask)
         is_new.append(torch.tensor([False] * (p - 1) + [True]))
     rows = init_rows.detach().clone().float().to(lm.device)
     if not hs:
@@ -102,14 +103,19 @@ def fit_output_rows(lm: LoadedModel, cache: TeacherCache, init_rows: torch.Tenso
         base_lse = torch.logsumexp(base, -1)
         base_target = base.gather(1, target.clamp(max=base.shape[1] - 1).unsqueeze(1)).squeeze(1)
         del base
+    word = target.new_tensor([it.word_index for it in cache.items if it.snippet.start > 0
+                              for _ in range(it.snippet.start)])
+    positions = torch.bincount(word, minlength=rows.shape[0]).clamp(min=1).float()
     param = torch.nn.Parameter(rows)
     optimizer = torch.optim.Adam([param], lr=learning_rate)
     for step in range(steps):
         check_cancel(cancel, f"stopped while fitting the output rows (step {step} of {steps})")
-        extra = softcap(model, h @ param.T)  # only the new rows' logits; the original ones are fixed
-        lse = torch.logaddexp(base_lse, torch.logsumexp(extra, -1))
-        new_target = extra.gather(1, target.clamp(max=param.shape[0] - 1).unsqueeze(1)).squeeze(1)
-        loss = (lse - torch.where(new_mask, new_target, base_target)).mean()
+        # Each position sees only its own word's new row, and each word's loss is its own mean: a word's
+        # output row does not depend on the other words (Adam is element-wise, every row steps every step).
+        own = softcap(model, (h * param[word]).sum(-1))
+        lse = torch.logaddexp(base_lse, own)
+        nll = lse - torch.where(new_mask, own, base_target)
+        loss = (torch.zeros_like(positions).index_add(0, word, nll) / positions).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

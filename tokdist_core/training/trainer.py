@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections import defaultdict
@@ -12,11 +11,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..forward import autocast_for, decoder_forward, embed_ids, embed_scale, output_logits, resolve_layer
+from ..forward import autocast_for, decoder_forward, embed_ids, embed_scale, own_row_logits, resolve_layer
 from ..models import LoadedModel
-from .batching import StudentBatch, length_groups, shuffled_batches, student_batch
-from .config import DistillationCancelled, DistillationConfig, StepRecord
-from .teacher import CachedSnippet, TeacherCache
+from .batching import (
+    StudentBatch,
+    WordOrder,
+    length_groups,
+    pass_groups,
+    student_batch,
+    student_pass_tokens,
+)
+from .config import DistillationCancelled, DistillationConfig, StepRecord, steps_per_epoch
+from .teacher import TeacherCache
 
 
 @dataclass
@@ -35,16 +41,23 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor
     return per_position.sum() / valid.sum().clamp(min=1), per_row
 
 
-def _word_losses(items: list[CachedSnippet], row_losses: list[torch.Tensor]) -> dict[str, float]:
-    """Mean loss per word over one step's snippets (one host sync for the whole step)."""
-    per_word: dict[str, list[float]] = defaultdict(list)
-    for it, value in zip(items, torch.cat(row_losses).cpu().tolist()):
-        per_word[it.snippet.word].append(value)
-    return {w: sum(v) / len(v) for w, v in per_word.items()}
+@dataclass
+class _Step:
+    """One optimizer step: per word its snippets, and the per-word counts that normalise its loss."""
+
+    batches: dict[int, list[int]]  # word index -> indices into the cache
+    distill_tokens: dict[int, int]  # word index -> student positions of its snippets in this step
+    ntp_labels: dict[int, int]  # word index -> next-token labels of its snippets in this step
 
 
 class DistillationTrainer:
-    """Trains the input rows of several new tokens at once; the base model is never modified."""
+    """Trains the input rows of several new tokens at once; the base model is never modified.
+
+    Words are independent: each step takes `batch_size` of a word's own snippets in an order seeded by
+    the word, its loss is normalised by its own tokens, its next-token softmax holds only its own new
+    token, and Adam keeps one parameter (and one step count) per word. A word's row is therefore the same
+    whichever words train beside it, so chunked, resumed and sharded runs give the same rows.
+    """
 
     def __init__(self, lm: LoadedModel, words: Sequence[str], config: DistillationConfig, cache: TeacherCache,
                  output_rows: torch.Tensor | None = None) -> None:
@@ -58,6 +71,17 @@ class DistillationTrainer:
             raise ValueError("next-token losses need a teacher cache built with_final=True")
         # Untied models keep their new output rows fixed while the input rows train (set by the output policy).
         self.fixed_output_rows = None if lm.tied else output_rows
+        by_word: dict[int, list[int]] = defaultdict(list)
+        for i, it in enumerate(cache.items):
+            by_word[it.word_index].append(i)
+        # Within a word, the cache keeps the word's own snippet order (a stable sort by length).
+        self.orders = {w: WordOrder(self.words[w], idx, config.seed) for w, idx in sorted(by_word.items())}
+        self.pass_budget = student_pass_tokens(lm)
+
+    @property
+    def total_steps(self) -> int:
+        counts = [len(order.indices) for order in self.orders.values()]
+        return steps_per_epoch(counts, self.config.batch_size) * self.config.epochs
 
     # -- the loop -----------------------------------------------------------------------------------
     def train(self, init_rows: torch.Tensor, method: str = "tokdist",
@@ -66,106 +90,161 @@ class DistillationTrainer:
         cfg, lm = self.config, self.lm
         if init_rows.shape != (len(self.words), lm.hidden_size):
             raise ValueError(f"init rows must be [{len(self.words)}, {lm.hidden_size}], got {tuple(init_rows.shape)}")
-        # The new rows are the only parameters; they train in fp32 whatever the compute precision.
-        rows = torch.nn.Parameter(init_rows.detach().clone().float().to(lm.device))
-        optimizer = torch.optim.Adam([rows], lr=cfg.learning_rate)
-        rng = random.Random(cfg.seed)
-        order = list(range(len(self.cache.items)))
-        # Every epoch has the same number of batches; counting them on a throwaway rng keeps `rng` untouched.
-        total_steps = len(shuffled_batches(self.cache.items, order, cfg.batch_size, random.Random(0))) * cfg.epochs
+        # The new rows are the only parameters, one per word (fp32 whatever the compute precision). Adam
+        # skips a parameter whose gradient is None, so a word with no batch this step does not move.
+        init = init_rows.detach().float().to(lm.device)
+        rows = [torch.nn.Parameter(init[i].clone()) for i in range(len(self.words))]
+        optimizer = torch.optim.Adam(rows, lr=cfg.learning_rate)
+        total_steps = self.total_steps
         result = TrainResult(rows={})
         start = time.perf_counter()
         step = 0
         for epoch in range(cfg.epochs):
-            for indices in shuffled_batches(self.cache.items, order, cfg.batch_size, rng):
+            for plan in self._epoch_steps():
                 # Stop between steps only, so a cancelled run never hands back half-updated rows.
                 if cancel is not None and cancel.is_set():
                     raise DistillationCancelled(f"{method}: stopped after {step} of {total_steps} steps")
-                # Forward and backward: one or more passes whose gradients add up to the batch's.
+                # Forward and backward: one or more passes whose gradients add up to the step's.
                 optimizer.zero_grad(set_to_none=True)
-                loss, items, row_losses, tokens = self._forward_backward(rows, indices)
+                word_losses, snippets, tokens = self._forward_backward(rows, plan)
                 optimizer.step()
                 step += 1
-                result.snippets_seen += len(items)
+                result.snippets_seen += snippets
                 result.tokens_seen += tokens
                 # Report: per-word losses cost a host sync, so only when someone listens.
                 if callback is not None:
+                    losses = {self.words[w]: v for w, v in zip(word_losses, torch.stack(
+                        list(word_losses.values())).cpu().tolist())}
                     callback(StepRecord(
-                        method=method, step=step, total_steps=total_steps, epoch=epoch, loss=float(loss),
-                        word_losses=_word_losses(items, row_losses), seconds=time.perf_counter() - start,
+                        method=method, step=step, total_steps=total_steps, epoch=epoch,
+                        loss=sum(losses.values()) / len(losses), word_losses=losses,
+                        seconds=time.perf_counter() - start,
                     ))
-        if not torch.isfinite(rows).all():
+        final = torch.stack([r.detach() for r in rows])
+        if not torch.isfinite(final).all():
             raise FloatingPointError(f"{method}: training diverged (non-finite rows); lower the learning rate")
         result.seconds = time.perf_counter() - start
-        result.rows = {w: rows.detach()[i].clone() for i, w in enumerate(self.words)}
+        result.rows = {w: final[i].clone() for i, w in enumerate(self.words)}
         return result
 
-    def _forward_backward(self, rows: torch.Tensor, indices: list[int],
-                          ) -> tuple[torch.Tensor, list[CachedSnippet], list[torch.Tensor], int]:
-        """Loss and gradients of one optimizer batch: (loss, its snippets, per-row losses, student tokens)."""
-        lm, items = self.lm, self.cache.items
-        groups = self._passes(indices)
-        total = sum(items[i].width for i in indices)
-        seen, row_losses, loss = [], [], 0.0
-        for group in groups:
-            batch = student_batch(lm, [items[i] for i in group], need_targets=self.use_distill)
-            with autocast_for(lm.device, self.config.mixed_precision):
-                part, per_row = self._loss(rows, batch)
-            # Token-weighted means combine exactly: the batch loss is sum(tokens_g * loss_g) / tokens.
-            if len(groups) > 1:
-                part = part * (batch.tokens / total)
-            part.backward()
-            loss = loss + part.detach()
-            seen.extend(batch.items)
-            row_losses.append(per_row.detach())
-        return loss, seen, row_losses, total
+    def _epoch_steps(self) -> list[_Step]:
+        """This epoch's steps: step k holds the k-th batch of every word that has one."""
+        per_word = {w: order.epoch(self.config.batch_size) for w, order in self.orders.items()}
+        items = self.cache.items
+        steps = []
+        for k in range(max((len(b) for b in per_word.values()), default=0)):
+            batches = {w: b[k] for w, b in per_word.items() if k < len(b)}
+            tokens = {w: sum(items[i].width for i in idx) for w, idx in batches.items()}
+            # Positions 0..s-1 predict the suffix; a tied row also predicts itself after a prefix.
+            labels = {w: sum(len(items[i].snippet.suffix) + (self.lm.tied and items[i].snippet.start > 0)
+                             for i in idx) for w, idx in batches.items()}
+            steps.append(_Step(batches, tokens, labels))
+        return steps
 
-    def _passes(self, indices: list[int]) -> list[list[int]]:
-        """The student passes of one batch: split by length where that saves padding and stays exact."""
-        if self.use_ntp:  # the CE is a mean over its own labels and αNTP's scale a per-batch ratio: no exact split
-            return [indices]
-        return length_groups(self.cache.items, indices, self.lm.device.type)
+    def _passes(self, plan: _Step) -> list[list[int]]:
+        """The student passes of one step, packed to the pass budget; split by length where exact."""
+        if self.use_ntp:  # αNTP's scale is a per-word ratio of whole-step losses: a word's batch stays whole
+            return pass_groups(self.cache.items, list(plan.batches.values()), self.pass_budget)
+        units = [[i] for idx in plan.batches.values() for i in idx]
+        passes = pass_groups(self.cache.items, units, self.pass_budget)
+        return [g for p in passes for g in length_groups(self.cache.items, p, self.lm.device.type)]
+
+    def _forward_backward(self, rows: list[torch.nn.Parameter], plan: _Step,
+                          ) -> tuple[dict[int, torch.Tensor], int, int]:
+        """Loss and gradients of one step: (per-word losses, snippets, student tokens)."""
+        items = self.cache.items
+        word_losses: dict[int, torch.Tensor] = {}
+        snippets = 0
+        for group in self._passes(plan):
+            batch = student_batch(self.lm, [items[i] for i in group], need_targets=self.use_distill)
+            words = sorted({it.word_index for it in batch.items})
+            local = {w: j for j, w in enumerate(words)}
+            local_index = torch.tensor([local[it.word_index] for it in batch.items], device=self.lm.device)
+            table = torch.stack([rows[w] for w in words])
+            with autocast_for(self.lm.device, self.config.mixed_precision):
+                per_word = self._loss(table, words, local_index, batch, plan)
+            # Each word's loss is its own mean; their sum trains every row by its own loss alone.
+            per_word.sum().backward()
+            for w, value in zip(words, per_word.detach()):
+                word_losses[w] = word_losses[w] + value if w in word_losses else value
+            snippets += len(batch.items)
+        tokens = sum(plan.distill_tokens.values())
+        return word_losses, snippets, tokens
 
     # -- losses -------------------------------------------------------------------------------------
-    def _loss(self, rows: torch.Tensor, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def snippet_losses(self, rows: torch.Tensor, indices: Sequence[int] | None = None) -> list[float]:
+        """Distillation loss (token-mean MSE) of each cached snippet for `rows` [words, hidden]."""
+        items = self.cache.items
+        chosen = list(range(len(items))) if indices is None else list(indices)
+        losses: dict[int, float] = {}
+        for group in pass_groups(items, [[i] for i in chosen], self.pass_budget):
+            batch = student_batch(self.lm, [items[i] for i in group], need_targets=True)
+            index = torch.tensor([it.word_index for it in batch.items], device=self.lm.device)
+            with autocast_for(self.lm.device, self.config.mixed_precision):
+                squared, _ = self._row_sums(rows.to(self.lm.device), index, batch, need_final=False)
+            position = {id(items[i]): i for i in group}
+            for it, total in zip(batch.items, squared.cpu().tolist()):
+                losses[position[id(it)]] = total / it.width
+        return [losses[i] for i in chosen]
+
+    def _row_sums(self, table: torch.Tensor, local_index: torch.Tensor, batch: StudentBatch, need_final: bool,
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per row of the pass: summed squared error over its positions (mean over hidden), and with
+        `need_final` the final hidden states for the next-token loss."""
         model = self.lm.model
-        scale = embed_scale(model)
-        new = (rows[batch.word_index] * scale).unsqueeze(1)
+        new = (table[local_index] * embed_scale(model)).unsqueeze(1)
         rest = embed_ids(model, batch.suffix_ids) if batch.suffix_ids.shape[1] else new[:, :0]
         embeds = torch.cat([new.to(rest.dtype), rest], dim=1)
         hidden, final = decoder_forward(
             model, embeds, batch.attention_mask, self.cache.layer, batch.position_ids, batch.cache,
-            run_to_end=self.use_ntp,
+            run_to_end=need_final,
         )
-        zero = embeds.new_zeros(())
-        per_row = embeds.new_zeros(len(batch.items))
-        distill = zero
-        if self.use_distill:
-            distill, per_row = masked_mse(hidden, batch.targets, batch.valid)
-        if not self.use_ntp:
-            return distill, per_row
-        ce = self._next_token_loss(rows, batch, final)
-        if not self.use_distill:
-            return ce, per_row
-        # αNTP: the CE term is rescaled to the size of the distillation loss (stop-gradient ratio).
-        alpha = (distill.detach() / ce.detach().clamp(min=1e-8))
-        return distill + alpha * ce, per_row
+        squared = None
+        if batch.targets is not None:
+            squared = ((hidden.float() - batch.targets.float()).pow(2).mean(-1) * batch.valid).sum(-1)
+        return squared, final
 
-    def _next_token_loss(self, rows: torch.Tensor, batch: StudentBatch, final: torch.Tensor) -> torch.Tensor:
+    def _loss(self, table: torch.Tensor, words: list[int], local_index: torch.Tensor, batch: StudentBatch,
+              plan: _Step) -> torch.Tensor:
+        """[len(words)] each word's loss over this pass, normalised by its counts over the whole step."""
+        device = table.device
+        squared, final = self._row_sums(table, local_index, batch, need_final=self.use_ntp)
+
+        def per_word(row_sums: torch.Tensor, counts: dict[int, int]) -> torch.Tensor:
+            norm = torch.tensor([max(counts[w], 1) for w in words], device=device, dtype=torch.float32)
+            return torch.zeros(len(words), device=device).index_add(0, local_index, row_sums.float()) / norm
+
+        distill = per_word(squared, plan.distill_tokens) if self.use_distill else None
+        if not self.use_ntp:
+            return distill
+        ce = per_word(self._next_token_sums(table, local_index, batch, final, words), plan.ntp_labels)
+        if distill is None:
+            return ce
+        # αNTP: each word's CE term is rescaled to the size of its distillation loss (stop-gradient ratio).
+        alpha = distill.detach() / ce.detach().clamp(min=1e-8)
+        return distill + alpha * ce
+
+    def _next_token_sums(self, table: torch.Tensor, local_index: torch.Tensor, batch: StudentBatch,
+                         final: torch.Tensor, words: list[int]) -> torch.Tensor:
+        """Per row, the summed next-token cross-entropy over its original vocabulary plus its own new token."""
         model = self.lm.model
-        out_rows = rows if self.lm.tied else self.fixed_output_rows
-        vocab = model.get_output_embeddings().weight.shape[0]
+        if self.lm.tied:
+            own = table[local_index]
+        else:
+            fixed = self.fixed_output_rows.to(table.device)
+            own = fixed[torch.tensor([words[j] for j in local_index.tolist()], device=table.device)]
         # Student positions 0..s-1 predict the suffix tokens.
-        logits = output_logits(model, final[:, :-1], out_rows)
+        logits = own_row_logits(model, final[:, :-1], own)
         labels = batch.suffix_ids.masked_fill(~batch.valid[:, 1:], -100)
-        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
-        count = (labels != -100).sum()
+        sums = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(-1)
         if self.lm.tied:
             # The last prefix position predicts the new token itself: the output side of a tied row.
             with_prefix = [i for i, it in enumerate(batch.items) if it.snippet.start > 0]
             if with_prefix:
                 h = torch.stack([batch.items[i].prefix_final[-1] for i in with_prefix]).to(final.dtype)
-                target = batch.word_index[with_prefix] + vocab
-                total = total + F.cross_entropy(output_logits(model, h, out_rows), target, reduction="sum")
-                count = count + len(with_prefix)
-        return total / count.clamp(min=1)
+                own_logits = own_row_logits(model, h, own[with_prefix])
+                target = torch.full((len(with_prefix),), own_logits.shape[-1] - 1, device=h.device)
+                extra = F.cross_entropy(own_logits, target, reduction="none")
+                sums = sums.index_add(0, torch.tensor(with_prefix, device=h.device), extra)
+        return sums
