@@ -91,7 +91,7 @@ def test_chunked_and_resumed_runs_give_the_rows_of_one_run(tiny, tokenizer, tmp_
         train_in_chunks(td, splits, snippets, methods, CONFIG, budget_bytes=largest, store=store,
                         progress=stop_after_first, cancel=cancel)
     assert seen == [0, 1] and len(list((tmp_path / "checkpoints").glob("chunk-*.safetensors"))) == 1
-    assert not list((tmp_path / "checkpoints").glob(".*tmp"))
+    assert not list((tmp_path / "checkpoints").glob(".*partial"))
     resumed_progress = []
     resumed = train_in_chunks(td, splits, snippets, methods, CONFIG, budget_bytes=largest,
                               store=CheckpointStore(tmp_path, fingerprint, resume=True),

@@ -1,4 +1,4 @@
-"""The `tokdist` command: split, distill, compare, bench.
+"""The `tokdist` command: split, distill, compare, adapt (cli_adapt.py), bench.
 
 Imports are lazy: `tokdist --help` and every argument check run before torch/transformers are imported,
 so mistakes in the command line are reported at once, never after loading the model or training.
@@ -175,6 +175,11 @@ def _check_inputs(args: argparse.Namespace) -> list[str]:
 
     Returns the words.
     """
+    if args.command == "adapt":
+        from . import cli_adapt
+
+        cli_adapt.check(args)
+        return args.word_list or []
     if args.command in ("distill", "compare"):
         _check_data(args.data)
     if args.command == "distill":
@@ -324,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated methods to compare (default: all: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the full report to this JSON file (its folder must exist)")
+    from . import cli_adapt
+
+    cli_adapt.add_parser(sub)
     p = sub.add_parser("bench", help="run a benchmark script and print its JSON")
     p.add_argument("name", choices=("distill", "mining", "quality", "estimate"))
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
@@ -368,6 +376,10 @@ def _run(args: argparse.Namespace, words: list[str]) -> int:
     if args.command != "split":
         config = _config(args)
         config.validate()  # before loading the model
+    if args.command == "adapt":
+        from . import cli_adapt
+
+        return cli_adapt.run(args, config)
 
     from .api import TokenDistillation
 
@@ -441,4 +453,7 @@ def _print_summary(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m tokdist_core.cli`: run the package's module, so cli_adapt and this share one UsageError.
+    from tokdist_core.cli import main as package_main
+
+    raise SystemExit(package_main())

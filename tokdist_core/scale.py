@@ -20,6 +20,7 @@ import torch
 
 from .cancel import Cancelled
 from .estimate import teacher_cache_bytes
+from .export import atomic_path
 from .rows import NewTokenRows
 from .snippet import Snippet
 from .vocab import WordSplit
@@ -164,7 +165,8 @@ class CheckpointStore:
                                  " differ); resume with the same settings or choose a new output folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         if not manifest.is_file():
-            _write_atomic(manifest, json.dumps(self.fingerprint, indent=1, sort_keys=True).encode())
+            with atomic_path(manifest) as tmp:
+                tmp.write_text(json.dumps(self.fingerprint, indent=1, sort_keys=True), encoding="utf-8")
 
     def finished(self) -> dict[str, dict[str, tuple[torch.Tensor, torch.Tensor | None]]]:
         """method -> word -> (input row, output row or None), from every complete chunk file."""
@@ -174,9 +176,10 @@ class CheckpointStore:
         for path in sorted(self.folder.glob("chunk-*.safetensors")):
             with safe_open(str(path), framework="pt") as fh:
                 words = json.loads(fh.metadata()["words"])
+                names = set(fh.keys())  # noqa: SIM118 (safe_open is not a mapping)
                 for method in json.loads(fh.metadata()["methods"]):
                     inputs = fh.get_tensor(f"{method}.input")
-                    outputs = fh.get_tensor(f"{method}.output") if f"{method}.output" in fh.keys() else None
+                    outputs = fh.get_tensor(f"{method}.output") if f"{method}.output" in names else None
                     for i, w in enumerate(words):
                         done.setdefault(method, {})[w] = (inputs[i], None if outputs is None else outputs[i])
         return done
@@ -193,14 +196,9 @@ class CheckpointStore:
                 tensors[f"{method}.output"] = r.output_rows.float().contiguous()
         meta = {"words": json.dumps(first.words), "methods": json.dumps(list(rows))}
         path = self.folder / f"chunk-{name}.safetensors"
-        _write_atomic(path, save(tensors, metadata=meta))
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(save(tensors, metadata=meta))
         return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------------

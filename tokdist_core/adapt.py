@@ -1,0 +1,221 @@
+"""Vocabulary adaptation end to end: words -> contexts -> chunked training -> export -> held-out report.
+
+`adapt()` runs in one process or in every rank of a torch.distributed group (torchrun): each rank mines
+and trains its shard of the words, rank 0 gathers the rows, writes a `save_pretrained` model per method and
+the domain report. Everything lands under temporary names first and is renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .export import atomic_path
+from .scale import CHECKPOINT_DIR, GB, CheckpointStore, Shard, gather_rows, train_in_chunks
+
+if TYPE_CHECKING:
+    from .api import TokenDistillation
+    from .training import DistillationConfig
+
+ADAPT_FILE = "adapt.json"
+MODELS_DIR = "models"
+
+
+@dataclass
+class AdaptSettings:
+    """What `adapt` is told besides the words; recorded in adapt.json and the checkpoints' fingerprint."""
+
+    data: str | list[str] = "auto"
+    methods: tuple[str, ...] = ("subword_mean", "tokdist")
+    snippets_per_token: int = 25
+    snippet_len: int = 50
+    mid_sentence: bool = True
+    output_policy: str = "ntp"
+    memory_budget_gb: float = 8.0
+    export: bool = True  # a save_pretrained model per method
+
+
+@dataclass
+class AdaptResult:
+    """What an adaptation run produced (on rank 0; other ranks get `rows == {}`)."""
+
+    out: Path
+    words: list[str]
+    skipped: list[dict] = field(default_factory=list)
+    rows: dict[str, Any] = field(default_factory=dict)  # method -> NewTokenRows
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall clock
+    peak_rss_mb: float = 0.0
+    report: Any = None  # DomainReport when held-out documents were given
+
+
+def check_out_folder(out: str | Path, resume: bool) -> Path:
+    """An output folder adapt may use: new (created later), or with --resume one holding checkpoints."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} is an existing file; give a folder")
+    has_checkpoints = (out / CHECKPOINT_DIR).is_dir()
+    if resume and not has_checkpoints:
+        raise ValueError(f"--resume: {out} holds no checkpoints of an earlier run ({out / CHECKPOINT_DIR} is missing)")
+    if not resume and out.exists() and any(out.iterdir()):
+        hint = "; add --resume to continue the run in it" if has_checkpoints else ""
+        raise ValueError(f"output folder {out} exists and is not empty; choose a new folder{hint}")
+    return out
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+class _Stages:
+    """Wall clock per stage, and a tqdm bar with ETA for the long ones (rank 0 only)."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+        self.seconds: dict[str, float] = {}
+        self._bar: Any = None
+
+    def timed(self, name: str):
+        stages = self
+
+        class _Timer:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                stages.seconds[name] = stages.seconds.get(name, 0.0) + time.perf_counter() - self.start
+                stages.close()
+
+        return _Timer()
+
+    def bar(self, desc: str, total: float, unit: str):
+        from tqdm.auto import tqdm
+
+        self.close()
+        self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not self.show)
+        return self._bar
+
+    def fraction(self, desc: str):
+        """A progress(fraction, message) callback drawn as a bar of 100 %."""
+        bar = self.bar(desc, 100, "%")
+
+        def update(fraction: float, message: str = "") -> None:
+            bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
+            bar.set_postfix_str(message[:40], refresh=False)
+            bar.refresh()
+
+        return update
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, config: DistillationConfig,
+          out: str | Path, heldout_documents: Sequence[str] | None = None, resume: bool = False,
+          shard: Shard | None = None, show_progress: bool = True, candidates: dict | None = None) -> AdaptResult:
+    """Add `words` to the model with every method in `settings.methods`; see the module docstring."""
+    out = Path(out)
+    shard = shard or Shard()
+    stages = _Stages(show_progress and shard.is_main)
+    config.validate(td.lm)
+    splits, skipped = td.prepare_words(list(words), mid_sentence=settings.mid_sentence)
+    if not splits:
+        reasons = "; ".join(f"{s.word!r}: {s.reason}" for s in skipped[:5])
+        raise ValueError(f"no word can be added{': ' + reasons if reasons else ''}")
+    fingerprint = {"model": td.lm.name, "words": [s.word for s in splits], "config": config.to_dict(),
+                   **{k: v for k, v in asdict(settings).items() if k not in ("memory_budget_gb", "export")}}
+    store = CheckpointStore(out, fingerprint, resume=resume) if shard.is_main else None
+    if shard.world > 1:
+        _barrier()  # rank 0 made the folder and checked the fingerprint
+        store = store or CheckpointStore(out, fingerprint, resume=True)
+    mine = shard.take(splits)
+
+    with stages.timed("contexts"):
+        contexts = td.contexts(mine, settings.data, settings.snippets_per_token, 0, settings.snippet_len, config.seed,
+                               progress=stages.fraction("contexts"))
+    usable = [s for s in mine if contexts[s.word].train]
+    skipped_here = [{"word": s.word, "reason": contexts[s.word].problem or "no training snippets found"}
+                    for s in mine if s not in usable]
+    from .contexts import snippets_of
+
+    train = snippets_of(contexts, usable)
+    with stages.timed("training"):
+        bar = stages.bar("training", len(usable), "word")
+
+        def progress(done: int, total: int) -> None:
+            bar.n = done
+            bar.refresh()
+
+        rows = train_in_chunks(td, usable, train, settings.methods, config, settings.output_policy,
+                               int(settings.memory_budget_gb * GB), store, shard, progress=progress)
+    merged = gather_rows(rows, splits, shard)
+    all_skipped = _gather_list(skipped_here, shard)
+    result = AdaptResult(out=out, words=[s.word for s in splits],
+                         skipped=[{"word": s.word, "reason": s.reason} for s in skipped] + (all_skipped or []))
+    if not shard.is_main:
+        result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
+        return result
+    result.rows = merged
+    if settings.export:
+        with stages.timed("export"):
+            for method, method_rows in merged.items():
+                _export(td, method_rows, out / MODELS_DIR / method)
+    if heldout_documents:
+        with stages.timed("report"):
+            result.report = td.domain_report(list(heldout_documents), list(merged.values()),
+                                             progress=stages.fraction("report"))
+            result.report.save(out)
+    result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
+    _write_summary(result, settings, config, td, candidates)
+    return result
+
+
+def _export(td: TokenDistillation, rows, final: Path) -> None:
+    """A save_pretrained folder written beside `final` under a hidden temporary name, then renamed."""
+    tmp = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    td.save(rows, tmp)
+    if final.exists():  # a resumed run re-exports: replace the earlier folder whole
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _write_summary(result: AdaptResult, settings: AdaptSettings, config: DistillationConfig,
+                   td: TokenDistillation, candidates: dict | None) -> None:
+    summary = {
+        "model": td.lm.describe(), "settings": asdict(settings), "config": config.to_dict(),
+        "words": result.words, "trained": {m: len(r.words) for m, r in result.rows.items()},
+        "skipped": result.skipped, "seconds": result.seconds, "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "models": {m: str(Path(MODELS_DIR) / m) for m in result.rows} if settings.export else {},
+        "report": result.report.to_json() if result.report is not None else None,
+    }
+    if candidates is not None:
+        summary["candidates"] = candidates
+    with atomic_path(result.out / ADAPT_FILE) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def _gather_list(items: list, shard: Shard) -> list | None:
+    if shard.world == 1:
+        return items
+    import torch.distributed as dist
+
+    parts: list | None = [None] * shard.world if shard.is_main else None
+    dist.gather_object(items, parts, dst=0)
+    return [x for part in parts for x in part] if shard.is_main else None

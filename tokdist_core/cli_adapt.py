@@ -1,0 +1,163 @@
+"""`tokdist adapt`: a domain corpus in, an adapted model per method and a held-out report out.
+
+    tokdist adapt --data corpus/ --top 500 --methods subword_mean,tokdist --out adapted/
+    torchrun --nproc_per_node=2 --no-python tokdist adapt ...   # the words sharded over two processes
+
+Like the rest of the command line, every argument is checked before torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import cli
+
+MAX_TOP = 100_000
+MAX_HELDOUT_DOCUMENTS = 100_000
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GB, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of GB, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("adapt", help="adapt the vocabulary to a corpus: candidates, training, export, report",
+                       description="Pick new tokens for a corpus, learn their rows with each method, save a model "
+                                   "per method and report tokens saved and bits per byte on held-out text.")
+    cli._add_common(p)
+    source = p.add_argument_group("which words (one of these, or --words/--words-file)")
+    source.add_argument("--top", type=cli._int_range(1, MAX_TOP), metavar="N",
+                        help=f"the N candidates of --data that save the most tokens, 1..{MAX_TOP}")
+    source.add_argument("--phrases", type=cli._int_range(1, 3), default=1, metavar="K",
+                        help="with --top: also count phrases of up to K words, 1..3 (default: %(default)s)")
+    source.add_argument("--from-tokenizer", metavar="T",
+                        help="candidates from another tokenizer (local folder or hub id): its tokens this model splits")
+    source.add_argument("--frequency-list", metavar="FILE",
+                        help="candidates from a frequency list: word<TAB>count lines or JSONL {word, count}")
+    held = p.add_argument_group("held-out report")
+    held.add_argument("--heldout-data", metavar="SRC",
+                      help="held-out text for the report (same forms as --data); default: a held-out fraction of --data")
+    held.add_argument("--heldout-fraction", type=_fraction, default=0.1, metavar="F",
+                      help="without --heldout-data: this fraction of --data's documents (chosen by their text) is "
+                           "held out of mining and discovery for the report (default: %(default)s)")
+    held.add_argument("--heldout-documents", type=cli._int_range(1, MAX_HELDOUT_DOCUMENTS), default=500, metavar="N",
+                      help="at most this many held-out documents are scored (default: %(default)s)")
+    p.add_argument("--methods", default="subword_mean,tokdist",
+                   help="comma-separated methods, each exported and reported (default: %(default)s)")
+    p.add_argument("--memory-budget-gb", type=_positive_float, default=8.0, metavar="GB",
+                   help="teacher-cache memory per chunk of words; peak memory does not grow with the number of "
+                        "words (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FOLDER",
+                   help="new output folder: models/<method>/ (save_pretrained), adapt.json, report.json/.txt/.html")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out: finished chunks are read from its checkpoints")
+    p.add_argument("--no-export", action="store_true", help="skip the save_pretrained models (rows and report only)")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every check that needs no model (run by cli.main before any import of torch)."""
+    cli._check_data(args.data)
+    if args.heldout_data is not None:
+        cli._check_data(args.heldout_data)
+    args.method_list = cli._methods(args.methods)
+    cli._check_out_folder(args.out)
+    chosen = [name for name, value in (("--top", args.top), ("--from-tokenizer", args.from_tokenizer),
+                                       ("--frequency-list", args.frequency_list),
+                                       ("--words/--words-file", args.words or args.words_file)) if value]
+    if len(chosen) != 1:
+        raise cli.UsageError("give exactly one source of words: --top N, --from-tokenizer, --frequency-list or "
+                             f"--words/--words-file (got {', '.join(chosen) if chosen else 'none'})")
+    if args.phrases > 1 and args.top is None:
+        raise cli.UsageError("--phrases counts phrases in --data: use it with --top")
+    if args.frequency_list is not None and not Path(args.frequency_list).is_file():
+        raise cli.UsageError(f"--frequency-list {args.frequency_list}: no such file")
+    from .adapt import check_out_folder  # imports no torch
+
+    try:
+        check_out_folder(args.out, args.resume)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
+    args.word_list = cli._words(args) if (args.words or args.words_file) else None
+
+
+def run(args: argparse.Namespace, config: Any) -> int:
+    from .adapt import AdaptSettings, adapt
+    from .api import TokenDistillation
+    from .scale import init_distributed
+
+    shard = init_distributed(args.device)
+    td = TokenDistillation(args.model, device=_rank_device(args.device, shard))
+    config.validate(td.lm)
+    data = cli._data(args.data)
+    settings = AdaptSettings(data=data, methods=tuple(args.method_list), snippets_per_token=args.snippets_per_token,
+                             snippet_len=args.snippet_len, mid_sentence=not args.no_space,
+                             output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
+                             export=not args.no_export)
+    words, candidates = _broadcast(_choose_words(args, td) if shard.is_main else None, shard)
+    heldout = _heldout_documents(args) if shard.is_main else None
+    result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,
+                   shard=shard, candidates=candidates)
+    if shard.is_main:
+        for s in result.skipped:
+            print(f"skipped {s['word']!r}: {s['reason']}", file=sys.stderr)
+        if result.report is not None:
+            print(result.report.summary())
+        print(json.dumps({"out": str(result.out), "words": len(result.words),
+                          "trained": {m: len(r.words) for m, r in result.rows.items()},
+                          "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+                          "peak_rss_mb": round(result.peak_rss_mb, 1)}, ensure_ascii=False))
+    return 0
+
+
+def _rank_device(device: str, shard: Any) -> str:
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available() and shard.world > 1:
+        return f"cuda:{torch.cuda.current_device()}"
+    return device
+
+
+def _choose_words(args: argparse.Namespace, td: Any) -> tuple[list[str], dict | None]:
+    """The words to add and, for discovered ones, the candidate table (kept in adapt.json)."""
+    if args.word_list is not None:
+        return args.word_list, None
+    raise cli.UsageError("candidate discovery is not available in this build")  # replaced when discovery lands
+
+
+def _heldout_documents(args: argparse.Namespace) -> list[str] | None:
+    if args.heldout_data is None:
+        return None
+    from .contexts.documents import iter_documents
+
+    return [text for _, text in iter_documents(cli._data(args.heldout_data), max_documents=args.heldout_documents)]
+
+
+def _broadcast(value: Any, shard: Any) -> Any:
+    """Rank 0's value on every rank (the word list is chosen once)."""
+    if shard.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
