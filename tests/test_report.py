@@ -134,6 +134,15 @@ def test_windowed_scoring_equals_per_window_forwards_and_batching_changes_nothin
         assert a["nll_nats"] == pytest.approx(b["nll_nats"], rel=1e-5)
 
 
+def test_bf16_autocast_path_stays_close_to_fp32(tokenizer):
+    lm = make_tiny(tokenizer, "untied")
+    rows = [method_rows(lm, "subword_mean")]
+    fp32 = domain_report(lm, TEXTS[:3], rows, mixed_precision="no")
+    bf16 = domain_report(lm, TEXTS[:3], rows, mixed_precision="bf16")
+    for a, b in ((fp32.original, bf16.original), (fp32.methods["subword_mean"], bf16.methods["subword_mean"])):
+        assert b["bits_per_byte"] == pytest.approx(a["bits_per_byte"], rel=0.02)
+
+
 def test_token_counts_equal_an_independent_recount(tokenizer):
     lm = make_tiny(tokenizer, "tied")
     docs = [*TEXTS, "Nothing to see here, just words the tokenizer knows."]

@@ -198,7 +198,7 @@ def _check_documents(documents: Sequence[str]) -> list[str]:
 
 
 def _check_one(lm: LoadedModel, rows: NewTokenRows, words: list[str]) -> None:
-    if sorted(rows.words) != sorted(words):
+    if len(rows.words) != len(words) or set(rows.words) != set(words):
         raise ValueError(f"every method must have the same words: {rows.method!r} has {rows.words[:5]}, "
                          f"the first method has {words[:5]}.")
     if rows.input_rows.shape[1] != lm.hidden_size:
@@ -403,6 +403,8 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
     extended, vocab = _extended(lm, words)
     original = _encode(lm.tokenizer, docs, cancel)
     adapted = _encode(extended, docs, cancel)
+    if not any(original["ids"]):
+        raise ValueError("The documents hold no tokens for this tokenizer; give documents with text.")
     windows = sum(math.ceil(len(ids) / settings["max_length"]) for ids in original["ids"])
     windows += len(methods) * sum(math.ceil(len(ids) / settings["max_length"]) for ids in adapted["ids"])
     done = {"windows": 0, "label": "original"}
