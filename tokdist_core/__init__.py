@@ -32,6 +32,8 @@ _EXPORTS = {
     "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
     "atomic_path": "export", "parse_hf_spec": "contexts", "Generation": "evaluate",
     "LOWER_IS_BETTER": "evaluate", "snippets_of": "contexts",
+    "DomainReport": "report", "domain_report": "report", "report_figure": "report",
+    "DocumentSplit": "contexts.documents", "iter_split_documents": "contexts.documents",
 }
 
 __all__ = sorted(_EXPORTS)

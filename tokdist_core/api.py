@@ -28,6 +28,7 @@ from .evaluate import (
 from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
 from .methods import METHOD_NAMES, MethodContext, MethodOutput, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .report import DomainReport, domain_report
 from .rows import NewTokenRows
 from .snippet import Snippet
 from .training import (
@@ -342,6 +343,12 @@ class TokenDistillation:
         tokenizer = copy.deepcopy(self.lm.tokenizer)
         add_tokens_to_model(model, tokenizer, rows.words, rows.input_rows, rows.output_rows)
         return model, tokenizer
+
+    def domain_report(self, documents: Sequence[str], rows: Sequence[NewTokenRows], cancel: threading.Event | None = None,
+                      progress: Progress | None = None, max_length: int | None = None) -> DomainReport:
+        """On held-out `documents`: tokens the new words save and bits per byte of the original model vs each
+        method's rows (see report.domain_report); the base model is not copied or changed."""
+        return domain_report(self.lm, documents, rows, max_length=max_length, cancel=cancel, progress=progress)
 
     # -- looking inside: what the app's Compare, Generate and Lens tabs show ------------------------
     def split(self, word: str) -> WordSplit:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import TypeVar
 
 from ..cancel import check_cancel
 from .bundled import _bundled_corpus, check_bundled
@@ -21,6 +26,8 @@ from .sources import (
 )
 
 _Readable = BundledSource | FileSource | HFDataSource  # a FileSource here names one file
+_Doc = TypeVar("_Doc", str, tuple[str, str])
+SPLIT_PARTS = ("train", "heldout")
 
 
 def iter_documents(
@@ -173,3 +180,66 @@ def iter_hf_dataset(
         raise CorpusError("No dataset name given.")
     source = HFDataSource(name.strip(), config or None, split or "train", max_documents=max_documents)
     return _iter_hf(source, text_column, source.max_documents)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Held-out documents
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocumentSplit:
+    """A document-level train / held-out split decided by each document's text alone.
+
+    A document is held out when sha256(seed, text) read as a number in [0, 1) is below ``fraction``. The
+    answer depends on nothing else (not the order, the other documents, the source or the process), so
+    every rank of a distributed run and every later report agree, and duplicate texts land on the same side.
+    Training (word discovery, mining) reads ``part="train"``; the domain report reads ``part="heldout"``.
+    """
+
+    fraction: float
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        f = self.fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 < f < 1:
+            raise ValueError(f"heldout fraction must be a number strictly between 0 and 1 (e.g. 0.05), got {f!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"split seed must be an integer, got {self.seed!r}.")
+
+    def is_heldout(self, text: str) -> bool:
+        if not isinstance(text, str):
+            raise TypeError(f"a document is text, got {type(text).__name__}")
+        digest = hashlib.sha256(f"{self.seed}\0".encode() + text.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.fraction
+
+    def select(self, documents: Iterable[_Doc], part: str) -> Iterator[_Doc]:
+        """The documents of one part, lazily; items are texts or ``(source_label, text)`` pairs."""
+        want = _check_part(part) == "heldout"
+        return (doc for doc in documents if self.is_heldout(doc if isinstance(doc, str) else doc[1]) == want)
+
+
+def _check_part(part: str) -> str:
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"part must be one of {SPLIT_PARTS}, got {part!r}")
+    return part
+
+
+def iter_split_documents(
+    data: DataSpec | Iterable[DataSpec],
+    split: DocumentSplit,
+    part: str,
+    text_column: str = "text",
+    max_documents: int | None = None,
+) -> Iterator[tuple[str, str]]:
+    """``iter_documents`` restricted to one part of ``split``; ``max_documents`` caps the documents of that
+    part (the sources are read until enough are found or they end)."""
+    if not isinstance(split, DocumentSplit):
+        raise TypeError(f"split must be a DocumentSplit, got {type(split).__name__}")
+    _check_part(part)
+    if max_documents is not None and (
+        isinstance(max_documents, bool) or not isinstance(max_documents, int) or max_documents < 1
+    ):
+        raise CorpusError(f"max_documents must be a positive integer or None, got {max_documents!r}.")
+    selected = split.select(iter_documents(data, text_column=text_column), part)
+    return selected if max_documents is None else islice(selected, max_documents)
