@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ADAPT_FILE = "adapt.json"
 MODELS_DIR = "models"
+ROWS_DIR = "rows"
 
 
 @dataclass
@@ -38,8 +39,20 @@ class AdaptSettings:
     snippet_len: int = 50
     mid_sentence: bool = True
     output_policy: str = "ntp"
+    heldout_fraction: float | None = None  # documents of `data` held out of mining (DocumentSplit, by their text)
     memory_budget_gb: float = 8.0
     export: bool = True  # a save_pretrained model per method
+
+
+    def text_data(self) -> list[str]:
+        """`data` without generation ("auto" reads the bundled corpus): the documents a report can hold out."""
+        items = [self.data] if isinstance(self.data, str) else list(self.data)
+        return ["bundled" if str(i).strip() == "auto" else i for i in items if str(i).strip() != "generated"]
+
+    def document_split(self):
+        from .contexts.documents import DocumentSplit
+
+        return None if self.heldout_fraction is None else DocumentSplit(self.heldout_fraction)
 
 
 @dataclass
@@ -142,7 +155,7 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
 
     with stages.timed("contexts"):
         contexts = td.contexts(mine, settings.data, settings.snippets_per_token, 0, settings.snippet_len, config.seed,
-                               progress=stages.fraction("contexts"))
+                               progress=stages.fraction("contexts"), document_split=settings.document_split())
     usable = [s for s in mine if contexts[s.word].train]
     skipped_here = [{"word": s.word, "reason": contexts[s.word].problem or "no training snippets found"}
                     for s in mine if s not in usable]
@@ -166,6 +179,8 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
         return result
     result.rows = merged
+    for method, method_rows in merged.items():  # the rows alone, always: small, and load_rows reads them
+        td.save_rows(method_rows, out / ROWS_DIR / method)
     if settings.export:
         with stages.timed("export"):
             for method, method_rows in merged.items():
@@ -197,6 +212,7 @@ def _write_summary(result: AdaptResult, settings: AdaptSettings, config: Distill
         "words": result.words, "trained": {m: len(r.words) for m, r in result.rows.items()},
         "skipped": result.skipped, "seconds": result.seconds, "peak_rss_mb": round(result.peak_rss_mb, 1),
         "models": {m: str(Path(MODELS_DIR) / m) for m in result.rows} if settings.export else {},
+        "rows": {m: str(Path(ROWS_DIR) / m) for m in result.rows},
         "report": result.report.to_json() if result.report is not None else None,
     }
     if candidates is not None:

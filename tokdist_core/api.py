@@ -151,10 +151,11 @@ class TokenDistillation:
     def contexts(self, splits: Sequence[WordSplit], data: str | list[str] = "auto", snippets_per_token: int = 25,
                  heldout_per_token: int = 10, snippet_len: int = 50, seed: int = 0,
                  progress: Progress | None = None, cancel: threading.Event | None = None,
-                 ) -> dict[str, corpus.WordContexts]:
+                 document_split: corpus.DocumentSplit | None = None) -> dict[str, corpus.WordContexts]:
+        """Snippets per word (see contexts.collect_contexts); `document_split` mines only its training part."""
         return corpus.collect_contexts(self.lm, list(splits), data=data, snippets_per_token=snippets_per_token,
                                        heldout_per_token=heldout_per_token, snippet_len=snippet_len, seed=seed,
-                                       progress=progress, cancel=cancel)
+                                       progress=progress, cancel=cancel, document_split=document_split)
 
     # -- estimates: what a job will cost before it starts ----------------------------------------------
     def estimate_training(self, train: Sequence[Snippet], heldout: Sequence[Snippet], methods: Sequence[str],

@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
     held.add_argument("--heldout-fraction", type=_fraction, default=0.1, metavar="F",
                       help="without --heldout-data: this fraction of --data's documents (chosen by their text) is "
                            "held out of mining and discovery for the report (default: %(default)s)")
-    held.add_argument("--heldout-documents", type=cli._int_range(1, MAX_HELDOUT_DOCUMENTS), default=500, metavar="N",
+    held.add_argument("--heldout-documents", type=cli._int_range(1, MAX_HELDOUT_DOCUMENTS), default=200, metavar="N",
                       help="at most this many held-out documents are scored (default: %(default)s)")
     p.add_argument("--methods", default="subword_mean,tokdist",
                    help="comma-separated methods, each exported and reported (default: %(default)s)")
@@ -112,9 +112,10 @@ def run(args: argparse.Namespace, config: Any) -> int:
     settings = AdaptSettings(data=data, methods=tuple(args.method_list), snippets_per_token=args.snippets_per_token,
                              snippet_len=args.snippet_len, mid_sentence=not args.no_space,
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
+                             heldout_fraction=None if args.heldout_data else args.heldout_fraction,
                              export=not args.no_export)
     words, candidates = _broadcast(_choose_words(args, td) if shard.is_main else None, shard)
-    heldout = _heldout_documents(args) if shard.is_main else None
+    heldout = _heldout_documents(args, settings) if shard.is_main else None
     result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,
                    shard=shard, candidates=candidates)
     if shard.is_main:
@@ -144,12 +145,23 @@ def _choose_words(args: argparse.Namespace, td: Any) -> tuple[list[str], dict | 
     raise cli.UsageError("candidate discovery is not available in this build")  # replaced when discovery lands
 
 
-def _heldout_documents(args: argparse.Namespace) -> list[str] | None:
-    if args.heldout_data is None:
-        return None
-    from .contexts.documents import iter_documents
+def _heldout_documents(args: argparse.Namespace, settings: Any) -> list[str]:
+    """--heldout-data's documents, or the held-out part of --data; an empty set is an error before training."""
+    from .contexts.documents import iter_documents, iter_split_documents
 
-    return [text for _, text in iter_documents(cli._data(args.heldout_data), max_documents=args.heldout_documents)]
+    if args.heldout_data is not None:
+        docs = iter_documents(cli._data(args.heldout_data), max_documents=args.heldout_documents)
+        where = f"--heldout-data {args.heldout_data}"
+    else:
+        if not settings.text_data():
+            raise ValueError("--data holds no text to hold out (only generated snippets); give --heldout-data")
+        docs = iter_split_documents(settings.text_data(), settings.document_split(), "heldout",
+                                    max_documents=args.heldout_documents)
+        where = f"the held-out {args.heldout_fraction:g} of --data {args.data}"
+    texts = [text for _, text in docs if text.strip()]
+    if not texts:
+        raise ValueError(f"no held-out documents in {where}; give --heldout-data or a larger --heldout-fraction")
+    return texts
 
 
 def _broadcast(value: Any, shard: Any) -> Any:

@@ -20,7 +20,7 @@ from ..cancel import Cancelled
 from ..snippet import Snippet
 from ..vocab import WordSplit
 from .bundled import BUNDLED_SOURCES, GENSIM_HINT, GENSIM_VERSION, bundled_available
-from .documents import _until_cancelled, corpus_stats, iter_documents, iter_hf_dataset
+from .documents import DocumentSplit, _until_cancelled, corpus_stats, iter_documents, iter_hf_dataset
 from .generation import GENERATE_BATCH, generate_snippets
 from .mining import (
     MAX_OCCURRENCES_PER_WORD,
@@ -156,6 +156,7 @@ def collect_contexts(
     progress: Callable[[float, str], None] | None = None,
     max_documents: int | None = None,
     cancel: threading.Event | None = None,
+    document_split: DocumentSplit | None = None,
 ) -> dict[str, WordContexts]:
     """Mine (and/or generate) snippets for each word and split them into disjoint train / held-out sets.
 
@@ -167,6 +168,8 @@ def collect_contexts(
     A set ``cancel`` flag stops the work at the next document batch or generated token: stopped while
     mining, it raises Cancelled; stopped while generating, the words finished so far keep their
     snippets and the others get a ``problem`` saying they were not collected.
+
+    ``document_split``: mine only its training documents (the held-out ones are kept for a report).
     """
     splits = _validate_splits(splits)
     if not splits:
@@ -183,8 +186,10 @@ def collect_contexts(
     mined: dict[str, list[Snippet]] = {s.word: [] for s in splits}
     if corpus:
         report(0.0, f"Reading and mining {mined_from}")
-        documents = _until_cancelled(iter_documents(corpus, text_column=text_column, max_documents=max_documents),
-                                     cancel)
+        documents = iter_documents(corpus, text_column=text_column, max_documents=max_documents)
+        if document_split is not None:
+            documents = document_split.select(documents, "train")
+        documents = _until_cancelled(documents, cancel)
         mined = mine_snippets(documents, lm.tokenizer, splits, snippet_len, max_per_word=wanted, seed=seed)
         report(0.3 if generate else 0.9, f"Mined {sum(map(len, mined.values()))} snippets from {mined_from}")
 
