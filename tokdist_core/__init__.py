@@ -32,6 +32,9 @@ _EXPORTS = {
     "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
     "atomic_path": "export", "parse_hf_spec": "contexts", "Generation": "evaluate",
     "LOWER_IS_BETTER": "evaluate", "snippets_of": "contexts",
+    "Discovery": "discovery", "Candidate": "discovery", "Rejection": "discovery", "DiscoveryError": "discovery",
+    "FrequencyList": "discovery", "discover_words": "discovery", "candidates_from_tokenizer": "discovery",
+    "candidates_from_frequency_list": "discovery", "read_frequency_list": "discovery",
 }
 
 __all__ = sorted(_EXPORTS)
