@@ -421,9 +421,10 @@ def _marker_of(other: PreTrainedTokenizerBase, vocab: dict[str, int]) -> str:
     from .vocab import whitespace_marker
 
     marker = whitespace_marker(other)
-    if marker:
+    if len(marker) == 1:
         return marker
-    # Small tokenizers may lack " the": fall back to the marker most vocabulary tokens start with.
+    # Small tokenizers may lack " the", and some merge across spaces ("▁the▁the"): fall back to the
+    # marker that many vocabulary tokens start with.
     starts = Counter(token[0] for token in vocab if token[:1] in ("Ġ", "▁"))
     common = starts.most_common(1)
     return common[0][0] if common and common[0][1] >= 0.05 * len(vocab) else ""
@@ -441,11 +442,11 @@ def _vocab_token_text(token: str, other: PreTrainedTokenizerBase, marker: str, p
     """-> (the token as text in " word" form, None) or (None, why it is skipped)."""
     if token in special:
         return None, "special token"
+    if _BYTE_TOKEN.fullmatch(token):
+        return None, "byte token"
     if token in added:
         content = added[token].content
         return (content, None) if content.startswith(" ") else (None, "word continuation (no leading space)")
-    if _BYTE_TOKEN.fullmatch(token):
-        return None, "byte token"
     if marker and token.startswith(marker):
         body = token[len(marker):]
         if not body:
