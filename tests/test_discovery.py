@@ -195,7 +195,14 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         spec["model"]["vocab"].setdefault(f"<0x{i:02X}>", len(spec["model"]["vocab"]))
     PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), unk_token="<unk>",
                             bos_token="<s>", eos_token="</s>").save_pretrained(root / "metaspace")
-    return {"bpe": root / "bpe", "metaspace": root / "metaspace"}
+
+    wordpiece = Tokenizer(tok_models.WordPiece(unk_token="[UNK]"))
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece()
+    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["[UNK]"],
+                                                                   show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]").save_pretrained(root / "wordpiece")
+    return {"bpe": root / "bpe", "metaspace": root / "metaspace", "wordpiece": root / "wordpiece"}
 
 
 def _check_vocabulary_candidates(found, tokenizer, other, to_vocab_token) -> None:
@@ -225,6 +232,15 @@ def test_metaspace_vocabulary_maps_the_sentencepiece_marker_and_skips_byte_token
     found = td.discover(from_tokenizer=other, top=100_000, min_chars=1)
     _check_vocabulary_candidates(found, tokenizer, other, lambda t: "▁" + t[1:])
     assert found.filtered["byte token"] == 256 and " Arafat" in found.words
+
+
+def test_wordpiece_vocabulary_keeps_word_initial_tokens_and_skips_hash_continuations(td, tokenizer, trained):
+    other = AutoTokenizer.from_pretrained(trained["wordpiece"])
+    found = td.discover(from_tokenizer=other, top=100_000)
+    assert " Arafat" in found.words and not any("#" in w for w in found.words)
+    for c in found.candidates:
+        assert other.convert_ids_to_tokens(c.source_rank) == c.token[1:]
+    assert found.filtered["word continuation (no leading space)"] > 100
 
 
 def test_the_embedded_tokenizer_as_the_other_one(trained):

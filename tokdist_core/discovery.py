@@ -368,8 +368,8 @@ def discover_words(
     """The `top` words (and, with ``max_words`` 2 or 3, phrases) of a corpus that save the most tokens.
 
     ``data`` takes what contexts take ("auto"/"bundled", files, folders, "hf:<dataset>", typed sources or
-    a list). Counting is case-sensitive and streams the documents in batches (``max_documents`` caps
-    them). Phrases whose first or last word is a stop word (" of the", " Minister of") are skipped unless
+    a list). Counting is case-sensitive and streams the documents in ~1 MB batches; memory holds the
+    counts of distinct words/phrases, so ``max_documents`` caps very large corpora. Phrases whose first or last word is a stop word (" of the", " Minister of") are skipped unless
     ``stop_words=None``.
     """
     _check_options(top, min_count, min_chars, max_documents)
@@ -481,7 +481,8 @@ def candidates_from_tokenizer(
     Whitespace markers are mapped ('Ġ' byte-level, '▁' SentencePiece: a leading space); tokens without
     one continue a word and are skipped (added as text they would fire inside words), as are special
     and byte tokens and single characters. With ``data`` the candidates are counted in that corpus and
-    ranked by tokens saved; without it they keep the other tokenizer's order (id, i.e. merge rank for BPE).
+    ranked by tokens saved; without it they keep the other tokenizer's order (id, i.e. merge rank for BPE)
+    and include word fragments (" cla" of " claimed") that a corpus would count zero times as whole words.
     """
     _check_options(top, min_count, min_chars, max_documents)
     other_tok = other if not isinstance(other, (str, os.PathLike)) else load_tokenizer(other)
