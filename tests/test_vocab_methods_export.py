@@ -37,7 +37,8 @@ def test_whitespace_marker_and_split(tokenizer):
 
 @pytest.mark.parametrize(
     "raw,match",
-    [("", "Empty"), ("   ", "Empty"), ("x" * 10_000, "limit"), ("two words", "whitespace"),
+    [("", "Empty"), ("   ", "Empty"), ("x" * 10_000, "limit"), ("two\twords", "whitespace"),
+     ("one two three four", "at most 3 words"),  # phrases of 2-3 words are tokens (tests/test_multiword.py)
      ("bad\x00word", "control"), ("zero\u200bwidth", "invisible"), ("ĠKranken", "marker")],
 )
 def test_bad_words_are_rejected_with_a_reason(raw, match):

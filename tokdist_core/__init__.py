@@ -34,6 +34,9 @@ _EXPORTS = {
     "LOWER_IS_BETTER": "evaluate", "snippets_of": "contexts",
     "DomainReport": "report", "domain_report": "report", "report_figure": "report",
     "DocumentSplit": "contexts.documents", "iter_split_documents": "contexts.documents",
+    "Discovery": "discovery", "Candidate": "discovery", "Rejection": "discovery", "DiscoveryError": "discovery",
+    "FrequencyList": "discovery", "discover_words": "discovery", "candidates_from_tokenizer": "discovery",
+    "candidates_from_frequency_list": "discovery", "read_frequency_list": "discovery",
 }
 
 __all__ = sorted(_EXPORTS)

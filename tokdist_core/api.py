@@ -11,10 +11,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from . import contexts as corpus
 from . import estimate
 from .cancel import Cancelled
+from .contexts.sources import DataSpec
+from .discovery import (
+    Discovery,
+    FrequencyList,
+    candidates_from_frequency_list,
+    candidates_from_tokenizer,
+    discover_words,
+)
 from .estimate import JobEstimate
 from .evaluate import (
     METRICS,
@@ -156,6 +165,33 @@ class TokenDistillation:
         return corpus.collect_contexts(self.lm, list(splits), data=data, snippets_per_token=snippets_per_token,
                                        heldout_per_token=heldout_per_token, snippet_len=snippet_len, seed=seed,
                                        progress=progress, cancel=cancel, document_split=document_split)
+
+    # -- which words to add ---------------------------------------------------------------------------
+    def discover(self, data: DataSpec | list[DataSpec] | None = None, *, top: int = 50, min_count: int = 2,
+                 min_chars: int = 3, max_words: int = 1, from_tokenizer: str | PreTrainedTokenizerBase | None = None,
+                 frequency_list: str | Path | FrequencyList | None = None, max_documents: int | None = None,
+                 text_column: str = "text", stop_words: str | Sequence[str] | None = "english",
+                 cancel: threading.Event | None = None,
+                 document_split: corpus.DocumentSplit | None = None) -> Discovery:
+        """Candidate new tokens ranked by tokens saved under this model's tokenizer (see tokdist_core.discovery).
+
+        Words (``max_words`` 2 or 3: also phrases) counted in ``data`` ("bundled" when not given); or
+        ``from_tokenizer``: another tokenizer's vocabulary (counted in ``data`` when given); or
+        ``frequency_list``: a word<TAB>count or JSONL file, which brings its own counts.
+        ``document_split``: count only its training documents (the held-out ones are for the report).
+        """
+        tokenizer, name = self.lm.tokenizer, self.lm.name
+        if from_tokenizer is not None and frequency_list is not None:
+            raise ValueError("give from_tokenizer or frequency_list, not both")
+        if frequency_list is not None:
+            if data is not None:
+                raise ValueError("a frequency list brings its own counts: do not also give data")
+            return candidates_from_frequency_list(tokenizer, frequency_list, top, min_count, min_chars, name)
+        if from_tokenizer is not None:
+            return candidates_from_tokenizer(tokenizer, from_tokenizer, data, top, min_count, min_chars,
+                                             max_documents, text_column, cancel, name, document_split)
+        return discover_words(tokenizer, "bundled" if data is None else data, top, min_count, min_chars, max_words,
+                              max_documents, text_column, stop_words, cancel, name, document_split)
 
     # -- estimates: what a job will cost before it starts ----------------------------------------------
     def estimate_training(self, train: Sequence[Snippet], heldout: Sequence[Snippet], methods: Sequence[str],

@@ -25,8 +25,11 @@ MAX_SNIPPETS_PER_TOKEN = 1000
 MAX_SNIPPET_LEN = 1024
 # A new token has at least 2 subwords and needs context around it, so shorter snippets never work.
 MIN_SNIPPET_LEN = 4
-# 200 words of at most 64 characters fit many times over; anything bigger is not a words file.
+# Tens of thousands of words of at most 64 characters fit; anything bigger is not a words file.
 MAX_WORDS_FILE_BYTES = 1 << 20
+MAX_TOP = 100_000  # discovery.MAX_TOP: candidates one `tokdist discover` lists
+MAX_PHRASE_WORDS = 3  # vocab.MAX_PHRASE_WORDS
+MAX_WORD_CHARS = 64  # vocab.MAX_WORD_CHARS
 
 
 class UsageError(Exception):
@@ -129,21 +132,22 @@ def _check_out_folder(name: str) -> None:
     _check_writable_folder(existing, "--out", out)
 
 
-def _check_json_file(name: str) -> None:
-    """--json is a file in an existing folder."""
+def _check_json_file(name: str, flag: str = "--json") -> None:
+    """--json (or another output flag) is a file in an existing folder."""
     if not name.strip():
-        raise UsageError("--json needs a file name")
+        raise UsageError(f"{flag} needs a file name")
     path = Path(name)
     if path.is_dir():
-        raise UsageError(f"--json {path} is a folder; give a file name such as {path / 'report.json'}")
+        example = path / ("report.json" if flag == "--json" else "words.txt")
+        raise UsageError(f"{flag} {path} is a folder; give a file name such as {example}")
     parent = path.parent
     if not parent.exists():
-        raise UsageError(f"--json {path}: folder {parent} does not exist; create it first")
+        raise UsageError(f"{flag} {path}: folder {parent} does not exist; create it first")
     if not parent.is_dir():
-        raise UsageError(f"--json {path}: {parent} is a file, not a folder")
-    _check_writable_folder(parent, "--json", path)
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+    _check_writable_folder(parent, flag, path)
     if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"--json {path} exists and is not writable")
+        raise UsageError(f"{flag} {path} exists and is not writable")
 
 
 def _methods(text: str) -> list[str]:
@@ -329,9 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated methods to compare (default: all: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the full report to this JSON file (its folder must exist)")
-    from . import cli_adapt
+    from . import cli_adapt, cli_discover
 
     cli_adapt.add_parser(sub)
+    cli_discover.add_parser(sub)
     p = sub.add_parser("bench", help="run a benchmark script and print its JSON")
     p.add_argument("name", choices=("distill", "mining", "quality", "estimate"))
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
@@ -346,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return _bench(args)
     try:
+        if args.command == "discover":
+            from . import cli_discover
+
+            return cli_discover.run(args)
         words = _check_inputs(args)
         return _run(args, words)
     except UsageError as exc:

@@ -16,7 +16,6 @@ from typing import Any
 
 from . import cli
 
-MAX_TOP = 100_000
 MAX_HELDOUT_DOCUMENTS = 100_000
 
 
@@ -46,8 +45,9 @@ def add_parser(sub: Any) -> None:
                                    "per method and report tokens saved and bits per byte on held-out text.")
     cli._add_common(p)
     source = p.add_argument_group("which words (one of these, or --words/--words-file)")
-    source.add_argument("--top", type=cli._int_range(1, MAX_TOP), metavar="N",
-                        help=f"the N candidates of --data that save the most tokens, 1..{MAX_TOP}")
+    source.add_argument("--top", type=cli._int_range(1, cli.MAX_TOP), metavar="N",
+                        help=f"the N candidates of --data that save the most tokens, 1..{cli.MAX_TOP}; with "
+                             "--from-tokenizer or --frequency-list: keep their N best")
     source.add_argument("--phrases", type=cli._int_range(1, 3), default=1, metavar="K",
                         help="with --top: also count phrases of up to K words, 1..3 (default: %(default)s)")
     source.add_argument("--from-tokenizer", metavar="T",
@@ -81,14 +81,17 @@ def check(args: argparse.Namespace) -> None:
         cli._check_data(args.heldout_data)
     args.method_list = cli._methods(args.methods)
     cli._check_out_folder(args.out)
-    chosen = [name for name, value in (("--top", args.top), ("--from-tokenizer", args.from_tokenizer),
+    chosen = [name for name, value in (("--from-tokenizer", args.from_tokenizer),
                                        ("--frequency-list", args.frequency_list),
                                        ("--words/--words-file", args.words or args.words_file)) if value]
-    if len(chosen) != 1:
-        raise cli.UsageError("give exactly one source of words: --top N, --from-tokenizer, --frequency-list or "
-                             f"--words/--words-file (got {', '.join(chosen) if chosen else 'none'})")
-    if args.phrases > 1 and args.top is None:
-        raise cli.UsageError("--phrases counts phrases in --data: use it with --top")
+    if len(chosen) > 1 or (not chosen and args.top is None):
+        raise cli.UsageError("give one source of words: --top N (discovered in --data), --from-tokenizer, "
+                             f"--frequency-list or --words/--words-file (got {', '.join(chosen) or 'none'})")
+    if args.top is not None and chosen == ["--words/--words-file"]:
+        raise cli.UsageError("--top picks words from --data, --from-tokenizer or --frequency-list; "
+                             "with --words/--words-file every word given is added")
+    if args.phrases > 1 and chosen:
+        raise cli.UsageError("--phrases counts phrases in --data: use it with --top alone")
     if args.frequency_list is not None and not Path(args.frequency_list).is_file():
         raise cli.UsageError(f"--frequency-list {args.frequency_list}: no such file")
     from .adapt import check_out_folder  # imports no torch
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace, config: Any) -> int:
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
                              heldout_fraction=None if args.heldout_data else args.heldout_fraction,
                              export=not args.no_export)
-    words, candidates = _broadcast(_choose_words(args, td) if shard.is_main else None, shard)
+    words, candidates = _broadcast(_choose_words(args, td, settings) if shard.is_main else None, shard)
     heldout = _heldout_documents(args, settings) if shard.is_main else None
     result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,
                    shard=shard, candidates=candidates)
@@ -138,11 +141,25 @@ def _rank_device(device: str, shard: Any) -> str:
     return device
 
 
-def _choose_words(args: argparse.Namespace, td: Any) -> tuple[list[str], dict | None]:
-    """The words to add and, for discovered ones, the candidate table (kept in adapt.json)."""
+def _choose_words(args: argparse.Namespace, td: Any, settings: Any) -> tuple[list[str], dict | None]:
+    """The words to add and, for candidates, their table (kept in adapt.json)."""
     if args.word_list is not None:
         return args.word_list, None
-    raise cli.UsageError("candidate discovery is not available in this build")  # replaced when discovery lands
+    top = args.top or cli.MAX_TOP
+    if args.frequency_list is not None:
+        found = td.discover(frequency_list=args.frequency_list, top=top)
+    else:
+        data = settings.text_data() or None
+        if args.from_tokenizer is None and data is None:
+            raise ValueError("--top discovers words in --data; --data generated holds no text to count")
+        found = td.discover(data=data, top=top, max_words=args.phrases, from_tokenizer=args.from_tokenizer,
+                            document_split=settings.document_split())
+    for r in found.rejected[:20]:
+        print(f"rejected line {r.line}: {r.entry!r}: {r.reason}", file=sys.stderr)
+    if not found.candidates:
+        raise ValueError(f"no candidates: nothing in {found.source} saves tokens under the filters "
+                         f"({', '.join(f'{n} {why}' for why, n in found.filtered.items()) or 'no words'})")
+    return [c.token for c in found.candidates], found.to_json()
 
 
 def _heldout_documents(args: argparse.Namespace, settings: Any) -> list[str]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # the word rules import no torch: the CLI checks words files before loading anything
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 MAX_WORD_CHARS = 64
-MAX_WORDS = 200
+MAX_PHRASE_WORDS = 3  # a new token is one word or a phrase of up to 3 words (" New York", " Prime Minister")
 
 
 class WordError(ValueError):
@@ -47,10 +50,12 @@ def whitespace_marker(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def normalize_word(raw: str, mid_sentence: bool = True) -> str:
-    """Validate one user word and return it in the form the new token will have.
+    """Validate one user word (or phrase) and return it in the form the new token will have.
 
-    mid_sentence=True gives the usual form with a leading space (" word"); False gives the word-initial
-    form with no space (the word at the start of a text or after punctuation).
+    A new token is one word or a phrase of 2-3 words separated by single spaces (" New York"); tabs,
+    newlines, other whitespace and double spaces are refused. mid_sentence=True gives the usual form with a
+    leading space (" word"); False gives the word-initial form with no space (the word at the start of a
+    text or after punctuation).
     """
     if not isinstance(raw, str):
         raise WordError(f"A word must be text, got {type(raw).__name__}.")
@@ -59,26 +64,50 @@ def normalize_word(raw: str, mid_sentence: bool = True) -> str:
         raise WordError("Empty word: type at least one letter.")
     if len(word) > MAX_WORD_CHARS:
         raise WordError(f"Word is {len(word)} characters long; the limit is {MAX_WORD_CHARS}.")
-    if any(ch.isspace() for ch in word):
-        raise WordError(f"{word!r} contains whitespace; a new token is one word (use one entry per word).")
+    _check_spaces(word)
     bad = sorted({f"U+{ord(ch):04X}" for ch in word if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn")})
     if bad:
         raise WordError(f"{word!r} contains control or invisible characters ({', '.join(bad)}); remove them.")
-    if word[0] in "ĠĊ▁":
+    if any(part[0] in "ĠĊ▁" for part in word.split(" ")):
         raise WordError(
-            f"{word!r} starts with a tokenizer whitespace marker; type the word itself, the space is added for you."
+            f"{word!r} starts a word with a tokenizer whitespace marker; type the word itself, the space is "
+            "added for you."
         )
     return " " + word if mid_sentence else word
 
 
-def parse_word_list(text: str | list[str], mid_sentence: bool = True) -> tuple[list[str], list[tuple[str, str]]]:
-    """Split comma/newline separated input into normalized words.
+def _check_spaces(word: str) -> None:
+    """Words of a phrase are separated by single plain spaces, exactly as the token will match running text."""
+    other = sorted({f"U+{ord(ch):04X}" for ch in word if ch.isspace() and ch != " "})
+    if other:
+        raise WordError(
+            f"{word!r} contains whitespace other than single spaces ({', '.join(other)}: tab, newline...); "
+            f"a new token is one word or up to {MAX_PHRASE_WORDS} words separated by single spaces."
+        )
+    if "  " in word:
+        raise WordError(f"{word!r} has two spaces in a row; separate the words of a phrase by single spaces.")
+    n_words = word.count(" ") + 1
+    if n_words > MAX_PHRASE_WORDS:
+        raise WordError(
+            f"{word!r} has {n_words} words; a new token is one word or a phrase of at most {MAX_PHRASE_WORDS} "
+            "words (use one entry per word or phrase)."
+        )
+
+
+def parse_word_list(
+    text: str | list[str], mid_sentence: bool = True, limit: int | None = None
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split comma/newline separated input into normalized words (or phrases of up to 3 words).
 
     Returns (words, rejected) where rejected lists (raw entry, reason) so nothing is silently dropped.
-    Duplicates keep their first occurrence and are reported.
+    Duplicates keep their first occurrence and are reported. The library has no cap on the number of
+    words; ``limit`` (e.g. an app's own cap) keeps the first ``limit`` words and reports the rest.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}.")
     entries = text if isinstance(text, list) else [p for line in str(text).splitlines() for p in line.split(",")]
     words: list[str] = []
+    seen: set[str] = set()  # a set: thousands of words must not cost a quadratic duplicate check
     rejected: list[tuple[str, str]] = []
     for raw in entries:
         if not str(raw).strip():
@@ -88,13 +117,14 @@ def parse_word_list(text: str | list[str], mid_sentence: bool = True) -> tuple[l
         except WordError as exc:
             rejected.append((str(raw)[:80], str(exc)))
             continue
-        if word in words:
+        if word in seen:
             rejected.append((str(raw)[:80], "duplicate of an earlier entry"))
             continue
+        seen.add(word)
         words.append(word)
-    if len(words) > MAX_WORDS:
-        rejected.extend((w, f"over the limit of {MAX_WORDS} words") for w in words[MAX_WORDS:])
-        words = words[:MAX_WORDS]
+    if limit is not None and len(words) > limit:
+        rejected.extend((w, f"over the limit of {limit} words") for w in words[limit:])
+        words = words[:limit]
     return words, rejected
 
 
@@ -123,6 +153,40 @@ def check_new_word(tokenizer: PreTrainedTokenizerBase, word: str) -> WordSplit:
     return split
 
 
+def split_words(
+    tokenizer: PreTrainedTokenizerBase, words: Sequence[str], batch_size: int = 4096
+) -> list[WordSplit | WordError]:
+    """check_new_word for many words in a few batched tokenizer calls: per word its split or the error."""
+    special = set(tokenizer.all_special_ids)
+    out: list[WordSplit | WordError] = []
+    for start in range(0, len(words), batch_size):
+        chunk = list(words[start : start + batch_size])
+        all_ids = tokenizer(chunk, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        decoded = tokenizer.batch_decode(all_ids, clean_up_tokenization_spaces=False)
+        singles = [[i] for ids in all_ids for i in ids]
+        pieces = iter(tokenizer.batch_decode(singles, clean_up_tokenization_spaces=False))
+        for word, ids, text in zip(chunk, all_ids, decoded, strict=True):
+            readable = tuple(next(pieces) for _ in ids)
+            out.append(_checked_split(word, tuple(ids), readable, text, special))
+    return out
+
+
+def _checked_split(
+    word: str, ids: tuple[int, ...], pieces: tuple[str, ...], decoded: str, special: set[int]
+) -> WordSplit | WordError:
+    # The same rules, in the same order, as split_word + check_new_word.
+    if not ids:
+        return WordError(f"The tokenizer produced no tokens for {word!r}.")
+    if any(i in special for i in ids):
+        return WordError(f"{word!r} contains a special token of this tokenizer; pick a different word.")
+    if decoded != word:
+        return WordError(f"{word!r} does not survive a tokenizer round trip (unknown characters?); pick a different word.")
+    split = WordSplit(word=word, pieces=pieces, ids=ids)
+    if split.is_single_token:
+        return WordError(f"{split.display!r} is already a single token (id {ids[0]}); nothing to learn.")
+    return split
+
+
 def add_tokens_to_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -134,7 +198,14 @@ def add_tokens_to_model(
 
     Never shrinks a padded matrix: new ids that fall inside it overwrite padding rows. For untied models
     `output_rows` sets the LM-head rows. Returns the ids the words received.
+
+    The tokens are plain ``AddedToken(w, normalized=False, special=False)``: not ``single_word=True``, which
+    in HF tokenizers refuses a match whose preceding character is a word character, and for a token with
+    a leading space (" New York") that is the last letter of the previous word, so the token would never
+    fire mid-sentence (tests/test_multiword.py). The price: an added token also matches inside a longer
+    word (" New York" + "er" in " New Yorker"); mining and discovery count only whole-word occurrences.
     """
+    import torch
     from transformers import AddedToken
 
     if len(words) != input_rows.shape[0]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -208,6 +208,29 @@ def _automaton(splits: list[WordSplit]) -> Any:
     return automaton
 
 
+def _boundary_matches(text: str, automaton: Any) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+    """(start, end, word indexes) of every match with a word boundary on both sides (the rules above).
+
+    Multi-word tokens (" New York") follow the same rules: the surface, inner spaces included, matches
+    literally, and only its two ends are checked.
+    """
+    length = len(text)
+    for end, (size, mid_words, initial_words) in automaton.iter(text):
+        b = end + 1
+        if b < length and _continues_word(text[b]):
+            continue
+        a = b - size
+        prev = text[a - 1] if a > 0 else ""
+        if prev == " ":
+            matched = mid_words  # " word": after a plain space
+        elif prev == "_" or prev.isalnum():
+            continue
+        else:
+            matched = initial_words  # "word": document start or after a non-word character
+        if matched:
+            yield a, b, matched
+
+
 def _sample_occurrences(
     documents: Iterable[tuple[str, str]], automaton: Any, rngs: list[random.Random], cap: int
 ) -> tuple[list[list[_Occurrence]], _Docs]:
@@ -218,19 +241,7 @@ def _sample_occurrences(
     for doc_index, (label, text) in enumerate(documents):
         if not text:
             continue
-        length = len(text)
-        for end, (size, mid_words, initial_words) in automaton.iter(text):
-            b = end + 1
-            if b < length and _continues_word(text[b]):
-                continue
-            a = b - size
-            prev = text[a - 1] if a > 0 else ""
-            if prev == " ":
-                matched = mid_words  # " word": after a plain space
-            elif prev == "_" or prev.isalnum():
-                continue
-            else:
-                matched = initial_words  # "word": document start or after a non-word character
+        for a, b, matched in _boundary_matches(text, automaton):
             for wi in matched:
                 k = seen_counts[wi]
                 seen_counts[wi] = k + 1
@@ -240,9 +251,25 @@ def _sample_occurrences(
                     r = rngs[wi].randrange(k + 1)
                     if r < cap:
                         reservoirs[wi][r] = _Occurrence(doc_index, a, b)
-            if matched and doc_index not in docs:
+            if doc_index not in docs:
                 docs[doc_index] = (label, text)
     return reservoirs, docs
+
+
+def count_occurrences(documents: Iterable[tuple[str, str]], words: list[str]) -> list[int]:
+    """How often each word (" word" or "word" form) occurs with the boundary rules ``mine_snippets`` uses.
+
+    One Aho-Corasick pass; memory holds only the words and their counts, however long the corpus.
+    """
+    counts = [0] * len(words)
+    if not words:
+        return counts
+    automaton = _automaton([WordSplit(word=w, pieces=(), ids=()) for w in words])
+    for _label, text in documents:
+        for _a, _b, matched in _boundary_matches(text, automaton):
+            for wi in matched:
+                counts[wi] += 1
+    return counts
 
 
 def _tokenize_in_rounds(
