@@ -104,7 +104,10 @@ def test_two_gloo_processes_give_the_rows_of_one(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--top", "0"], "--top"),
     (["--top", "10000000"], "--top"),
-    (["--words", "a", "--top", "3"], "exactly one source"),
+    (["--words", "a", "--top", "3"], "every word given is added"),
+    (["--words", "a", "--from-tokenizer", "x"], "one source of words"),
+    (["--words", "a", "--phrases", "2"], "--phrases"),
+    ([], "one source of words"),
     (["--words", "a", "--memory-budget-gb", "0"], "positive"),
     (["--words", "a", "--heldout-fraction", "1.5"], "between 0 and 1"),
     (["--frequency-list", "/nonexistent/list.tsv"], "no such file"),

@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_adapt.add_parser(sub)
     cli_discover.add_parser(sub)
     p = sub.add_parser("bench", help="run a benchmark script and print its JSON")
-    p.add_argument("name", choices=("distill", "mining", "quality", "estimate"))
+    p.add_argument("name", choices=("distill", "mining", "quality", "estimate", "adapt"))
     p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
     return parser
 
