@@ -583,3 +583,18 @@ def test_cancelled_generation_stops_and_collect_contexts_keeps_finished_words(lm
     first, second = (found[s.word] for s in splits)
     assert len(first.train) == 2 and first.problem is None
     assert not second.train and second.problem.startswith("not collected: stopped while generating")
+
+
+def test_a_word_whose_first_piece_is_a_lone_space_is_mined_where_discovery_counts_it(tokenizer):
+    # " 19th" splits ' ', '1', '9', 'th': the space token ends where the word's surface starts.
+    from tokdist_core.contexts.mining import count_occurrences, mine_snippets
+
+    split = check_new_word(tokenizer, " 19th")
+    assert tokenizer.convert_ids_to_tokens(list(split.ids))[0] == "Ġ"
+    docs = [("d", "It was built in the 19th century, rebuilt late in the 19th, and it still stands on the hill "
+                  "where people of the 19th came to see the river and the old stone bridge below the town.")]
+    assert count_occurrences(docs, [" 19th"]) == [3]
+    snippets = mine_snippets(docs, tokenizer, [split], 12, seed=0)[" 19th"]
+    assert len(snippets) == 3
+    for s in snippets:
+        assert s.token_ids[s.start : s.start + s.n_subwords] == split.ids

@@ -301,7 +301,10 @@ def _cut_window(
     j = next((k for k, (_s, e) in enumerate(offsets) if e > a_rel), None)
     if j is None or j + n > len(ids):
         return ("retry" if allow_retry else "reject"), None
-    if tuple(ids[j : j + n]) != split.ids or offsets[j + n - 1][1] != b_rel:
+    # A lone space token (" 19th" -> ' ', '1', '9', 'th') ends where the word starts, so it may be one before j.
+    j = next((c for c in (j, j - 1) if c >= 0 and c + n <= len(ids) and tuple(ids[c : c + n]) == split.ids
+              and offsets[c + n - 1][1] == b_rel), None)
+    if j is None:
         return "reject", None  # context tokenization differs from the standalone split
     lo = 1 if cut_left else 0  # the first token of a window cut inside a document may be a partial word
     hi = len(ids) - 1 if cut_right else len(ids)
