@@ -56,7 +56,7 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
         raise gr.Error("Type at least one word, e.g. 'Schopenhauer, Andorra'.")
     if len(splits) > MAX_APP_WORDS:
         raise gr.Error(f"You gave {len(splits)} words; this app learns up to {MAX_APP_WORDS} at a time. "
-                       "For more, use the command line (`tokdist distill --words-file words.txt` takes thousands) "
+                       "For more, use the command line (`tokdist adapt --words-file words.txt --out adapted/` takes thousands) "
                        "or the Python library, which have no such limit.")
 
     rows_html, skipped_json = _word_rows(td, splits, skipped)
