@@ -116,3 +116,19 @@ def test_bad_adapt_arguments_fail_before_any_work(tmp_path, args, message):
     proc = _adapt(*args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_candidate_sources_fail_before_the_model_loads(tmp_path):
+    binary = tmp_path / "corpus.txt"
+    binary.write_bytes(bytes(range(256)) * 8)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    junk = tmp_path / "list.tsv"
+    junk.write_bytes(b"foo\t3\n\x00\x01\x02junk")
+    for args, message in ((["--top", "5", "--data", str(binary)], "binary"),
+                          (["--top", "5", "--data", str(empty)], "empty"),
+                          (["--frequency-list", str(junk)], "binary"),
+                          (["--from-tokenizer", str(tmp_path / "no-such-tokenizer")], "does not exist")):
+        proc = _adapt(*args, "--out", str(tmp_path / "out"))
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+        assert not (tmp_path / "out").exists()

@@ -86,7 +86,7 @@ def test_chunked_and_resumed_runs_give_the_rows_of_one_run(tiny, tokenizer, tmp_
         if done >= 1:
             cancel.set()
 
-    store = CheckpointStore(tmp_path, fingerprint, resume=False)
+    store = CheckpointStore(tmp_path / "checkpoints", fingerprint, resume=False)
     with pytest.raises(Cancelled, match="chunk 2 of 3"):
         train_in_chunks(td, splits, snippets, methods, CONFIG, budget_bytes=largest, store=store,
                         progress=stop_after_first, cancel=cancel)
@@ -94,14 +94,14 @@ def test_chunked_and_resumed_runs_give_the_rows_of_one_run(tiny, tokenizer, tmp_
     assert not list((tmp_path / "checkpoints").glob(".*partial"))
     resumed_progress = []
     resumed = train_in_chunks(td, splits, snippets, methods, CONFIG, budget_bytes=largest,
-                              store=CheckpointStore(tmp_path, fingerprint, resume=True),
+                              store=CheckpointStore(tmp_path / "checkpoints", fingerprint, resume=True),
                               progress=lambda d, t: resumed_progress.append(d))
     assert resumed_progress == [1, 2, 3]  # the first word came from its checkpoint
     _assert_same_rows(whole, resumed, WORDS)
     assert [resumed[m].words for m in methods] == [WORDS, WORDS]
 
     with pytest.raises(ScaleError, match="other settings .*config"):
-        CheckpointStore(tmp_path, {**fingerprint, "config": {**CONFIG.to_dict(), "epochs": 9}}, resume=True)
+        CheckpointStore(tmp_path / "checkpoints", {**fingerprint, "config": {**CONFIG.to_dict(), "epochs": 9}}, resume=True)
 
 
 def test_a_budget_too_small_for_one_snippet_is_refused_before_work(tiny, tokenizer):

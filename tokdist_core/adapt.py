@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .export import atomic_path
-from .scale import CHECKPOINT_DIR, GB, CheckpointStore, Shard, gather_rows, train_in_chunks
-
+# Only the standard library at import time: the command line checks --out with check_out_folder before torch.
 if TYPE_CHECKING:
     from .api import TokenDistillation
+    from .scale import Shard
     from .training import DistillationConfig
 
+CHECKPOINT_DIR = "checkpoints"
 ADAPT_FILE = "adapt.json"
 MODELS_DIR = "models"
 ROWS_DIR = "rows"
@@ -137,6 +137,9 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
           out: str | Path, heldout_documents: Sequence[str] | None = None, resume: bool = False,
           shard: Shard | None = None, show_progress: bool = True, candidates: dict | None = None) -> AdaptResult:
     """Add `words` to the model with every method in `settings.methods`; see the module docstring."""
+    from .contexts import snippets_of
+    from .scale import GB, CheckpointStore, Shard, gather_rows, train_in_chunks
+
     out = Path(out)
     shard = shard or Shard()
     stages = _Stages(show_progress and shard.is_main)
@@ -147,10 +150,10 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         raise ValueError(f"no word can be added{': ' + reasons if reasons else ''}")
     fingerprint = {"model": td.lm.name, "words": [s.word for s in splits], "config": config.to_dict(),
                    **{k: v for k, v in asdict(settings).items() if k not in ("memory_budget_gb", "export")}}
-    store = CheckpointStore(out, fingerprint, resume=resume) if shard.is_main else None
+    store = CheckpointStore(out / CHECKPOINT_DIR, fingerprint, resume=resume) if shard.is_main else None
     if shard.world > 1:
         _barrier()  # rank 0 made the folder and checked the fingerprint
-        store = store or CheckpointStore(out, fingerprint, resume=True)
+        store = store or CheckpointStore(out / CHECKPOINT_DIR, fingerprint, resume=True)
     mine = shard.take(splits)
 
     with stages.timed("contexts"):
@@ -159,8 +162,6 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     usable = [s for s in mine if contexts[s.word].train]
     skipped_here = [{"word": s.word, "reason": contexts[s.word].problem or "no training snippets found"}
                     for s in mine if s not in usable]
-    from .contexts import snippets_of
-
     train = snippets_of(contexts, usable)
     with stages.timed("training"):
         bar = stages.bar("training", len(usable), "word")
@@ -207,6 +208,8 @@ def _export(td: TokenDistillation, rows, final: Path) -> None:
 
 def _write_summary(result: AdaptResult, settings: AdaptSettings, config: DistillationConfig,
                    td: TokenDistillation, candidates: dict | None) -> None:
+    from .export import atomic_path
+
     summary = {
         "model": td.lm.describe(), "settings": asdict(settings), "config": config.to_dict(),
         "words": result.words, "trained": {m: len(r.words) for m, r in result.rows.items()},

@@ -101,6 +101,25 @@ def check(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise cli.UsageError(str(exc)) from None
     args.word_list = cli._words(args) if (args.words or args.words_file) else None
+    _check_candidate_sources(args)
+
+
+def _check_candidate_sources(args: argparse.Namespace) -> None:
+    """A binary or empty corpus, a junk frequency list, an unloadable tokenizer: refused before the model loads."""
+    from .discovery import corpus_sources, load_tokenizer, read_frequency_list
+
+    text = [item for item in args.data.split(",") if item.strip() not in ("generated", "auto")]
+    if "auto" in [item.strip() for item in args.data.split(",")]:
+        text.append("bundled")
+    try:
+        if text:
+            corpus_sources(cli._data(",".join(text)))
+        if args.frequency_list is not None:
+            args.frequency_list = read_frequency_list(args.frequency_list)
+        if args.from_tokenizer is not None:
+            args.from_tokenizer = load_tokenizer(args.from_tokenizer)
+    except ValueError as exc:  # DiscoveryError, CorpusError
+        raise cli.UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace, config: Any) -> int:

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from .training import DistillationConfig
 
 GB = 1 << 30
-CHECKPOINT_DIR = "checkpoints"
 MANIFEST = "manifest.json"
 
 
@@ -151,10 +150,10 @@ def _assemble(method: str, by_word: dict[str, tuple], splits: Sequence[WordSplit
 
 
 class CheckpointStore:
-    """Finished chunks' rows under `folder/checkpoints`, valid only for the settings they were made with."""
+    """Finished chunks' rows in `folder`, valid only for the settings they were made with."""
 
     def __init__(self, folder: str | Path, fingerprint: dict, resume: bool) -> None:
-        self.folder = Path(folder) / CHECKPOINT_DIR
+        self.folder = Path(folder)
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         manifest = self.folder / MANIFEST
         if resume and manifest.is_file():
