@@ -59,6 +59,7 @@ def wait_until(condition, timeout: float = 30.0) -> None:
 def test_discover_returns_the_library_ranking_and_sending_fills_the_words_box(server, expected):
     url, _ = server
     c = client(url)
+    assert {"/discover", "/send_words"} <= set(c.view_api(print_info=False, return_format="dict")["named_endpoints"])
     summary, table, figure, caption, ticked, command, details = discover(c, *BUNDLED)
     rows = details["candidates"]
     assert len(rows) == 30 and [r["rank"] for r in rows] == list(range(1, 31))

@@ -43,6 +43,7 @@ SOURCES = [
 ]
 PHRASES = [("single words", 1), ("phrases of up to 2 words", 2), ("phrases of up to 3 words", 3)]
 MAX_MIN_COUNT = 1000
+MIN_CHARS = 3  # the library's default: shorter words are left out
 DEFAULT_TICKED = 10  # ticked after a search: a quick demo that trains in about a minute
 ADAPT_METHODS = "subword_mean,tokdist"
 N_OUTPUTS = 7  # summary, table, figure, caption, ticks, command, details
@@ -135,7 +136,7 @@ def find_candidates(rt: Runtime, source: object, files: list | None, hf_name: ob
         job.report(0.05, f"Counting words in {request['label']}…")
         try:
             found = td.discover(request["data"], top=request["top"], min_count=request["min_count"],
-                                max_words=request["phrases"], cancel=job.cancel)
+                                min_chars=MIN_CHARS, max_words=request["phrases"], cancel=job.cancel)
         except Cancelled:
             raise gr.Error(f"Stopped ({job.stop_reason}) before the count finished; no candidates were "
                            "listed.") from None
@@ -147,14 +148,17 @@ def find_candidates(rt: Runtime, source: object, files: list | None, hf_name: ob
 
 
 def no_candidates_message(found: Discovery, request: dict) -> str:
-    reasons = left_out(found.filtered) or "no words at all"
+    reasons = left_out(found.filtered, request["min_count"]) or "no words at all"
     return (f"No candidates in {request['label']}: no word there is counted at least {request['min_count']} "
             f"time(s) and split into 2+ pieces by the model's tokenizer (left out: {reasons}). "
             "Lower the minimum count, allow phrases, or use more text.")
 
 
-def left_out(filtered: dict[str, int]) -> str:
-    return "; ".join(f"{n:,} {why}" for why, n in sorted(filtered.items(), key=lambda kv: -kv[1]))
+def left_out(filtered: dict[str, int], min_count: int) -> str:
+    """The library's reasons, most common first, in plainer words where it has a fixed phrase."""
+    plain = {"fewer than min_count occurrences": f"seen fewer than {min_count} times",
+             "shorter than min_chars characters": f"shorter than {MIN_CHARS} characters"}
+    return "; ".join(f"{n:,} {plain.get(why, why)}" for why, n in sorted(filtered.items(), key=lambda kv: -kv[1]))
 
 
 def candidate_rows(found: Discovery) -> list[dict]:
@@ -168,7 +172,8 @@ def candidate_rows(found: Discovery) -> list[dict]:
 def render(found: Discovery, request: dict, model: str) -> tuple:
     rows = candidate_rows(found)
     html_rows = [[str(r["rank"]), f"<b>{H.esc(r['display'])}</b>", f"{r['count']:,}",
-                  H.piece_chips(r["subwords"], r["subword_ids"]), f"{r['tokens_saved']:,}",
+                  f'<span class="td-nowrap">{H.piece_chips(r["subwords"], r["subword_ids"])}</span>',
+                  f"{r['tokens_saved']:,}",
                   f"{r['cumulative_saved_pct']:.2f} %"] for r in rows]
     table = H.table(["#", "new token (␣ = space)", "count", "pieces today", "tokens saved", "cumulative % saved"],
                     html_rows)
@@ -180,7 +185,7 @@ def render(found: Discovery, request: dict, model: str) -> tuple:
     if len(rows) < request["top"]:
         summary += f" Only {len(rows)} of the {request['top']} asked for pass the filters."
     if found.filtered:
-        summary += f"\n\n<small>Left out: {H.esc(left_out(found.filtered))}.</small>"
+        summary += f"\n\n<small>Left out: {H.esc(left_out(found.filtered, request['min_count']))}.</small>"
     summary += "\n\nNext: tick the words to learn below the table and send them to the **Words** tab."
     choices = [(f"{r['display']} · saves {r['tokens_saved']:,}", r["token"]) for r in rows]
     ticks = gr.update(choices=choices, value=[r["token"] for r in rows[:DEFAULT_TICKED]])
@@ -295,7 +300,7 @@ def wire(rt: Runtime, tab: VocabularyTab, state: gr.State, model: gr.Dropdown, w
     tab.button.click(user_errors(handler),
                      [tab.source, tab.files, tab.hf_name, tab.top, tab.phrases, tab.min_count, model, state],
                      [tab.summary, tab.table, tab.plot, tab.caption, tab.ticks, tab.command, tab.details],
-                     api_name="discover", **HEAVY)
+                     api_name="discover", show_progress_on=[tab.table], **HEAVY)
     tab.stop.click(stop, [state], [tab.summary], **private)
 
     def tick_top(details: dict | None) -> list[str]:
