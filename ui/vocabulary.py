@@ -234,7 +234,7 @@ def send_words(ticked: list[str] | None) -> tuple[str, bool, str]:
     return text, True, note
 
 
-def stop(state: SessionState) -> str:
+def stop_search(state: SessionState) -> str:
     job = state.job
     if job is None:
         return "Nothing is running for this session right now."
@@ -301,7 +301,8 @@ def wire(rt: Runtime, tab: VocabularyTab, state: gr.State, model: gr.Dropdown, w
                      [tab.source, tab.files, tab.hf_name, tab.top, tab.phrases, tab.min_count, model, state],
                      [tab.summary, tab.table, tab.plot, tab.caption, tab.ticks, tab.command, tab.details],
                      api_name="discover", show_progress_on=[tab.table], **HEAVY)
-    tab.stop.click(stop, [state], [tab.summary], **private)
+    # Named so that the Distill tab's Stop keeps its own API name, /stop.
+    tab.stop.click(stop_search, [state], [tab.summary], api_name="stop_search", **private)
 
     def tick_top(details: dict | None) -> list[str]:
         return [row["token"] for row in (details or {}).get("candidates", [])[:MAX_APP_WORDS]]
