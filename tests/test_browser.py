@@ -60,6 +60,7 @@ def page(url):
         pg = context.new_page()
         pg.set_default_timeout(60_000)
         pg.goto(url)
+        open_tab(pg, "1 · Words")  # the page opens on tab 0 (Find words)
         pg.locator("#split-btn").wait_for()
         yield pg
         context.close()
@@ -168,6 +169,7 @@ def test_stop_button_keeps_finished_methods(page):
 def test_run_all_in_a_fresh_session(page):
     """Reload = a new session; the ▶ button runs split -> contexts -> distill -> compare with an example."""
     page.reload()
+    open_tab(page, "1 · Words")
     page.locator("#split-btn").wait_for()
     assert page.locator(".td-chip").count() == 0  # nothing carried over from the previous session
     page.get_by_text("aardvark, Kandahar, Wimbledon · baselines").first.click()

@@ -8,7 +8,7 @@ import gradio as gr
 
 from tokdist_core import DEFAULT_MODEL
 
-from . import compare, contexts, distill, export, generate, lens, words
+from . import compare, contexts, distill, export, generate, lens, vocabulary, words
 from . import html as H
 from .figures import method_label
 from .jobs import HEAVY
@@ -19,7 +19,8 @@ HEADER = """
 # tokdist-studio · teach a language model new words
 Type a word the model splits into pieces, collect example sentences, and learn **one new token** for it with
 **Token Distillation**. Then compare it with simpler methods, generate text, look inside the layers and export.
-Work through the tabs from left to right; the quick demo below fills in settings that finish in under a minute on a laptop.
+Work through the tabs from left to right: tab 0 finds the words of a corpus worth adding (optional), and the quick
+demos in tab 1 fill in settings that finish in under a minute on a laptop.
 """
 
 # Quick demos that run offline on the bundled model and corpus (words that occur in it), < 1 min on 2 CPU cores.
@@ -31,8 +32,9 @@ EXAMPLES = [
     ["Krankenwagen, Zeitgeist", True, "generated", 8, 4, 32, ["subword_mean", "tokdist"], 6, 8, 0.01],
 ]
 
-# The tabs in the order a user thinks: (id, title, module with build/wire).
-TABS = (("words", "Words", words), ("contexts", "Contexts", contexts), ("distill", "Distill", distill),
+# The tabs in the order a user thinks: (id, title, module with build/wire), numbered from 0 (the optional
+# vocabulary search comes before the five steps of the method).
+TABS = (("vocabulary", "Find words", vocabulary), ("words", "Words", words), ("contexts", "Contexts", contexts), ("distill", "Distill", distill),
         ("compare", "Compare", compare), ("generate", "Generate", generate), ("lens", "Lens", lens),
         ("export", "Export", export))
 
@@ -70,10 +72,10 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
                         "Each browser tab keeps its own words and results; the shared model is never changed.</small>")
         built = {}
         with gr.Tabs(elem_id="tabs") as tabs:
-            for number, (key, title, module) in enumerate(TABS, start=1):
+            for number, (key, title, module) in enumerate(TABS, start=0):
                 with gr.Tab(f"{number} · {title}", id=key, elem_id=f"tab-{key}"):
                     built[key] = module.build(rt)
-        w, c, d, cmp, g, lz, ex = (built[key] for key, _, _ in TABS)
+        v, w, c, d, cmp, g, lz, ex = (built[key] for key, _, _ in TABS)
         with w.examples_slot:
             gr.Examples(
                 EXAMPLES,
@@ -102,6 +104,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
                     gr.update(choices=trained, value=export.default_method(st)))
 
         private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+        vocabulary.wire(rt, v, state, w.model, w.words, w.mid_sentence, tabs)
         split_ev = words.wire(rt, w, state)
         split_ev.success(after_split, [state], [cmp.word, lz.word], **private)
         ctx_ev = contexts.wire(rt, c, state)

@@ -132,6 +132,27 @@ def lens_figure(curves: Mapping[str, Sequence[Mapping]], word: str) -> go.Figure
                    "layer (0 = embeddings)", "cosine similarity to the original")
 
 
+def savings_figure(rows: Sequence[Mapping], corpus_tokens: int) -> go.Figure:
+    """Cumulative share of the corpus's tokens saved by the top N candidates (rows ranked by tokens saved)."""
+    if not rows:
+        return empty_figure("Find candidates first: the savings curve appears here.")
+    ranks = [r["rank"] for r in rows]
+    shares = [r["cumulative_saved_pct"] for r in rows]
+    hover = [f"top {r['rank']} (adds {r['token'].strip()!r}, saves {r['tokens_saved']:,})<br>"
+             f"{r['cumulative_saved_pct']:.2f} % of {corpus_tokens:,} tokens saved" for r in rows]
+    fig = go.Figure(go.Scatter(
+        x=ranks, y=shares, mode="lines+markers" if len(rows) <= 60 else "lines", name="top N",
+        line={"color": "#ea580c", "width": 3, "shape": "hv"}, marker={"size": 5}, fill="tozeroy",
+        fillcolor="rgba(234,88,12,.12)", hovertext=hover, hoverinfo="text",
+    ))
+    fig.update_yaxes(rangemode="tozero", ticksuffix=" %")
+    fig.update_xaxes(range=[0.5, len(rows) + 0.5])
+    fig = _layout(fig, "Corpus tokens saved by the top N new tokens", "top N candidates (new tokens added)",
+                  "% of corpus tokens saved", height=360)
+    fig.update_layout(showlegend=False, hovermode="x")
+    return fig
+
+
 def _min_cos(curves: Mapping[str, Sequence[Mapping]]) -> float:
     return min((r["cosine"] for rows in curves.values() for r in rows), default=0.0)
 

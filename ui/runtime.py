@@ -32,6 +32,7 @@ from .jobs import JobLine
 
 # --- limits the app enforces on top of the library's own (CPU-friendly; say them in the UI) ----------
 MAX_APP_WORDS = 20  # words per session run
+MAX_APP_CANDIDATES = 200  # candidates one Find-words search lists (the CLI has no such limit)
 MAX_INPUT_CHARS = 5_000  # any free-text box
 MAX_APP_SNIPPETS = 200  # train snippets per word
 MAX_APP_HELDOUT = 50

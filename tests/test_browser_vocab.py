@@ -1,0 +1,87 @@
+"""The Find-words tab in headless Chromium: search the bundled corpus, send words to the Words tab.
+
+Screenshots go to $TOKDIST_SHOTS (default /tmp/shots/) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from test_browser import CHROMIUM, CHROMIUM_ARGS, close_toasts  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path(os.environ.get("TOKDIST_SHOTS", "/tmp/shots"))
+SEARCH_TIMEOUT_MS = 120_000  # counting the bundled corpus on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    from conftest import bundled_runtime, launched_app
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with launched_app(bundled_runtime()) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        pg.goto(url, wait_until="load")
+        pg.locator("#discover-btn").wait_for()  # the first tab is open on arrival
+        yield pg
+        context.close()
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_timeout(500)  # let plots finish their transition
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_find_words_tab_lists_candidates_and_sends_them_to_the_words_box(page):
+    assert page.get_by_role("tab", name="0 · Find words", selected=True).is_visible()
+    shot(page, "vocab-00-empty")
+
+    # Bad input first: uploads chosen but none given -> a visible message, the page stays usable.
+    page.locator("#vocab-source").get_by_text("My uploaded files").click()
+    page.locator("#discover-btn").click()
+    page.get_by_text("no file was uploaded").first.wait_for()
+    shot(page, "vocab-01-no-upload-error")
+    close_toasts(page)
+
+    # Stop from the tab ends a search mid-count with a message; nothing is listed.
+    page.locator("#vocab-source").get_by_text("Bundled corpus").click()
+    page.locator("#discover-btn").click()
+    page.wait_for_timeout(1500)
+    page.locator("#discover-stop-btn").click()
+    page.get_by_text("Stopped (stopped by you) before the count finished").first.wait_for(timeout=SEARCH_TIMEOUT_MS)
+    assert page.locator("#discover-table tbody tr").count() == 0
+    close_toasts(page)
+
+    page.locator("#discover-btn").click()
+    page.locator("#discover-table tbody tr").nth(49).wait_for(timeout=SEARCH_TIMEOUT_MS)  # 50 candidates
+    assert page.locator("#discover-table tbody tr").count() == 50
+    first_token = page.locator("#discover-table tbody tr").first.locator("td").nth(1).inner_text()
+    assert first_token.startswith("␣")
+    page.locator("#savings-plot .scatterlayer .trace").first.wait_for()
+    page.get_by_text("How to read this curve").wait_for()
+    assert "tokdist adapt --data bundled --top 50" in page.locator("#adapt-command").inner_text()
+    ticked = page.locator("#discover-ticks input[type=checkbox]:checked")
+    assert ticked.count() == 10
+    shot(page, "vocab-02-candidates")
+
+    page.locator("#send-words-btn").click()
+    page.get_by_role("tab", name="1 · Words", selected=True).wait_for()
+    words = page.locator("#words-input textarea").input_value()
+    assert words.split(", ")[0] == first_token.lstrip("␣") and len(words.split(", ")) == 10
+    page.locator("#split-btn").click()
+    page.get_by_text("10 words can become new tokens").wait_for()
+    shot(page, "vocab-03-sent-to-words")
