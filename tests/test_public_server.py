@@ -90,7 +90,7 @@ def assert_base_unchanged(rt, before) -> None:
 @pytest.fixture(scope="module")
 def server():
     """One app with a short line (2 waiting jobs) for the queue tests."""
-    rt = bundled_runtime(max_waiting_jobs=2, max_job_seconds=120)
+    rt = bundled_runtime(max_waiting_jobs=2, max_job_seconds=600)
     before = base_state(rt)
     with launched_app(rt) as url:
         yield url, rt
