@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from pathlib import Path
 
 # Threads sleep instead of spinning when the 2 cores are shared (app server + tests): far less contention.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -122,3 +124,29 @@ def bundled_runtime(**limits):
     except ModelLoadError as exc:
         pytest.skip(f"bundled model not installed: {exc}")
     return rt
+
+
+CHROMIUM = os.environ.get("TOKDIST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A headless Chromium page (1360x900, light) on `url`, loaded; skips when Chromium or Playwright is missing."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url, wait_until="load")  # not networkidle: the page keeps a connection open
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()

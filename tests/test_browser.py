@@ -7,64 +7,35 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from conftest import CHROMIUM, browser_page, bundled_runtime, launched_app  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("TOKDIST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 STEP_TIMEOUT_MS = 240_000  # one training step on a busy 2-core machine can take a while
 
 
 @pytest.fixture(scope="module")
 def url():
-    if not Path(CHROMIUM).is_file():
+    if not Path(CHROMIUM).is_file():  # before loading the model
         pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api")
-    from tokdist_core.models import ModelLoadError
-    from ui.app import build_app, launch_kwargs
-    from ui.runtime import Runtime
-
-    rt = Runtime(default_model="smollm2-135m", device="cpu")
-    try:
-        rt.model()
-    except ModelLoadError as exc:
-        pytest.skip(f"bundled model not installed: {exc}")
-    demo = build_app(runtime=rt)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with launched_app(bundled_runtime()) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 def page(url):
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        pg.goto(url)
+    with browser_page(url) as pg:
         open_tab(pg, "1 · Words")  # the page opens on tab 0 (Find words)
         pg.locator("#split-btn").wait_for()
         yield pg
-        context.close()
-        browser.close()
 
 
 def shot(page, name: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, close_toasts  # noqa: E402
+from test_browser import close_toasts  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -22,23 +22,12 @@ SEARCH_TIMEOUT_MS = 120_000  # counting the bundled corpus on a busy 2-core mach
 
 @pytest.fixture(scope="module")
 def page():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api")
-    from conftest import bundled_runtime, launched_app
-    from playwright.sync_api import sync_playwright
+    from conftest import browser_page, bundled_runtime, launched_app
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with launched_app(bundled_runtime()) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        pg.goto(url, wait_until="load")
+    with launched_app(bundled_runtime()) as url, browser_page(url) as pg:
         pg.locator("#discover-btn").wait_for()  # the first tab is open on arrival
         yield pg
-        context.close()
-        browser.close()
 
 
 def shot(page, name: str) -> None:

@@ -250,10 +250,7 @@ def build(rt: Runtime) -> ContextsTab:  # noqa: ARG001 - same signature as the o
     with gr.Row():
         with gr.Column(scale=3):
             source = gr.Radio(SOURCES, value="auto", label="Where should the snippets come from?", elem_id="source")
-            files = gr.File(label=f"Upload text files (up to {MAX_UPLOAD_FILES}, {MAX_UPLOAD_MB} MB each)",
-                            file_count="multiple", file_types=list(UPLOAD_TYPES), type="filepath", height=110)
-            hf_name = gr.Textbox(label="Hugging Face dataset (name[:config][:split])",
-                                 placeholder="wikitext:wikitext-2-raw-v1:train", max_lines=1)
+            files, hf_name = W.upload_inputs()
         with gr.Column(scale=2):
             snippets = W.Slider(1, MAX_APP_SNIPPETS, value=8, step=1, label="Training snippets per word",
                                  info="The paper uses 25–100; 8 is enough for a quick demo.")

@@ -20,9 +20,6 @@ from .runtime import (
     MAX_APP_CANDIDATES,
     MAX_APP_WORDS,
     MAX_INPUT_CHARS,
-    MAX_UPLOAD_FILES,
-    MAX_UPLOAD_MB,
-    UPLOAD_TYPES,
     Runtime,
     user_errors,
 )
@@ -250,10 +247,7 @@ def build(rt: Runtime) -> VocabularyTab:  # noqa: ARG001 - same signature as the
         with gr.Column(scale=3):
             source = gr.Radio(SOURCES, value="bundled", label="Which text should we count words in?",
                               elem_id="vocab-source")
-            files = gr.File(label=f"Upload text files (up to {MAX_UPLOAD_FILES}, {MAX_UPLOAD_MB} MB each)",
-                            file_count="multiple", file_types=list(UPLOAD_TYPES), type="filepath", height=110)
-            hf_name = gr.Textbox(label="Hugging Face dataset (name[:config][:split])",
-                                 placeholder="wikitext:wikitext-2-raw-v1:train", max_lines=1)
+            files, hf_name = W.upload_inputs()
         with gr.Column(scale=2):
             top = W.Slider(1, MAX_APP_CANDIDATES, value=50, step=1, label="Candidates to list",
                            info=f"Up to {MAX_APP_CANDIDATES} here; the command line lists as many as you like.")

@@ -13,6 +13,8 @@ from typing import Any
 
 import gradio as gr
 
+from .runtime import MAX_UPLOAD_FILES, MAX_UPLOAD_MB, UPLOAD_TYPES
+
 
 def _name(component: gr.components.Component) -> str:
     return str(component.label or "This field")
@@ -96,3 +98,12 @@ def picker_row(word_label: str, slider: tuple[int, int, int, str], button: tuple
         number = Slider(low, high, value=value, step=1, label=label, scale=2)
         action = gr.Button(button[0], variant="primary", elem_id=button[1], scale=1)
     return word, number, action
+
+
+def upload_inputs() -> tuple[gr.File, gr.Textbox]:
+    """The two text-source inputs a corpus picker needs besides its radio: uploaded files and a hub dataset."""
+    files = gr.File(label=f"Upload text files (up to {MAX_UPLOAD_FILES}, {MAX_UPLOAD_MB} MB each)",
+                    file_count="multiple", file_types=list(UPLOAD_TYPES), type="filepath", height=110)
+    hf_name = gr.Textbox(label="Hugging Face dataset (name[:config][:split])",
+                         placeholder="wikitext:wikitext-2-raw-v1:train", max_lines=1)
+    return files, hf_name
