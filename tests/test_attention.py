@@ -71,13 +71,14 @@ def test_parts_are_probabilities_equal_to_transformers_eager(tokenizer, two_word
             torch.testing.assert_close(got, reference_parts(ref, snippet, row), atol=1e-5, rtol=1e-4)
 
 
-def test_gemma_sliding_window_layers_hide_far_keys(tokenizer, two_words):
+def test_gemma_sliding_window_layers_hide_far_keys(tokenizer):
     # The tiny Gemma's window is 16 tokens: late queries of a long snippet cannot see the first token, so their
     # prefix share must shrink to what the window still covers, and the parts still add up to one.
-    _, snippets = two_words
+    text = ("A Krankenwagen arrived within minutes, and the paramedics treated everyone at the scene before they "
+            "drove back to the hospital through the heavy evening traffic of the old city centre.")
+    long = snippets_for(tokenizer, " Krankenwagen", [text])[0]
     lm = make_tiny(tokenizer, "gemma")
     assert lm.model.config.sliding_window == 16 and "sliding_attention" in lm.model.config.layer_types
-    long = max(snippets, key=lambda s: len(s.token_ids))
     parts = attention_parts(lm, [long], None)[0]
     sliding = [i for i, t in enumerate(lm.model.config.layer_types) if t == "sliding_attention"][0]
     last = long.start + long.n_subwords - 1
