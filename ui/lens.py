@@ -31,9 +31,10 @@ TOP_SHOWN = 3
 AVERAGE_OVER = 50  # at most this many of the word's snippets enter the attention average (time stays bounded)
 SIMILARITY_CAPTION = """
 **How to read this plot.** Left to right are the model's layers (0 is the embedding the model reads, then one point
-per block). Up is the cosine similarity between the model's state after the **new token** and its state after the
-**original pieces**, at the word, in this snippet: 1.0 means the same direction. Each method is one line. A good new
-token stays close to 1 in every layer; the subword mean usually starts lower and only partly catches up.
+per block). Up is the cosine similarity between the model's state at the **new token** and its state at the last of
+the **original pieces**, in this snippet: 1.0 means the same direction. Each method is one line. Token Distillation
+trains exactly this, so a good new token climbs towards 1 in the later layers; the subword mean and a random row
+usually stay well below it.
 """
 ATTENTION_CAPTION = """
 **How to read this plot.** Left to right are the model's layers. Up is how much of their attention the words
@@ -41,9 +42,9 @@ ATTENTION_CAPTION = """
 lands on the word, then average over heads and words. The dashed black line is the original pieces, all pieces
 added together; each coloured line is a method's single new token. The left panel is the snippet above, the right
 one the average over the word's snippets. A good new token draws about as much attention as the pieces did (its
-line lies on the black one): the rest of the model then finds the word where it expects it. The rest of the
-attention goes to the words before the word (mostly the very first token) and to the later words themselves;
-hover a point to see all three shares.
+line lies on the black one), so the rest of the model finds the word where it expects it. Most attention goes
+elsewhere: to the words before the word (in most layers the larger part) and to the later words themselves; hover
+a point to see all three shares.
 """
 
 
