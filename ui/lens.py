@@ -26,6 +26,8 @@ Inside the model, the first layers **glue the pieces of a word together** ("deto
 at one snippet, layer by layer, at the position right after the word: how similar is the model's state when it
 reads the **new token** to its state after the **original pieces**? 1.0 means identical. The table shows what
 the model would predict next if we stopped at that layer (the *logit lens*); green cells agree with the original.
+The second plot asks the opposite question: how much do the **words after** the word look at it, new token versus
+original pieces?
 """
 TOP_SHOWN = 3
 AVERAGE_OVER = 50  # at most this many of the word's snippets enter the attention average (time stays bounded)
