@@ -116,10 +116,21 @@ def test_full_flow_split_contexts_distill_compare_generate_lens_export(app, tmp_
     assert gens["tokdist"]["prompt_tokens"] == gens["original split"]["prompt_tokens"] - 2  # 3 pieces -> 1 token
 
     # Lens: one curve per method over every layer (embeddings + 30 blocks).
-    snippet_view, plot, table, details = c.predict(" Andorra", 1, api_name="/lens")
+    snippet_view, plot, table, attention_plot, details = c.predict(" Andorra", 1, api_name="/lens")
     assert set(details["layers"]) == set(methods)
     assert all(len(v) == lm.num_layers + 1 for v in details["layers"].values())
-    assert "<mark>" in snippet_view and "td-table" in table
+    assert "<mark>" in snippet_view and "td-table" in table and attention_plot is not None
+    # Attention to the word, for this snippet and averaged over the 2 held-out ones: per layer, the word's,
+    # the prefix's and the later positions' shares are probabilities that add up to one.
+    attention = details["attention"]
+    assert attention["snippet"]["snippets"] == 1 and attention["average"]["snippets"] == 2
+    for report in attention.values():
+        assert set(report["shares"]) == {"original pieces", *methods}
+        assert report["layers"] == list(range(1, lm.num_layers + 1)) and report["heads"] == 9
+        for parts in report["shares"].values():
+            for word, prefix, later in zip(parts["word"], parts["prefix"], parts["later"]):
+                assert min(word, prefix, later) >= 0 and abs(word + prefix + later - 1) < 1e-4
+    assert lm.model.config._attn_implementation == "sdpa"  # the shared model still runs SDPA
 
     # Export: rows reload onto the base model, and the word then encodes as one token.
     files, model_zip, code, details = c.predict("tokdist", False, api_name="/export")
@@ -135,6 +146,14 @@ def test_full_flow_split_contexts_distill_compare_generate_lens_export(app, tmp_
     new_id = tokenizer.convert_tokens_to_ids(" Schopenhauer")
     assert new_id in ids and len(ids) == len(tok.encode("He read Schopenhauer today", add_special_tokens=False)) - 2
     assert torch.equal(model.get_input_embeddings().weight[new_id], rows.input_rows[0])
+    # The Lens tab's attention numbers are the library's for the same held-out snippet and exported rows.
+    td = TokenDistillation(lm)
+    splits, _ = td.prepare_words(["Schopenhauer", "Andorra"])
+    again = td.contexts(splits, "bundled", 4, 2, 24, 0)[" Andorra"].heldout[0]
+    expected = td.attention(rows, again)["shares"]
+    for source in ("original pieces", "tokdist"):
+        for part in ("word", "prefix", "later"):
+            assert attention["snippet"]["shares"][source][part] == pytest.approx(expected[source][part], abs=1e-5)
     assert "TokenDistillation(model='smollm2-135m')" in code and "method='tokdist'" in code
     compile(code, "snippet", "exec")
 

@@ -110,7 +110,13 @@ def click_through(page) -> None:
     open_tab(page, "6 · Lens")
     page.locator("#lens-btn").click()
     page.get_by_text("original pieces (top-3 next)").wait_for(timeout=STEP_TIMEOUT_MS)
+    # Attention to the word: two panels (this snippet, the average), the original pieces + 3 methods in each.
+    assert page.locator("#attention-plot .scatterlayer .trace").count() == 8
+    page.get_by_text("How much the words after").first.wait_for()
     shot(page, "06-lens")
+    page.locator("#attention-plot").scroll_into_view_if_needed()
+    page.wait_for_timeout(400)
+    page.locator("#attention-plot").screenshot(path=str(SHOTS / "06-lens-attention.png"))
 
     open_tab(page, "7 · Export")
     page.locator("#export-btn").click()

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from . import contexts as corpus
 from . import estimate
+from .attention import attention_to_word
 from .cancel import Cancelled
 from .contexts.sources import DataSpec
 from .discovery import (
@@ -403,6 +404,15 @@ class TokenDistillation:
     def lens(self, rows: NewTokenRows, snippet: Snippet, top_k: int = 5) -> list[dict]:
         """Per layer at the word: cosine of the new token's state to the original pieces', and both top-k next tokens."""
         return layer_lens(self.lm, rows, snippet, top_k=top_k)
+
+    def attention(self, rows: NewTokenRows | Sequence[NewTokenRows], snippets: Snippet | Sequence[Snippet],
+                  cancel: threading.Event | None = None) -> dict:
+        """Per layer, the share of attention the positions after the word give to it (the new token, or the
+        original pieces added up) versus the prefix and the later positions; averaged over heads, positions
+        and snippets (see attention.attention_to_word). The shared model keeps its own attention settings."""
+        methods = [rows] if isinstance(rows, NewTokenRows) else list(rows)
+        chosen = [snippets] if isinstance(snippets, Snippet) else list(snippets)
+        return attention_to_word(self.lm, methods, chosen, cancel=cancel)
 
     def generate(self, prompt: str, rows: NewTokenRows | None = None, max_new_tokens: int = 30, seed: int = 0,
                  temperature: float = 0.0) -> Generation:

@@ -44,6 +44,18 @@ COLUMNS = {key: _column(key, title, fmt) for key, title, fmt in (
     ("hidden_mse", "hidden MSE", "{:.4f}"), ("hidden_cos", "hidden cosine", "{:.4f}"),
     ("next_token_kl", "next-token KL", "{:.4f}"), ("norm_percentile", "norm percentile", "{:.1f}"))}
 MAX_NEIGHBOURS = 30
+PCA_CAPTION = (
+    "**How to read this map.** The model's embedding space has hundreds of directions; this map flattens it to the "
+    "two that spread these points most (PC 1 across, PC 2 up; the units mean nothing on their own). ★ stars are the "
+    "new rows (one per method), black squares the word's original pieces, grey dots the existing tokens closest to a "
+    "new row. Points close together are similar to the model: a good new row sits near tokens of related meaning, not "
+    "far away on its own.")
+LOSS_CAPTION = (
+    "**How to read these curves.** Across is the training step, up the loss on a log scale (each step up the same "
+    "factor). One colour per method, one dash style per word. For Token Distillation the loss is how far the new "
+    "token's internal states still are from those of the original pieces; for next-token prediction it is how "
+    "surprised the model is by the following words, so compare a line with itself, not across methods. A curve that "
+    "falls and then flattens has learned what it can. Methods that do not train (random, the means) have no curve.")
 
 
 @dataclass
@@ -188,9 +200,9 @@ def build(rt: Runtime) -> CompareTab:  # noqa: ARG001
                 "are most similar to the new token? A good new row sits near related words.")
     neighbour_view = gr.HTML()
     pca = gr.Plot(empty_figure("The embedding map appears here."), label="Embedding map (PCA)")
-    gr.Markdown("<small>A flat map of the embedding space: ★ stars are the new rows (one per method), black squares "
-                "the word's original pieces, grey dots the existing tokens closest to a new row.</small>")
+    gr.Markdown(PCA_CAPTION, elem_classes="td-caption")
     losses = gr.Plot(empty_figure("All loss curves appear here."), label="Loss curves")
+    gr.Markdown(LOSS_CAPTION, elem_classes="td-caption")
     details = W.api_details("compare")
     return CompareTab(word, neighbours, button, summary, metrics, neighbour_view, pca, losses, details)
 

@@ -46,6 +46,11 @@ PRECISION_LABELS = {"auto": "Automatic: bf16 on a GPU, fp32 on a CPU",
 # The values are the config field's choices; the app only words them for people.
 PRECISION_CHOICES = [(PRECISION_LABELS[value], value)
                      for value in next(s.choices for s in config_fields() if s.name == "mixed_precision")]
+LIVE_LOSS_CAPTION = (
+    "**How to read this plot.** Across is the training step, up the loss on a log scale; one colour per method, one "
+    "dash style per word. Lower is better: for Token Distillation the loss measures how far the new token's internal "
+    "states still are from those of the original pieces. It jumps around because every step sees different "
+    "snippets; the trend matters. A good run falls quickly at first and then levels off.")
 UPDATE_EVERY_S = 0.5  # how often the page is refreshed while training
 
 
@@ -368,8 +373,7 @@ def build(rt: Runtime) -> DistillTab:
     status = gr.Markdown()
     plot = gr.Plot(empty_figure("The loss curves appear here while training runs."), label="Loss curves",
                    elem_id="loss-plot")
-    gr.Markdown("<small>Lower is better: the loss measures how far the student's internal states still are from "
-                "the teacher's. It jumps around because every step sees different snippets; the trend matters.</small>")
+    gr.Markdown(LIVE_LOSS_CAPTION, elem_classes="td-caption")
     details = W.api_details("distill")
     return DistillTab(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
                       run, stop_btn,

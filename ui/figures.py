@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from tokdist_core import METHOD_NAMES, REGISTRY, StepRecord
+from tokdist_core import METHOD_NAMES, ORIGINAL_PIECES, REGISTRY, StepRecord
 
 ORIGINAL_COLOUR = "#111827"  # the word read as its original pieces (methods' colours live in the registry)
 WORD_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -130,6 +131,41 @@ def lens_figure(curves: Mapping[str, Sequence[Mapping]], word: str) -> go.Figure
     fig.update_yaxes(range=[min(0.0, _min_cos(curves)) - 0.02, 1.02])
     return _layout(fig, f"How close the new token's state is to the original, layer by layer ({word.strip()!r})",
                    "layer (0 = embeddings)", "cosine similarity to the original")
+
+
+def attention_figure(panels: Sequence[tuple[str, Mapping]], word: str) -> go.Figure:
+    """Per layer, the % of attention that the positions after the word give to it: one line per method and a
+    dashed black line for the original pieces; one panel per (title, attention report)."""
+    panels = [(title, report) for title, report in panels if report]
+    if not panels:
+        return empty_figure("Train first, then press 'Look inside' to see where the later words look.")
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=[title for title, _ in panels])
+    top = 0.0
+    for col, (_, report) in enumerate(panels, start=1):
+        shares = report["shares"]
+        sources = [ORIGINAL_PIECES] + _ordered({k: v for k, v in shares.items() if k != ORIGINAL_PIECES})
+        for source in sources:
+            part = shares[source]
+            original = source == ORIGINAL_PIECES
+            name = "original pieces (added up)" if original else method_label(source)
+            ys = [100 * v for v in part["word"]]
+            top = max(top, *ys)
+            hover = [f"{name}<br>layer {layer}<br>to the word: {100 * w:.1f} %<br>to the words before it: "
+                     f"{100 * p:.1f} %<br>to the words after it: {100 * later:.1f} %"
+                     for layer, w, p, later in zip(report["layers"], part["word"], part["prefix"], part["later"])]
+            fig.add_trace(go.Scatter(
+                x=report["layers"], y=ys, mode="lines+markers", name=name, legendgroup=source, showlegend=col == 1,
+                line={"color": ORIGINAL_COLOUR if original else colour(source), "width": 3 if original else 2,
+                      "dash": "dash" if original else "solid"},
+                marker={"size": 4}, hovertext=hover, hoverinfo="text",
+            ), row=1, col=col)
+    fig = _layout(fig, f"How much the words after {word.strip()!r} look at it, layer by layer", "layer",
+                  "% of attention on the word")
+    fig.update_xaxes(title_text="layer (1 = first block)")
+    fig.update_yaxes(ticksuffix=" %", range=[0, max(5.0, top * 1.1)])
+    fig.update_layout(margin={"l": 70, "r": 20, "t": 80, "b": 50})
+    return fig
 
 
 def savings_figure(rows: Sequence[Mapping], corpus_tokens: int) -> go.Figure:

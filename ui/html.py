@@ -100,6 +100,8 @@ CSS = """
 .td-side > div{flex:1 1 220px}
 .td-banner{padding:10px 14px;border-radius:8px;background:#fee2e2;color:#7f1d1d;font-weight:600}
 .td-help{font-size:.95em;opacity:.9}
+.td-caption{font-size:.9em;opacity:.85;margin:-4px 4px 10px 4px}
+.td-caption p{margin:0}
 .td-ticks .wrap{max-height:220px;overflow-y:auto}
 .td-nowrap{white-space:nowrap}
 """

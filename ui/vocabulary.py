@@ -200,7 +200,9 @@ def savings_caption(rows: list[dict], corpus_tokens: int, phrases: int) -> str:
     """Words a teacher can read aloud under the curve."""
     first, last = rows[0], rows[-1]
     saved = sum(r["tokens_saved"] for r in rows)
-    text = (f"**How to read this curve.** A new token replaces a word's pieces by one token wherever the word "
+    text = ("**How to read this curve.** Across: the top N candidates, added in the table's order; up: the % of "
+            "the corpus's tokens those N new tokens save together. "
+            f"A new token replaces a word's pieces by one token wherever the word "
             f"appears, saving (pieces − 1) tokens each time. The most useful word, “{H.esc(first['token'].strip())}”, "
             f"alone saves {first['cumulative_saved_pct']:.2f} % of the corpus's {corpus_tokens:,} tokens")
     if len(rows) >= 20:
