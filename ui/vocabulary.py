@@ -208,8 +208,9 @@ def savings_caption(rows: list[dict], corpus_tokens: int, phrases: int) -> str:
     if len(rows) >= 20:
         tenth = rows[9]
         text += f"; the top 10 save {tenth['cumulative_saved_pct']:.2f} %"
-    text += (f"; all {len(rows)} save {last['cumulative_saved_pct']:.2f} % ({saved:,} tokens). The curve climbs "
-             "fast and then flattens: a few frequent words do most of the work, and each further word adds less.")
+    text += (f"; all {len(rows)} save {last['cumulative_saved_pct']:.2f} % ({saved:,} tokens). Words are "
+             "ranked by tokens saved, so the curve can only bend downwards: the steeper its start, the more a few "
+             "words do the work; a nearly straight line means the savings are spread over many words.")
     if phrases > 1:
         text += (" With phrases, a phrase and its own words (“New York” and “York”) can save on the same text, "
                  "so the curve is an upper bound.")
