@@ -174,7 +174,7 @@ class DistillationTrainer:
         for w, row in enumerate(rows):
             groups[per_epoch.get(w, 0)].append(row)
         optimizer = torch.optim.Adam([{"params": params} for params in groups.values()], lr=self.config.learning_rate)
-        steps = steps_per_epoch(per_epoch.values(), batch_size)
+        steps = max(per_epoch.values(), default=0)  # global steps per epoch: the longest word's batches
         factors = [partial(_word_lr_factor, self.config, word_steps, steps) for word_steps in groups]
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
