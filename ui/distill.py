@@ -423,8 +423,9 @@ def build(rt: Runtime) -> DistillTab:
         with gr.Row():
             losses = W.CheckboxGroup(LOSS_CHOICES, value=list(field["losses"].default),
                                      label="Token Distillation's losses", elem_id="losses",
-                                     info=f"Summed. +αNTP adds the auto-weighted one to the distillation ones ticked "
-                                          f"here. Fields: {field['losses'].help}.")
+                                     info="Token Distillation lowers the sum of the ticked losses. Token "
+                                          "Distillation + αNTP takes the first three ticked here and adds the "
+                                          "auto-weighted next-word loss itself.")
             with gr.Column():
                 ntp_weight = W.Number(value=field["ntp_weight"].default, label="Weight of 'predict the next words'",
                                       minimum=field["ntp_weight"].min, maximum=field["ntp_weight"].max,
