@@ -86,13 +86,14 @@ def test_pad_equal_to_eos_inside_snippet_is_still_trained(tiny, tokenizer):
     assert int(batch.valid.sum()) == 4  # new token + three suffix tokens, two of them equal to pad
 
 
-@pytest.mark.parametrize("losses", [("distill",), ("ntp",), ("distill", "ntp")])
+@pytest.mark.parametrize("losses", [("hidden_mse",), ("ntp",), ("hidden_mse", "ntp_auto"), ("logit_kl",),
+                                    ("logit_mse", "ntp")])
 def test_training_lowers_loss_and_leaves_model_bit_identical(tiny_any, two_words, losses):
     lm = tiny_any
     splits, snippets = two_words
     words = [s.word for s in splits]
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    cache = TeacherCache(lm, snippets, words, -1, with_final="ntp" in losses)
+    cache = TeacherCache(lm, snippets, words, -1, with_final=losses != ("hidden_mse",))
     config = DistillationConfig(epochs=15, batch_size=4, learning_rate=5e-2, losses=losses)
     output_rows = None if lm.tied else torch.zeros(len(words), lm.hidden_size)
     trainer = DistillationTrainer(lm, words, config, cache, output_rows=output_rows)
@@ -182,7 +183,8 @@ def test_config_fields_carry_help_and_the_bounds_validate_uses(tiny):
     assert (specs["batch_size"].min, specs["batch_size"].max) == (1, 1024)
     lr = specs["learning_rate"]
     assert lr.type is float and (lr.min, lr.max, lr.min_exclusive) == (0, 10, True)
-    assert specs["losses"].multiple and specs["losses"].choices == ("distill", "ntp")
+    assert specs["losses"].multiple
+    assert specs["losses"].choices == ("hidden_mse", "logit_mse", "logit_kl", "ntp", "ntp_auto")
     assert specs["mixed_precision"].choices == ("auto", "bf16", "no") and not specs["mixed_precision"].multiple
 
     def rejected(name, value):
@@ -209,10 +211,11 @@ def test_config_fields_carry_help_and_the_bounds_validate_uses(tiny):
     assert rejected("epochs", 1001) == "epochs must be an integer between 1 and 1000, got 1001"
     assert rejected("learning_rate", 0) == "learning_rate must be a finite number in (0, 10], got 0"
     assert rejected("mixed_precision", "fp8") == "mixed_precision must be 'auto', 'bf16' or 'no', got 'fp8'"
-    assert rejected("losses", ()) == "losses must be a non-empty subset of ('distill', 'ntp'), got ()"
+    assert rejected("losses", ()) == ("losses must be a non-empty subset of ('hidden_mse', 'logit_mse', 'logit_kl', "
+                                      "'ntp', 'ntp_auto'), got ()")
     assert rejected("seed", True) == "seed must be an integer, got True"
     assert rejected("target_layer", 1.5) == "target_layer must be an integer, got 1.5"
-    for losses in (("distill",), ("ntp",), ("ntp", "distill")):
+    for losses in (("hidden_mse",), ("ntp",), ("ntp_auto", "hidden_mse"), ("logit_kl", "logit_mse", "ntp")):
         DistillationConfig(losses=losses).validate(tiny)
 
 

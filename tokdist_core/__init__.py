@@ -16,6 +16,7 @@ from .lazy import lazy_exports
 # public name -> module that defines it
 _EXPORTS = {
     "TokenDistillation": "api", "TrainOutcome": "api", "Comparison": "api", "Skipped": "api", "OUTPUT_POLICIES": "api",
+    "method_losses": "api",
     "DistillationConfig": "training", "StepRecord": "training", "OutputPolicy": "training",
     "FieldSpec": "training", "config_fields": "training",
     "NewTokenRows": "rows",

@@ -60,6 +60,11 @@ def _check_output_policy(policy: OutputPolicy | str) -> None:
     OutputPolicy.parse(policy)  # ValueError naming OUTPUT_POLICIES
 
 
+def method_losses(methods: Sequence[str], config: DistillationConfig) -> dict[str, list[str]]:
+    """Per trained method among `methods`, the losses it trains with under `config` (for reports)."""
+    return {m: list(get_method(m).losses_for(config)) for m in methods if get_method(m).trains}
+
+
 @dataclass
 class Skipped:
     word: str
@@ -201,9 +206,11 @@ class TokenDistillation:
         config = training or DistillationConfig()
         chosen = [get_method(m) for m in dict.fromkeys(methods)]
         trained = [m for m in chosen if m.trains]
-        next_token = any(m.needs_lm_head for m in trained) or not self.lm.tied
+        next_token = any(m.needs_lm_head(config) for m in trained) or not self.lm.tied
+        # The logit losses also apply the LM head to the teacher's final states in every step.
+        teacher_heads = sum(any(name in ("logit_mse", "logit_kl") for name in m.losses_for(config)) for m in trained)
         return estimate.estimate_training(self.lm, train, heldout, len(trained), len(chosen), config.epochs,
-                                          config.batch_size, next_token)
+                                          config.batch_size, next_token, teacher_head_methods=teacher_heads)
 
     def training_steps(self, train: Sequence[Snippet], training: DistillationConfig | None = None) -> int:
         """Optimizer steps one trained method takes on `train` (each step: batch_size snippets per word)."""
@@ -305,7 +312,8 @@ class TokenDistillation:
             model=self.lm.describe(),
             config={**config.to_dict(), "methods": list(methods), "data": data, "snippet_len": snippet_len,
                     "snippets_per_token": snippets_per_token, "heldout_per_token": heldout_per_token,
-                    "mid_sentence": mid_sentence, "output_policy": output_policy},
+                    "mid_sentence": mid_sentence, "output_policy": output_policy,
+                    "method_losses": method_losses(methods, config)},
             splits=usable, contexts={s.word: contexts[s.word] for s in usable}, skipped=skipped,
         )
         if not usable:

@@ -18,9 +18,11 @@ from typing import Any
 METHODS = ("random", "vocab_mean", "subword_mean", "subword_weighted", "ntp", "tokdist", "tokdist_antp")
 OUTPUT_POLICIES = ("ntp", "zero", "subword_mean")
 DEFAULT_MODEL = "smollm2-135m"
-# DistillationConfig field -> its flags (the losses follow from the method, so they have none).
+# DistillationConfig field -> its flags.
 CONFIG_FLAGS = {"epochs": ("--epochs",), "batch_size": ("--batch-size",), "learning_rate": ("--lr", "--learning-rate"),
-                "target_layer": ("--target-layer",), "seed": ("--seed",), "mixed_precision": ("--mixed-precision",)}
+                "target_layer": ("--target-layer",), "losses": ("--losses",), "ntp_weight": ("--ntp-weight",),
+                "init": ("--init",), "schedule": ("--schedule",), "warmup": ("--warmup",), "seed": ("--seed",),
+                "mixed_precision": ("--mixed-precision",)}
 MAX_SNIPPETS_PER_TOKEN = 1000
 MAX_SNIPPET_LEN = 1024
 # A new token has at least 2 subwords and needs context around it, so shorter snippets never work.
@@ -280,7 +282,8 @@ def _config_type(spec: Any):
 
     def parse(text: str) -> Any:
         try:
-            value = spec.type(text)
+            # A tuple field is a comma-separated list: --losses hidden_mse,logit_kl
+            value = tuple(v.strip() for v in text.split(",") if v.strip()) if spec.multiple else spec.type(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if spec.type is int else 'a number'}, "
                                              f"got {text!r}") from None
@@ -304,9 +307,16 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         bounds = ""
         if spec.min is not None and spec.max is not None:
             bounds = f", in ({spec.min:g}, {spec.max:g}]" if spec.min_exclusive else f", {spec.min:g}..{spec.max:g}"
+        if spec.multiple:
+            bounds, default = "; comma-separated", ",".join(spec.default)
+        else:
+            default = "%(default)s"
         kwargs: dict[str, Any] = {"dest": spec.name, "default": spec.default,
-                                  "help": f"{spec.help}{bounds} (default: %(default)s)"}
-        if spec.choices is not None:
+                                  "help": f"{spec.help}{bounds} (default: {default})"}
+        if spec.multiple:
+            kwargs["type"] = _config_type(spec)
+            kwargs["metavar"] = ",".join(spec.choices[:2]) + ",..."
+        elif spec.choices is not None:
             kwargs["choices"] = spec.choices
         else:
             kwargs["type"] = _config_type(spec)

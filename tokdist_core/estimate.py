@@ -130,20 +130,25 @@ def _probe(lm: LoadedModel) -> _Speed:
 
 
 def teacher_cache_bytes(lm: LoadedModel, snippets: Sequence[Snippet], with_final: bool) -> int:
-    """Memory the teacher cache of `snippets` holds: prefix keys/values (fp32 at most) and targets."""
+    """Memory the teacher cache of `snippets` holds: prefix keys/values (fp32 at most) and targets; with final
+    states also those of the prefix and the aligned positions (an upper bound: at the last target layer the
+    aligned ones are the targets themselves)."""
     config = lm.model.config.get_text_config()
     heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or lm.hidden_size // config.num_attention_heads)
     per_prefix_token = lm.num_layers * 2 * heads * head_dim * 4  # keys + values, fp32 at most
     prefix = sum(s.start for s in snippets)
     aligned = sum(len(s.suffix) + 1 for s in snippets)
-    return per_prefix_token * prefix + 4 * lm.hidden_size * (aligned + (prefix if with_final else 0))
+    return per_prefix_token * prefix + 4 * lm.hidden_size * (aligned + (prefix + aligned if with_final else 0))
 
 
 def estimate_training(lm: LoadedModel, train: Sequence[Snippet], heldout: Sequence[Snippet],
                       trained_methods: int, all_methods: int, epochs: int, batch_size: int,
-                      next_token_loss: bool) -> JobEstimate:
-    """Teacher once, each trained method's epochs over the student positions, then held-out evaluation."""
+                      next_token_loss: bool, teacher_head_methods: int = 0) -> JobEstimate:
+    """Teacher once, each trained method's epochs over the student positions, then held-out evaluation.
+
+    `teacher_head_methods`: trained methods with a logit loss, which also apply the LM head to the teacher's
+    cached final states in every step."""
     layer, head = layer_flops_per_token(lm), head_flops_per_token(lm)
     per_token = layer + (head if next_token_loss else 0.0)
     flops, passes = 0.0, 0
@@ -154,6 +159,7 @@ def estimate_training(lm: LoadedModel, train: Sequence[Snippet], heldout: Sequen
         passes += math.ceil(teacher_tokens / budget)
         student_tokens = sum(len(s.suffix) + 1 for s in train)
         flops += trained_methods * epochs * student_tokens * STUDENT_PASSES * per_token
+        flops += teacher_head_methods * epochs * student_tokens * head
         # A step takes batch_size snippets of every word; many words make a step several passes.
         steps = steps_per_epoch(Counter(s.word for s in train).values(), batch_size)
         student_passes = max(steps, math.ceil(student_tokens / student_pass_tokens(lm)))

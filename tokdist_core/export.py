@@ -169,8 +169,11 @@ def reproduce_snippet(model: str, words: list[str], method: str, config: dict, d
     `data` is written as given (a list stays a list); `words` are the trained forms, and `mid_sentence`
     says whether they carry the leading space.
     """
-    keys = ("epochs", "batch_size", "learning_rate", "target_layer", "seed", "mixed_precision")
-    args = ", ".join(f"{k}={config[k]!r}" for k in keys if k in config)
+    keys = ("epochs", "batch_size", "learning_rate", "target_layer", "losses", "ntp_weight", "init", "schedule",
+            "warmup", "seed", "mixed_precision")
+    # A tuple field may come back from JSON or a session as a list; it is written as the tuple the config holds.
+    values = {k: tuple(config[k]) if isinstance(config[k], list) else config[k] for k in keys if k in config}
+    args = ", ".join(f"{k}={v!r}" for k, v in values.items())
     return (
         "from tokdist_core import DistillationConfig, TokenDistillation\n\n"
         f"td = TokenDistillation(model={model!r})\n"

@@ -159,6 +159,13 @@ def output_logits(model: PreTrainedModel, hidden: torch.Tensor, new_rows: torch.
     return softcap(model, logits.float())
 
 
+def original_logits(model: PreTrainedModel, hidden: torch.Tensor, vocab: int) -> torch.Tensor:
+    """fp32 logits over the first `vocab` output rows only (the original vocabulary, no padding rows)."""
+    head = model.get_output_embeddings()
+    bias = head.bias[:vocab] if getattr(head, "bias", None) is not None else None
+    return softcap(model, nn.functional.linear(hidden, head.weight[:vocab], bias).float())
+
+
 def own_row_logits(model: PreTrainedModel, hidden: torch.Tensor, own_rows: torch.Tensor) -> torch.Tensor:
     """Logits over every original output row, then one for each sequence's own new row.
 

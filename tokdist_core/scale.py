@@ -217,7 +217,7 @@ def train_in_chunks(td: TokenDistillation, splits: Sequence[WordSplit], train: S
     from .methods import get_method
 
     chosen = [get_method(m) for m in dict.fromkeys(methods)]
-    with_final = any(m.needs_lm_head for m in chosen if m.trains) or not td.lm.tied
+    with_final = any(m.needs_lm_head(config) for m in chosen if m.trains) or not td.lm.tied
     done = store.finished() if store is not None else {}
     todo = [s for s in splits if not all(s.word in done.get(m.name, {}) for m in chosen)]
     chunks = plan_chunks(td.lm, todo, [s for s in train if s.word in {t.word for t in todo}], budget_bytes, with_final)

@@ -22,6 +22,7 @@ from tokdist_core import (
     TokenDistillation,
     config_fields,
     format_seconds,
+    method_losses,
     snippets_of,
 )
 
@@ -51,6 +52,27 @@ LIVE_LOSS_CAPTION = (
     "dash style per word. Lower is better: for Token Distillation the loss measures how far the new token's internal "
     "states still are from those of the original pieces. It jumps around because every step sees different "
     "snippets; the trend matters. A good run falls quickly at first and then levels off.")
+
+# The variants of the reference (config fields losses, init, schedule), worded for people.
+LOSS_LABELS = {"hidden_mse": "Hidden states (MSE): the method's own loss",
+               "logit_mse": "Next-token scores (MSE of the logits)",
+               "logit_kl": "Next-token probabilities (KL divergence)",
+               "ntp": "Predict the next words (fixed weight)",
+               "ntp_auto": "Predict the next words, auto-weighted (αNTP)"}
+INIT_LABELS = {"subword_mean": "Mean of the word's pieces", "subword_weighted": "Pieces, later ones weigh more",
+               "random": "Random (a typical embedding)", "vocab_mean": "Mean of the whole vocabulary"}
+SCHEDULE_LABELS = {"constant": "Constant", "linear": "Warm up, then decay (the paper's)"}
+_FIELDS = {spec.name: spec for spec in config_fields()}
+LOSS_CHOICES = [(LOSS_LABELS[v], v) for v in _FIELDS["losses"].choices]
+INIT_CHOICES = [(INIT_LABELS[v], v) for v in _FIELDS["init"].choices]
+SCHEDULE_CHOICES = [(SCHEDULE_LABELS[v], v) for v in _FIELDS["schedule"].choices]
+# The methods whose training losses come from the losses boxes (ntp always trains with next-token prediction).
+USES_LOSSES = ("tokdist", "tokdist_antp")
+VARIANTS_HELP = """
+The paper's method matches the **hidden states**. Its code can also match the model's **next-token
+predictions** (the scores or the probabilities over the original vocabulary), add **next-word prediction**,
+start the rows elsewhere, or **warm up** the learning rate. Leave these alone for the method as published.
+"""
 UPDATE_EVERY_S = 0.5  # how often the page is refreshed while training
 
 
@@ -64,6 +86,11 @@ class DistillTab:
     output_policy: gr.Radio
     seed: gr.Number
     precision: gr.Radio
+    losses: gr.CheckboxGroup
+    ntp_weight: gr.Number
+    init: gr.Radio
+    schedule: gr.Radio
+    warmup: gr.Slider
     run: gr.Button
     stop: gr.Button
     device: gr.Markdown
@@ -93,7 +120,9 @@ def check_methods(methods: list[str] | str | None) -> list[str]:
 
 
 def make_config(epochs: object, learning_rate: object, batch_size: object, target_layer: object,
-                seed: object, num_layers: int, precision: object = "auto") -> DistillationConfig:
+                seed: object, num_layers: int, precision: object = "auto", variant: dict | None = None,
+                ) -> DistillationConfig:
+    """The run's config from the form; `variant` holds the checked losses, ntp_weight, init, schedule, warmup."""
     try:
         lr = float(learning_rate)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -107,7 +136,28 @@ def make_config(epochs: object, learning_rate: object, batch_size: object, targe
         target_layer=as_int(target_layer, "Target layer", -1, num_layers),
         seed=as_int(seed if seed not in (None, "") else 0, "Seed", 0, 2**31 - 1),
         mixed_precision=_precision(precision),
+        **(variant or {}),
     )
+
+
+def check_variant(chosen: list[str], losses: object, ntp_weight: object, init: object, schedule: object,
+                  warmup: object) -> dict:
+    """The losses, start and schedule fields from the form, each checked against its config field."""
+    picked = [losses] if isinstance(losses, str) else list(losses or [])
+    if not picked:
+        if any(m in USES_LOSSES for m in chosen):
+            raise gr.Error("Tick at least one loss for Token Distillation (the hidden states are its own loss).")
+        picked = list(_FIELDS["losses"].default)
+    variant = {"losses": tuple(picked),
+               "ntp_weight": _FIELDS["ntp_weight"].default if ntp_weight in (None, "") else ntp_weight,
+               "init": init or _FIELDS["init"].default, "schedule": schedule or _FIELDS["schedule"].default,
+               "warmup": _FIELDS["warmup"].default if warmup in (None, "") else warmup}
+    for name, value in variant.items():
+        try:
+            _FIELDS[name].check(value)
+        except ValueError as exc:
+            raise gr.Error(f"{exc}.") from None
+    return variant
 
 
 def _precision(value: object) -> str:
@@ -138,10 +188,13 @@ class _Plan:
 
 def plan_run(rt: Runtime, td: TokenDistillation, methods: object, epochs: object, learning_rate: object,
              batch_size: object, target_layer: object, output_policy: object, seed: object, precision: object,
-             state: SessionState) -> _Plan:
+             state: SessionState, variant: tuple = ()) -> _Plan:
+    """`variant`: the form's (losses, ntp_weight, init, schedule, warmup); empty for the defaults."""
     state.require_contexts()
     chosen = check_methods(methods)
-    config = make_config(epochs, learning_rate, batch_size, target_layer, seed, td.lm.num_layers, precision)
+    checked = check_variant(chosen, *variant) if variant else None
+    config = make_config(epochs, learning_rate, batch_size, target_layer, seed, td.lm.num_layers, precision,
+                         checked)
     config.validate(td.lm)
     policy = (output_policy or "ntp").strip() if isinstance(output_policy, str) or output_policy is None else None
     if policy not in OUTPUT_POLICIES:
@@ -163,6 +216,7 @@ def _train_job(td: TokenDistillation, plan: _Plan, state: SessionState) -> Calla
         start = time.monotonic()
         state.reset_from_contexts()
         state.train_config = {**plan.config.to_dict(), "methods": plan.chosen, "output_policy": plan.policy,
+                              "method_losses": method_losses(plan.chosen, plan.config),
                               "model": state.model_name, "mid_sentence": state.mid_sentence,
                               "words": [s.word for s in plan.splits], "contexts": dict(state.context_settings)}
 
@@ -236,12 +290,14 @@ class _RunView:
 
 def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning_rate: object, batch_size: object,
                 target_layer: object, output_policy: str | None, seed: object, precision: object,
-                state: SessionState) -> Iterator[tuple[str, str, go.Figure, dict, SessionState]]:
-    """Train in the server's job line and stream progress; a Stop or the time limit keeps finished methods."""
+                state: SessionState, variant: tuple = ()) -> Iterator[tuple[str, str, go.Figure, dict, SessionState]]:
+    """Train in the server's job line and stream progress; a Stop or the time limit keeps finished methods.
+
+    `variant`: (losses, ntp_weight, init, schedule, warmup) from the form; empty for the defaults."""
     state.require_idle("start another training run")
     td = rt.engine(state.model_name)
     plan = plan_run(rt, td, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
-                    precision, state)
+                    precision, state, variant)
     view = _RunView(rt, td, plan, state)
     yield view.frame("Waiting for the server…")
     updates = rt.jobs.run(state, "a training run", _train_job(td, plan, state))
@@ -269,15 +325,18 @@ def _runs_on(rt: Runtime, lm) -> str:
     return f"Runs on **{device_label(lm)}**; the server stops a job after {format_seconds(rt.max_job_seconds)}."
 
 
-def estimate_note(rt: Runtime, methods: object, epochs: object, batch_size: object, state: SessionState) -> str:
+def estimate_note(rt: Runtime, methods: object, epochs: object, batch_size: object, state: SessionState,
+                  losses: object = None) -> str:
     """The line under the settings: where it runs and, once there are snippets, how long it would take."""
     lm = rt.model(state.model_name)
     note = _runs_on(rt, lm)
     try:
         chosen = check_methods(methods)
+        picked = tuple(losses) if isinstance(losses, list) and losses else _FIELDS["losses"].default
         config = DistillationConfig(epochs=as_int(epochs, "Epochs", 1, MAX_APP_EPOCHS),
-                                    batch_size=as_int(batch_size, "Batch size", 1, MAX_APP_BATCH))
-    except gr.Error:
+                                    batch_size=as_int(batch_size, "Batch size", 1, MAX_APP_BATCH), losses=picked)
+        config.validate()
+    except (gr.Error, ValueError):
         return note
     splits = state.usable_splits()
     if not splits:
@@ -365,6 +424,25 @@ def build(rt: Runtime) -> DistillTab:
             seed = W.Number(value=field["seed"].default, precision=0, label="Training seed", minimum=0)
             precision = gr.Radio(PRECISION_CHOICES, value=field["mixed_precision"].default, label="Number precision",
                                  info="bf16 halves the bits per number: faster, with results within noise.")
+    with gr.Accordion("Loss, start and schedule (the paper's variants)", open=False, elem_id="variants"):
+        gr.Markdown(VARIANTS_HELP, elem_classes="td-help")
+        with gr.Row():
+            losses = W.CheckboxGroup(LOSS_CHOICES, value=list(field["losses"].default),
+                                     label="Token Distillation's losses", elem_id="losses",
+                                     info="Token Distillation lowers the sum of the ticked losses. Token "
+                                          "Distillation + αNTP takes the first three ticked here and adds the "
+                                          "auto-weighted next-word loss itself.")
+            with gr.Column():
+                ntp_weight = W.Number(value=field["ntp_weight"].default, label="Weight of 'predict the next words'",
+                                      minimum=field["ntp_weight"].min, maximum=field["ntp_weight"].max,
+                                      info=field["ntp_weight"].help + " (only with the fixed-weight box ticked).")
+                init = gr.Radio(INIT_CHOICES, value=field["init"].default, label="Start of the trained rows",
+                                elem_id="init", info=field["init"].help + ".")
+            with gr.Column():
+                schedule = gr.Radio(SCHEDULE_CHOICES, value=field["schedule"].default, label="Learning-rate schedule",
+                                    elem_id="schedule", info=field["schedule"].help + ".")
+                warmup = W.Slider(field["warmup"].min, field["warmup"].max, value=field["warmup"].default, step=0.05,
+                                  label="Warm-up share of the first epoch", info=field["warmup"].help + ".")
     device = gr.Markdown(_runs_on(rt, lm) if lm is not None else "")
     with gr.Row():
         run = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
@@ -376,13 +454,14 @@ def build(rt: Runtime) -> DistillTab:
     gr.Markdown(LIVE_LOSS_CAPTION, elem_classes="td-caption")
     details = W.api_details("distill")
     return DistillTab(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
-                      run, stop_btn,
+                      losses, ntp_weight, init, schedule, warmup, run, stop_btn,
                       device, status, progress, plot, details)
 
 
 def inputs(tab: DistillTab) -> list[gr.components.Component]:
+    # New inputs go at the end: API clients that leave them out get the components' defaults.
     return [tab.methods, tab.epochs, tab.learning_rate, tab.batch_size, tab.target_layer, tab.output_policy, tab.seed,
-            tab.precision]
+            tab.precision, tab.losses, tab.ntp_weight, tab.init, tab.schedule, tab.warmup]
 
 
 def outputs(tab: DistillTab) -> list[gr.components.Component]:
@@ -392,9 +471,9 @@ def outputs(tab: DistillTab) -> list[gr.components.Component]:
 def handler_for(rt: Runtime):
     @gpu(duration=300)
     def handler(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
-                st: SessionState):
+                losses, ntp_weight, init, schedule, warmup, st: SessionState):
         yield from run_distill(rt, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
-                               precision, st)
+                               precision, st, (losses, ntp_weight, init, schedule, warmup))
 
     return user_errors(handler)
 
@@ -405,8 +484,8 @@ def wire(rt: Runtime, tab: DistillTab, state: gr.State):
     # Stop never waits behind the run it stops, nor behind anything else.
     tab.stop.click(stop, [state], [tab.status], api_name="stop", show_progress="hidden", **LIGHT)
     # Keep the time estimate next to the settings it depends on (cheap: arithmetic on cached figures).
-    settings = [tab.methods, tab.epochs, tab.batch_size, state]
-    for control in settings[:3]:
+    settings = [tab.methods, tab.epochs, tab.batch_size, state, tab.losses]
+    for control in (tab.methods, tab.epochs, tab.batch_size, tab.losses):
         control.change(partial(estimate_note, rt), settings, [tab.device], api_visibility="private",
                        show_progress="hidden", **LIGHT)
     return event

@@ -10,7 +10,7 @@ import torch
 
 from ..models import LoadedModel
 from ..snippet import Snippet
-from ..training import DistillationConfig, StepRecord, TeacherCache
+from ..training import LOGIT_LOSSES, DistillationConfig, StepRecord, TeacherCache
 from ..vocab import WordSplit
 
 
@@ -70,32 +70,38 @@ class Method:
     description: str  # one sentence: what it does
     colour: str  # one colour per method everywhere, so a teacher can point at "the orange line"
     order: int  # display order: baselines from weakest to strongest, then the trained methods
-    losses: tuple[str, ...]  # training losses ("distill", "ntp"); empty for methods that only compute rows
+    # The training losses it uses under a config (names from training.LOSSES); None for methods that
+    # only compute rows.
+    losses: Callable[[DistillationConfig], tuple[str, ...]] | None
     run: Callable[[MethodContext], MethodOutput]
 
     @property
     def trains(self) -> bool:
         """Needs training snippets and an optimisation loop."""
-        return bool(self.losses)
+        return self.losses is not None
 
-    @property
-    def needs_lm_head(self) -> bool:
-        """Its loss reads logits (next-token prediction), so the student runs through the LM head."""
-        return "ntp" in self.losses
+    def losses_for(self, config: DistillationConfig) -> tuple[str, ...]:
+        """The losses this method trains with under `config` (empty when it does not train)."""
+        return () if self.losses is None else tuple(self.losses(config))
+
+    def needs_lm_head(self, config: DistillationConfig) -> bool:
+        """Its losses read logits (next-token or logit losses), so teacher and student run through the LM head."""
+        return any(name in LOGIT_LOSSES for name in self.losses_for(config))
 
 
 REGISTRY: dict[str, Method] = {}
 
 
 def register(name: str, *, label: str, description: str, colour: str, order: int,
-             losses: tuple[str, ...] = ()) -> Callable:
-    """Decorator: add the function as method `name` with its metadata (one call per method)."""
+             losses: Callable[[DistillationConfig], tuple[str, ...]] | None = None) -> Callable:
+    """Decorator: add the function as method `name` with its metadata (one call per method); `losses`
+    maps a config to the losses the method trains with (None: it only computes rows)."""
 
     def wrap(fn: Callable[[MethodContext], MethodOutput]) -> Callable[[MethodContext], MethodOutput]:
         if name in REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         REGISTRY[name] = Method(name=name, label=label, description=description, colour=colour, order=order,
-                                losses=tuple(losses), run=fn)
+                                losses=losses, run=fn)
         return fn
 
     return wrap

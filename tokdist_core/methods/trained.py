@@ -1,22 +1,28 @@
-"""Trained methods: start from the subword mean and optimise only the new rows on the snippets.
+"""Trained methods: start from `config.init` and optimise only the new rows on the snippets.
 
-`ntp`: next-token prediction. `tokdist`: Token Distillation (hidden-state MSE against the original
-tokenization). `tokdist_antp`: Token Distillation plus next-token CE auto-weighted to the same size.
+`ntp`: next-token prediction. `tokdist`: Token Distillation with `config.losses` (hidden-state MSE by
+default). `tokdist_antp`: the distillation losses of `config.losses` plus next-token CE auto-weighted to
+their size (αNTP).
 """
 
 from dataclasses import replace
 
-from ..training import DistillationTrainer, subword_mean_output_rows
-from .base import REGISTRY, MethodContext, MethodOutput, register, subword_rows
+from ..training import DISTILL_LOSSES, DistillationConfig, DistillationTrainer, subword_mean_output_rows
+from .base import REGISTRY, MethodContext, MethodOutput, register
+
+
+def start_rows(ctx: MethodContext):
+    """The trained methods' starting rows: those of the baseline `config.init` names (random: seeded per word)."""
+    return REGISTRY[ctx.config.init].run(ctx).rows.float()
 
 
 def _train(ctx: MethodContext, name: str) -> MethodOutput:
     if not ctx.train_snippets:
         raise ValueError(f"{name} needs training snippets; none were given")
-    losses = REGISTRY[name].losses
-    config = replace(ctx.config, losses=losses)
-    cache = ctx.teacher_cache(with_final="ntp" in losses)
-    init = subword_rows(ctx)
+    losses = REGISTRY[name].losses_for(ctx.config)
+    config = replace(ctx.config, losses=losses, ntp_weight=1.0 if name == "ntp" else ctx.config.ntp_weight)
+    cache = ctx.teacher_cache(with_final=REGISTRY[name].needs_lm_head(ctx.config))
+    init = start_rows(ctx)
     # Untied heads hold their new output rows fixed at the subword mean while input rows train.
     output_rows = None if ctx.lm.tied else subword_mean_output_rows(ctx.lm, ctx.splits)
     trainer = DistillationTrainer(ctx.lm, ctx.words, config, cache, output_rows=output_rows)
@@ -35,21 +41,36 @@ def _train(ctx: MethodContext, name: str) -> MethodOutput:
                         tokens_seen=result.tokens_seen)
 
 
-@register("ntp", label="NTP", description="Subword-mean start, then next-token prediction on the snippets (new row only).",
-          colour="#db2777", order=4, losses=("ntp",))
+def ntp_losses(config: DistillationConfig) -> tuple[str, ...]:  # noqa: ARG001  (the same under every config)
+    return ("ntp",)
+
+
+def tokdist_losses(config: DistillationConfig) -> tuple[str, ...]:
+    return tuple(config.losses)
+
+
+def tokdist_antp_losses(config: DistillationConfig) -> tuple[str, ...]:
+    """The distillation losses the config names (the hidden-state MSE when it names none), plus αNTP."""
+    distill = tuple(name for name in config.losses if name in DISTILL_LOSSES) or ("hidden_mse",)
+    return (*distill, "ntp_auto")
+
+
+@register("ntp", label="NTP", description="From the chosen start, next-token prediction on the snippets (new row only).",
+          colour="#db2777", order=4, losses=ntp_losses)
 def ntp_rows(ctx: MethodContext) -> MethodOutput:
     return _train(ctx, "ntp")
 
 
 @register("tokdist", label="Token Distillation",
-          description="Match the hidden states the model had on the original subwords.",
-          colour="#ea580c", order=5, losses=("distill",))
+          description="Match what the model computed on the original subwords (its hidden states, or the "
+                      "chosen losses).",
+          colour="#ea580c", order=5, losses=tokdist_losses)
 def tokdist_rows(ctx: MethodContext) -> MethodOutput:
     return _train(ctx, "tokdist")
 
 
 @register("tokdist_antp", label="Token Distillation + αNTP",
           description="Token Distillation plus next-token loss auto-weighted to the distillation loss's size.",
-          colour="#16a34a", order=6, losses=("distill", "ntp"))
+          colour="#16a34a", order=6, losses=tokdist_antp_losses)
 def tokdist_antp_rows(ctx: MethodContext) -> MethodOutput:
     return _train(ctx, "tokdist_antp")

@@ -20,12 +20,20 @@ SPLIT_MIN_SAVED_TOKENS = {"cpu": 48}
 # wider and deeper models so a pass's activations stay about the same size. One step may be several passes.
 STUDENT_PASS_TOKENS = {"cpu": 2048, "cuda": 32768}
 _REFERENCE_WIDTH = 576 * 30
+# The logit losses hold several [tokens, vocabulary] tensors per pass (student and teacher logits, their
+# log-softmaxes, the gradient): a pass holds at most this many logits, so Gemma's 262k vocabulary gets
+# shorter passes (SmolLM2's 49k is unaffected on CPU).
+LOGIT_PASS_ELEMENTS = {"cpu": 1 << 27, "cuda": 1 << 30}
 
 
-def student_pass_tokens(lm: LoadedModel) -> int:
-    """Padded student tokens one pass may hold on this device and model."""
+def student_pass_tokens(lm: LoadedModel, vocab_wide: bool = False) -> int:
+    """Padded student tokens one pass may hold on this device and model (`vocab_wide`: for the logit losses)."""
     base = STUDENT_PASS_TOKENS.get(lm.device.type, STUDENT_PASS_TOKENS["cpu"])
-    return max(64, int(base * min(1.0, _REFERENCE_WIDTH / (lm.hidden_size * lm.num_layers))))
+    tokens = max(64, int(base * min(1.0, _REFERENCE_WIDTH / (lm.hidden_size * lm.num_layers))))
+    if vocab_wide:
+        logits = LOGIT_PASS_ELEMENTS.get(lm.device.type, LOGIT_PASS_ELEMENTS["cpu"])
+        tokens = min(tokens, max(64, logits // lm.embedding_rows))
+    return tokens
 
 
 class WordOrder:
@@ -97,9 +105,11 @@ class StudentBatch:
     word_index: torch.Tensor  # [B]
     targets: torch.Tensor | None  # [B, S, H]
     tokens: int  # real student positions, counted on the host (no device sync)
+    final_targets: torch.Tensor | None = None  # [B, S, H] teacher final states, for the logit losses
 
 
-def student_batch(lm: LoadedModel, items: list[CachedSnippet], need_targets: bool) -> StudentBatch:
+def student_batch(lm: LoadedModel, items: list[CachedSnippet], need_targets: bool,
+                  need_final_targets: bool = False) -> StudentBatch:
     """Assemble one student batch: prefix key/values gathered from the teacher blocks, masks, targets.
 
     Key layout per row: [padding (P - p_i) | prefix (p_i) | new token + suffix (1 + s_i) | padding]: index
@@ -124,9 +134,13 @@ def student_batch(lm: LoadedModel, items: list[CachedSnippet], need_targets: boo
         positions[i] = torch.arange(p, p + width)
         valid[i, : s + 1] = True
     cache = _prefix_cache(items, prefix, device) if prefix else None
-    targets = None
+    targets = final_targets = None
     if need_targets:
         targets = torch.nn.utils.rnn.pad_sequence([it.targets for it in items], batch_first=True)
+    if need_final_targets:
+        if any(it.final_targets is None for it in items):
+            raise ValueError("the logit losses need a teacher cache built with_final=True")
+        final_targets = torch.nn.utils.rnn.pad_sequence([it.final_targets for it in items], batch_first=True)
     return StudentBatch(
         items=items,
         cache=cache,
@@ -137,6 +151,7 @@ def student_batch(lm: LoadedModel, items: list[CachedSnippet], need_targets: boo
         word_index=torch.tensor([it.word_index for it in items], device=device),
         targets=targets,
         tokens=sum(it.width for it in items),
+        final_targets=final_targets,
     )
 
 

@@ -9,7 +9,8 @@ and a command line or a form can read them with `config_fields()`:
         spec.check(value)  # raises ValueError with the same message validate() gives
 
 Metadata keys: "help" (always), "min"/"max" (inclusive; "min_exclusive": True makes the lower bound
-open), "choices" (allowed values; for a tuple field, a non-empty subset of them).
+open), "choices" (allowed values; for a tuple field, a non-empty subset of them), "rule" (a function that
+raises ValueError for values the other keys cannot express, such as combinations of losses).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,51 @@ if TYPE_CHECKING:
 
 # This module imports no torch: the command line reads the fields' defaults, bounds and help before any
 # heavy import. The checks that need the model import what they need when they run.
-LOSSES = ("distill", "ntp")
+# The reference's losses (token_distillation/train_loop.py), by what they compare:
+DISTILL_LOSSES = ("hidden_mse", "logit_mse", "logit_kl")  # the student against the teacher
+NEXT_TOKEN_LOSSES = ("ntp", "ntp_auto")  # the student against the snippet's next tokens
+LOSSES = DISTILL_LOSSES + NEXT_TOKEN_LOSSES
+LOGIT_LOSSES = ("logit_mse", "logit_kl", *NEXT_TOKEN_LOSSES)  # these read the LM head
+INITS = ("subword_mean", "subword_weighted", "random", "vocab_mean")  # the baselines' row functions
+SCHEDULES = ("constant", "linear")
 PRECISIONS = ("auto", "bf16", "no")  # "auto": bf16 autocast on CUDA, fp32 on CPU
+# Loss names of earlier versions; a config that still uses one is refused with what to write instead.
+RENAMED_LOSSES = {"distill": "hidden_mse"}
+
+
+def _check_losses(value: Any) -> None:
+    """The combinations the reference allows, and a hint for names of earlier versions."""
+    if isinstance(value, str):
+        raise ValueError(f"losses must be a tuple of names such as ({value!r},), got the string {value!r}")
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"losses must be a non-empty subset of {LOSSES}, got {value!r}")
+    if any(v in RENAMED_LOSSES for v in value):
+        if "ntp" in value:  # the old pair was αNTP; today's 'ntp' is the fixed-weight loss
+            raise ValueError("losses: the old pair ('distill', 'ntp') was αNTP, now written "
+                             "('hidden_mse', 'ntp_auto'); 'distill' is now called 'hidden_mse'")
+        renamed = tuple(RENAMED_LOSSES.get(v, v) for v in value)
+        raise ValueError(f"losses: 'distill' is now called 'hidden_mse' (the hidden-state MSE); write {renamed!r}")
+    if not value or any(v not in LOSSES for v in value):
+        return  # the choices check names the allowed values
+    if "ntp" in value and "ntp_auto" in value:
+        raise ValueError("losses: choose 'ntp' (a fixed weight, ntp_weight) or 'ntp_auto' (αNTP, weighted to the "
+                         "size of the distillation loss), not both")
+    if "ntp_auto" in value and not any(v in DISTILL_LOSSES for v in value):
+        raise ValueError("losses: 'ntp_auto' scales the next-token loss to the size of the distillation loss, so it "
+                         f"needs one of {DISTILL_LOSSES} beside it (or use 'ntp' alone)")
+
+
+def lr_factor(schedule: str, update: int, total_updates: int, warmup_updates: int) -> float:
+    """The learning-rate multiplier of one row's `update`-th Adam step (0-based) under `schedule`.
+
+    "linear" is transformers' get_linear_schedule_with_warmup, the paper's schedule: from 0 up to 1 over
+    `warmup_updates`, then down to 0 at `total_updates` (so with any warm-up the first step has lr 0, as there).
+    """
+    if schedule == "constant":
+        return 1.0
+    if update < warmup_updates:
+        return update / max(1, warmup_updates)
+    return max(0.0, (total_updates - update) / max(1, total_updates - warmup_updates))
 
 
 class DistillationCancelled(Cancelled):
@@ -53,9 +97,25 @@ class DistillationConfig:
     target_layer: int = field(default=-1, metadata={
         "help": "hidden state to match (Hugging Face hidden-state index): 1..number of layers, or -1 for the "
                 "last hidden state after the final norm; the range is checked against the model"})
-    losses: tuple[str, ...] = field(default=("distill",), metadata={
-        "help": "'distill' (hidden-state MSE), 'ntp' (next-token cross-entropy) or both (αNTP: the "
-                "cross-entropy scaled to the size of the distillation loss)", "choices": LOSSES})
+    losses: tuple[str, ...] = field(default=("hidden_mse",), metadata={
+        "help": "what Token Distillation minimises, summed: hidden_mse (the hidden states at the target layer "
+                "match the original's), logit_mse and logit_kl (the next-token scores / probabilities over the "
+                "original vocabulary match), ntp (predict the snippet's next tokens, times ntp_weight) or "
+                "ntp_auto (αNTP: that loss scaled to the size of the others)",
+        "choices": LOSSES, "rule": _check_losses})
+    ntp_weight: float = field(default=1.0, metadata={
+        "help": "weight of the 'ntp' loss next to the distillation losses", "min": 0, "min_exclusive": True,
+        "max": 100})
+    init: str = field(default="subword_mean", metadata={
+        "help": "where the trained rows start: subword_mean (mean of the word's pieces), subword_weighted "
+                "(later pieces count more), random (a typical embedding) or vocab_mean (mean of all rows)",
+        "choices": INITS})
+    schedule: str = field(default="constant", metadata={
+        "help": "learning-rate schedule: constant, or linear (warm up from 0, then decay to 0 at the end, "
+                "as in the paper); each word follows its own number of steps", "choices": SCHEDULES})
+    warmup: float = field(default=0.5, metadata={
+        "help": "with the linear schedule, the share of a word's first-epoch steps spent warming up "
+                "(the paper's 0.5)", "min": 0, "max": 1})
     seed: int = field(default=0, metadata={
         "help": "random seed: batch order, the 'random' method's rows and, in run() and compare(), snippet sampling"})
     mixed_precision: str = field(default="auto", metadata={
@@ -90,6 +150,7 @@ class FieldSpec:
     max: float | None = None
     min_exclusive: bool = False
     choices: tuple[str, ...] | None = None
+    rule: Callable[[Any], None] | None = None  # checks beyond the bounds and choices
 
     @property
     def multiple(self) -> bool:
@@ -98,6 +159,8 @@ class FieldSpec:
 
     def check(self, value: Any) -> None:
         """Raise ValueError when `value` is not allowed for this field."""
+        if self.rule is not None:
+            self.rule(value)
         if self.choices is not None:
             self._check_choice(value)
         elif self.type is int:
@@ -146,7 +209,8 @@ def _specs() -> tuple[FieldSpec, ...]:
     return tuple(
         FieldSpec(name=f.name, type=hints[f.name], default=f.default, help=f.metadata["help"],
                   min=f.metadata.get("min"), max=f.metadata.get("max"),
-                  min_exclusive=f.metadata.get("min_exclusive", False), choices=f.metadata.get("choices"))
+                  min_exclusive=f.metadata.get("min_exclusive", False), choices=f.metadata.get("choices"),
+                  rule=f.metadata.get("rule"))
         for f in fields(DistillationConfig)
     )
 

@@ -47,6 +47,9 @@ class CachedSnippet:
     row: int  # this snippet's row in kv
     targets: torch.Tensor | None  # [1 + s, H] teacher states at the target layer, aligned to the student
     prefix_final: torch.Tensor | None  # [p, H] teacher final hidden states over the prefix (for next-token losses)
+    # [1 + s, H] teacher final hidden states aligned like `targets` (the logit losses apply the LM head to them:
+    # V-wide logits would be far bigger); the same tensor as `targets` when the target layer is the last.
+    final_targets: torch.Tensor | None = None
 
     @property
     def width(self) -> int:
@@ -62,7 +65,8 @@ class CachedSnippet:
 class TeacherCache:
     """Teacher hidden states and prefix key/values, computed once under no_grad and reused.
 
-    Built for one target layer; `with_final` also runs the teacher to the top for next-token losses.
+    Built for one target layer; `with_final` also runs the teacher to the top and keeps its final hidden
+    states, for the losses that read the LM head (next-token and logit losses).
     """
 
     def __init__(self, lm: LoadedModel, snippets: Sequence[Snippet], words: Sequence[str], target_layer: int,
@@ -121,14 +125,19 @@ class TeacherCache:
         out = []
         for i, s in enumerate(batch):
             p, n, length = s.start, s.n_subwords, len(s.token_ids)
+            targets = hidden[i, p + n - 1 : length].float().clone()
+            final_targets = None
+            if final is not None:
+                final_targets = targets if final is hidden else final[i, p + n - 1 : length].float().clone()
             out.append(
                 CachedSnippet(
                     snippet=s,
                     word_index=word_index[s.word],
                     kv=kv,
                     row=i,
-                    targets=hidden[i, p + n - 1 : length].float().clone(),
+                    targets=targets,
                     prefix_final=final[i, :p].float().clone() if final is not None else None,
+                    final_targets=final_targets,
                 )
             )
         return out

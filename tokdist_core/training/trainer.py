@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from ..forward import autocast_for, decoder_forward, embed_ids, embed_scale, own_row_logits, resolve_layer
+from ..forward import (
+    autocast_for,
+    decoder_forward,
+    embed_ids,
+    embed_scale,
+    original_logits,
+    own_row_logits,
+    resolve_layer,
+)
 from ..models import LoadedModel
 from .batching import (
     StudentBatch,
@@ -21,7 +31,15 @@ from .batching import (
     student_batch,
     student_pass_tokens,
 )
-from .config import DistillationCancelled, DistillationConfig, StepRecord, steps_per_epoch
+from .config import (
+    DISTILL_LOSSES,
+    LOGIT_LOSSES,
+    DistillationCancelled,
+    DistillationConfig,
+    StepRecord,
+    lr_factor,
+    steps_per_epoch,
+)
 from .teacher import TeacherCache
 
 
@@ -39,6 +57,17 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor
     count = valid.sum(-1).clamp(min=1)
     per_row = per_position.sum(-1) / count
     return per_position.sum() / valid.sum().clamp(min=1), per_row
+
+
+def _word_lr_factor(config: DistillationConfig, word_steps: int, steps: int, step: int) -> float:
+    """LambdaLR's multiplier at global `step` for a row with `word_steps` of the epoch's `steps` batches.
+
+    The row takes its k-th batch of epoch e at global step e * steps + k (k < word_steps): its own update
+    index is e * word_steps + k, so its learning rate follows its own steps, not the other words'.
+    """
+    epoch, k = divmod(step, max(steps, 1))
+    update = epoch * word_steps + min(k, max(word_steps - 1, 0))
+    return lr_factor(config.schedule, update, config.epochs * word_steps, int(config.warmup * word_steps))
 
 
 @dataclass
@@ -63,12 +92,17 @@ class DistillationTrainer:
                  output_rows: torch.Tensor | None = None) -> None:
         config.validate(lm)
         self.lm, self.words, self.config, self.cache = lm, list(words), config, cache
-        self.use_distill = "distill" in config.losses
-        self.use_ntp = "ntp" in config.losses
-        if self.use_distill and resolve_layer(lm.model, config.target_layer) != cache.layer:
+        losses = set(config.losses)
+        self.use_hidden = "hidden_mse" in losses
+        self.logit_losses = [name for name in ("logit_mse", "logit_kl") if name in losses]
+        self.use_ntp = bool(losses & {"ntp", "ntp_auto"})
+        self.use_final = bool(losses & set(LOGIT_LOSSES))  # the student runs through the LM head
+        if self.use_hidden and resolve_layer(lm.model, config.target_layer) != cache.layer:
             raise ValueError("teacher cache was built for a different target layer")
-        if self.use_ntp and not cache.with_final:
-            raise ValueError("next-token losses need a teacher cache built with_final=True")
+        if self.use_final and not cache.with_final:
+            raise ValueError("next-token and logit losses need a teacher cache built with_final=True")
+        # The original vocabulary (padding rows beyond the tokenizer excluded), as the reference compares logits.
+        self.vocab = min(len(lm.tokenizer), lm.model.get_output_embeddings().weight.shape[0])
         # Untied models keep their new output rows fixed while the input rows train (set by the output policy).
         self.fixed_output_rows = None if lm.tied else output_rows
         by_word: dict[int, list[int]] = defaultdict(list)
@@ -76,7 +110,7 @@ class DistillationTrainer:
             by_word[it.word_index].append(i)
         # Within a word, the cache keeps the word's own snippet order (a stable sort by length).
         self.orders = {w: WordOrder(self.words[w], idx, config.seed) for w, idx in sorted(by_word.items())}
-        self.pass_budget = student_pass_tokens(lm)
+        self.pass_budget = student_pass_tokens(lm, vocab_wide=bool(self.logit_losses))
 
     @property
     def total_steps(self) -> int:
@@ -94,7 +128,7 @@ class DistillationTrainer:
         # skips a parameter whose gradient is None, so a word with no batch this step does not move.
         init = init_rows.detach().float().to(lm.device)
         rows = [torch.nn.Parameter(init[i].clone()) for i in range(len(self.words))]
-        optimizer = torch.optim.Adam(rows, lr=cfg.learning_rate)
+        optimizer, scheduler = self._optimizer(rows)
         total_steps = self.total_steps
         result = TrainResult(rows={})
         start = time.perf_counter()
@@ -108,6 +142,7 @@ class DistillationTrainer:
                 optimizer.zero_grad(set_to_none=True)
                 word_losses, snippets, tokens = self._forward_backward(rows, plan)
                 optimizer.step()
+                scheduler.step()  # each row's learning rate follows its own number of steps (_optimizer)
                 step += 1
                 result.snippets_seen += snippets
                 result.tokens_seen += tokens
@@ -127,6 +162,22 @@ class DistillationTrainer:
         result.rows = {w: final[i].clone() for i, w in enumerate(self.words)}
         return result
 
+    def _optimizer(self, rows: list[torch.nn.Parameter]) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+        """Adam over the rows, one parameter group per number of batches a word has in an epoch.
+
+        The schedule is a function of a word's own update count, and words with as many batches per epoch
+        share it; so a word's learning rates do not depend on the words beside it.
+        """
+        batch_size = self.config.batch_size
+        per_epoch = {w: math.ceil(len(order.indices) / batch_size) for w, order in self.orders.items()}
+        groups: dict[int, list[torch.nn.Parameter]] = defaultdict(list)
+        for w, row in enumerate(rows):
+            groups[per_epoch.get(w, 0)].append(row)
+        optimizer = torch.optim.Adam([{"params": params} for params in groups.values()], lr=self.config.learning_rate)
+        steps = max(per_epoch.values(), default=0)  # global steps per epoch: the longest word's batches
+        factors = [partial(_word_lr_factor, self.config, word_steps, steps) for word_steps in groups]
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
     def _epoch_steps(self) -> list[_Step]:
         """This epoch's steps: step k holds the k-th batch of every word that has one."""
         per_word = {w: order.epoch(self.config.batch_size) for w, order in self.orders.items()}
@@ -143,7 +194,7 @@ class DistillationTrainer:
 
     def _passes(self, plan: _Step) -> list[list[int]]:
         """The student passes of one step, packed to the pass budget; split by length where exact."""
-        if self.use_ntp:  # αNTP's scale is a per-word ratio of whole-step losses: a word's batch stays whole
+        if "ntp_auto" in self.config.losses:  # αNTP's scale is a per-word ratio of whole-step losses: keep it whole
             return pass_groups(self.cache.items, list(plan.batches.values()), self.pass_budget)
         units = [[i] for idx in plan.batches.values() for i in idx]
         passes = pass_groups(self.cache.items, units, self.pass_budget)
@@ -156,7 +207,8 @@ class DistillationTrainer:
         word_losses: dict[int, torch.Tensor] = {}
         snippets = 0
         for group in self._passes(plan):
-            batch = student_batch(self.lm, [items[i] for i in group], need_targets=self.use_distill)
+            batch = student_batch(self.lm, [items[i] for i in group], need_targets=self.use_hidden,
+                                  need_final_targets=bool(self.logit_losses))
             words = sorted({it.word_index for it in batch.items})
             local = {w: j for j, w in enumerate(words)}
             local_index = torch.tensor([local[it.word_index] for it in batch.items], device=self.lm.device)
@@ -173,57 +225,86 @@ class DistillationTrainer:
 
     # -- losses -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def snippet_losses(self, rows: torch.Tensor, indices: Sequence[int] | None = None) -> list[float]:
-        """Distillation loss (token-mean MSE) of each cached snippet for `rows` [words, hidden]."""
+    def snippet_losses(self, rows: torch.Tensor, indices: Sequence[int] | None = None,
+                       loss: str = "hidden_mse") -> list[float]:
+        """One distillation loss of each cached snippet for `rows` [words, hidden], averaged over its positions:
+        "hidden_mse" (the default), "logit_mse" or "logit_kl" (these need a cache built with_final)."""
+        if loss not in DISTILL_LOSSES:
+            raise ValueError(f"snippet_losses: loss must be one of {DISTILL_LOSSES}, got {loss!r}")
         items = self.cache.items
         chosen = list(range(len(items))) if indices is None else list(indices)
+        logits = loss != "hidden_mse"
+        budget = student_pass_tokens(self.lm, vocab_wide=True) if logits else self.pass_budget
         losses: dict[int, float] = {}
-        for group in pass_groups(items, [[i] for i in chosen], self.pass_budget):
-            batch = student_batch(self.lm, [items[i] for i in group], need_targets=True)
+        for group in pass_groups(items, [[i] for i in chosen], budget):
+            batch = student_batch(self.lm, [items[i] for i in group], need_targets=not logits,
+                                  need_final_targets=logits)
             index = torch.tensor([it.word_index for it in batch.items], device=self.lm.device)
             with autocast_for(self.lm.device, self.config.mixed_precision):
-                squared, _ = self._row_sums(rows.to(self.lm.device), index, batch, need_final=False)
+                hidden, final = self._student(rows.to(self.lm.device), index, batch, run_to_end=logits)
+                sums = self._logit_sums(final, batch, [loss])[0] if logits else self._hidden_sums(hidden, batch)
             position = {id(items[i]): i for i in group}
-            for it, total in zip(batch.items, squared.cpu().tolist()):
+            for it, total in zip(batch.items, sums.cpu().tolist()):
                 losses[position[id(it)]] = total / it.width
         return [losses[i] for i in chosen]
 
-    def _row_sums(self, table: torch.Tensor, local_index: torch.Tensor, batch: StudentBatch, need_final: bool,
-                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Per row of the pass: summed squared error over its positions (mean over hidden), and with
-        `need_final` the final hidden states for the next-token loss."""
+    def _student(self, table: torch.Tensor, local_index: torch.Tensor, batch: StudentBatch, run_to_end: bool,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The student pass from the new token on: (states at the target layer, final states or None)."""
         model = self.lm.model
         new = (table[local_index] * embed_scale(model)).unsqueeze(1)
         rest = embed_ids(model, batch.suffix_ids) if batch.suffix_ids.shape[1] else new[:, :0]
         embeds = torch.cat([new.to(rest.dtype), rest], dim=1)
-        hidden, final = decoder_forward(
-            model, embeds, batch.attention_mask, self.cache.layer, batch.position_ids, batch.cache,
-            run_to_end=need_final,
-        )
-        squared = None
-        if batch.targets is not None:
-            squared = ((hidden.float() - batch.targets.float()).pow(2).mean(-1) * batch.valid).sum(-1)
-        return squared, final
+        return decoder_forward(model, embeds, batch.attention_mask, self.cache.layer, batch.position_ids, batch.cache,
+                               run_to_end=run_to_end)
+
+    @staticmethod
+    def _hidden_sums(hidden: torch.Tensor, batch: StudentBatch) -> torch.Tensor:
+        """Per row of the pass: squared error to the teacher's states, mean over hidden, summed over positions."""
+        return ((hidden.float() - batch.targets.float()).pow(2).mean(-1) * batch.valid).sum(-1)
+
+    def _logit_sums(self, final: torch.Tensor, batch: StudentBatch, names: Sequence[str]) -> list[torch.Tensor]:
+        """Per loss in `names`, per row, summed over its positions: "logit_mse" (squared logit difference, mean
+        over the original vocabulary) or "logit_kl" (KL(teacher || student) of the next-token distributions
+        over the original vocabulary): the reference's definitions."""
+        student = original_logits(self.lm.model, final, self.vocab)
+        with torch.no_grad():  # the teacher's logits, from its cached final states
+            teacher = original_logits(self.lm.model, batch.final_targets.to(final.dtype), self.vocab)
+        sums = []
+        for name in names:
+            if name == "logit_mse":
+                per_position = (student - teacher).pow(2).mean(-1)
+            else:
+                per_position = F.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), reduction="none",
+                                        log_target=True).sum(-1)
+            sums.append((per_position * batch.valid).sum(-1))
+        return sums
 
     def _loss(self, table: torch.Tensor, words: list[int], local_index: torch.Tensor, batch: StudentBatch,
               plan: _Step) -> torch.Tensor:
         """[len(words)] each word's loss over this pass, normalised by its counts over the whole step."""
         device = table.device
-        squared, final = self._row_sums(table, local_index, batch, need_final=self.use_ntp)
+        hidden, final = self._student(table, local_index, batch, run_to_end=self.use_final)
 
         def per_word(row_sums: torch.Tensor, counts: dict[int, int]) -> torch.Tensor:
             norm = torch.tensor([max(counts[w], 1) for w in words], device=device, dtype=torch.float32)
             return torch.zeros(len(words), device=device).index_add(0, local_index, row_sums.float()) / norm
 
-        distill = per_word(squared, plan.distill_tokens) if self.use_distill else None
+        # The distillation losses: each a mean over the word's student positions in the step, summed.
+        distill = []
+        if self.use_hidden:
+            distill.append(per_word(self._hidden_sums(hidden, batch), plan.distill_tokens))
+        if self.logit_losses:
+            distill += [per_word(sums, plan.distill_tokens) for sums in self._logit_sums(final, batch, self.logit_losses)]
+        distill = torch.stack(distill).sum(0) if distill else None
         if not self.use_ntp:
             return distill
         ce = per_word(self._next_token_sums(table, local_index, batch, final, words), plan.ntp_labels)
-        if distill is None:
-            return ce
-        # αNTP: each word's CE term is rescaled to the size of its distillation loss (stop-gradient ratio).
-        alpha = distill.detach() / ce.detach().clamp(min=1e-8)
-        return distill + alpha * ce
+        if "ntp" in self.config.losses:
+            ce = self.config.ntp_weight * ce
+        else:  # αNTP: each word's CE term is rescaled to the size of its distillation loss (stop-gradient ratio)
+            ce = distill.detach() / ce.detach().clamp(min=1e-8) * ce
+        return ce if distill is None else distill + ce
 
     def _next_token_sums(self, table: torch.Tensor, local_index: torch.Tensor, batch: StudentBatch,
                          final: torch.Tensor, words: list[int]) -> torch.Tensor:
