@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from tokdist_core import METHOD_NAMES, REGISTRY, StepRecord
 
@@ -113,6 +115,101 @@ def pca_figure(points: Sequence[Mapping], word: str) -> go.Figure:
     fig.update_xaxes(zeroline=False)
     fig.update_yaxes(zeroline=False)
     return _layout(fig, f"Embedding map for {word.strip()!r} (PCA of input rows)", "PC 1", "PC 2", height=480)
+
+
+def word_losses(histories: Mapping[str, Sequence[StepRecord]], word: str) -> dict[str, dict[int, float]]:
+    """Per method, step -> this word's training loss at that step (the steps where it had a batch)."""
+    return {m: {r.step: r.word_losses[word] for r in records if word in r.word_losses}
+            for m, records in histories.items()}
+
+
+def replay_figure(replay: Mapping, histories: Mapping[str, Sequence[StepRecord]], word: str) -> go.Figure:
+    """Compare's embedding map with each trained method's path (left) beside the word's loss curves
+    (right), and a slider over the recorded steps that moves a marker along every path and a marker plus a
+    line over the loss curves. The figure opens at the last step (the final rows).
+
+    The slider restyles traces (no plotly frames: Gradio's Plot drops them); the Replay tab's ▶ Play button
+    steps through the same slider positions in the browser.
+    """
+    paths = replay.get("paths") or {}
+    if not paths:
+        return empty_figure("Train a method that learns (e.g. Token Distillation), then press 'Replay training'.")
+    methods = _ordered(paths)
+    losses = word_losses(histories, word)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.56, 0.44], horizontal_spacing=0.09,
+                        subplot_titles=("Embedding map (the same PCA as Compare)", "Training loss of this word"))
+    for trace in pca_figure(replay["points"], word).data:  # the Compare map, trace for trace
+        fig.add_trace(trace, row=1, col=1)
+    for m in methods:
+        path = paths[m]
+        fig.add_trace(go.Scatter(
+            x=path["x"], y=path["y"], mode="lines+markers", name=f"path of {method_label(m)}", legendgroup=m,
+            line={"color": colour(m), "width": 1.5, "dash": "dot"}, marker={"size": 4, "color": colour(m)},
+            customdata=path["steps"], hovertemplate=f"{method_label(m)}<br>after step %{{customdata}}<extra></extra>",
+        ), row=1, col=1)
+        steps = sorted(losses.get(m, {}))
+        fig.add_trace(go.Scatter(
+            x=steps, y=[losses[m][s] for s in steps], mode="lines+markers" if len(steps) < 30 else "lines",
+            name=f"loss of {method_label(m)}", legendgroup=m, showlegend=False,
+            line={"color": colour(m), "width": 2}, marker={"size": 4},
+            hovertemplate=f"{method_label(m)}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>",
+        ), row=1, col=2)
+    frame_steps = sorted({s for m in methods for s in paths[m]["steps"]})
+    every_loss = [v for m in methods for v in losses.get(m, {}).values()]
+    low, high = (min(every_loss), max(every_loss)) if every_loss else (1.0, 1.0)
+
+    def positions(step: int) -> tuple[list, list]:
+        """x and y of every moving trace after `step`: map markers, loss markers, then the step line."""
+        xs, ys = [], []
+        for m in methods:
+            k = max(bisect_right(paths[m]["steps"], step) - 1, 0)
+            xs.append([paths[m]["x"][k]])
+            ys.append([paths[m]["y"][k]])
+        for m in methods:
+            loss = losses.get(m, {}).get(step)
+            xs.append([step if loss is not None else None])
+            ys.append([loss])
+        xs.append([step, step])
+        ys.append([low, high])
+        return xs, ys
+
+    first_moving = len(fig.data)
+    last_x, last_y = positions(frame_steps[-1])
+    for i, m in enumerate(methods):
+        fig.add_trace(go.Scatter(
+            x=last_x[i], y=last_y[i], mode="markers", name=f"{method_label(m)} now", legendgroup=m,
+            showlegend=False, marker={"size": 15, "color": colour(m), "line": {"width": 2, "color": "#111827"}},
+            hovertemplate=f"{method_label(m)}: the row at the chosen step<extra></extra>",
+        ), row=1, col=1)
+    for i, m in enumerate(methods):
+        fig.add_trace(go.Scatter(
+            x=last_x[len(methods) + i], y=last_y[len(methods) + i], mode="markers", legendgroup=m, showlegend=False,
+            marker={"size": 11, "color": colour(m), "line": {"width": 2, "color": "#111827"}},
+            hovertemplate=f"{method_label(m)}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>",
+        ), row=1, col=2)
+    fig.add_trace(go.Scatter(x=last_x[-1], y=last_y[-1], mode="lines", showlegend=False, hoverinfo="skip",
+                             line={"color": "#6b7280", "width": 1.5, "dash": "dash"}), row=1, col=2)
+    moving = list(range(first_moving, len(fig.data)))
+    slider_steps = []
+    for step in frame_steps:
+        xs, ys = positions(step)
+        slider_steps.append({"method": "restyle", "label": str(step), "args": [{"x": xs, "y": ys}, moving]})
+    fig.update_layout(sliders=[{
+        "active": len(slider_steps) - 1, "steps": slider_steps, "x": 0.0, "len": 1.0, "y": -0.1,
+        "yanchor": "top", "pad": {"t": 10, "b": 0},
+        "currentvalue": {"prefix": "after training step ", "font": {"size": 13}},
+        "ticklen": 4, "font": {"size": 10},
+    }])
+    fig.update_xaxes(title_text="PC 1", zeroline=False, row=1, col=1)
+    fig.update_yaxes(title_text="PC 2", zeroline=False, row=1, col=1)
+    fig.update_xaxes(title_text="training step (0 = the start)", rangemode="tozero", row=1, col=2)
+    fig.update_yaxes(title_text="loss (log scale)", type="log", tickformat=".2~g", dtick="D2", row=1, col=2)
+    if frame_steps[-1] <= 12:
+        fig.update_xaxes(dtick=1, row=1, col=2)
+    _layout(fig, f"Training replay for {word.strip()!r}", "", "", height=640)
+    fig.update_layout(margin={"l": 60, "r": 20, "t": 70, "b": 150}, xaxis_title="PC 1", yaxis_title="PC 2",
+                      legend={"orientation": "h", "x": 0.0, "y": -0.42, "yanchor": "top", "font": {"size": 11}})
+    return fig
 
 
 def lens_figure(curves: Mapping[str, Sequence[Mapping]], word: str) -> go.Figure:

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from .batching import (
 )
 from .config import DistillationCancelled, DistillationConfig, StepRecord, steps_per_epoch
 from .teacher import TeacherCache
+from .trajectory import RowRecorder
 
 
 @dataclass
@@ -31,6 +32,9 @@ class TrainResult:
     seconds: float = 0.0
     snippets_seen: int = 0
     tokens_seen: int = 0
+    # With trajectory_points: every word's row at `trajectory_steps` ([points, words, hidden], cpu fp32).
+    trajectory: torch.Tensor | None = None
+    trajectory_steps: list[int] = field(default_factory=list)  # 0 = the init; the last = the final rows
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +90,9 @@ class DistillationTrainer:
     # -- the loop -----------------------------------------------------------------------------------
     def train(self, init_rows: torch.Tensor, method: str = "tokdist",
               callback: Callable[[StepRecord], None] | None = None,
-              cancel: threading.Event | None = None) -> TrainResult:
+              cancel: threading.Event | None = None, trajectory_points: int = 0) -> TrainResult:
+        """Train the rows from `init_rows` [words, hidden]. `trajectory_points` >= 2 also records the rows
+        at that many evenly spaced steps, the init and the final rows included (see RowRecorder)."""
         cfg, lm = self.config, self.lm
         if init_rows.shape != (len(self.words), lm.hidden_size):
             raise ValueError(f"init rows must be [{len(self.words)}, {lm.hidden_size}], got {tuple(init_rows.shape)}")
@@ -97,6 +103,7 @@ class DistillationTrainer:
         optimizer = torch.optim.Adam(rows, lr=cfg.learning_rate)
         total_steps = self.total_steps
         result = TrainResult(rows={})
+        recorder = RowRecorder(rows, total_steps, trajectory_points) if trajectory_points else None
         start = time.perf_counter()
         step = 0
         for epoch in range(cfg.epochs):
@@ -109,6 +116,8 @@ class DistillationTrainer:
                 word_losses, snippets, tokens = self._forward_backward(rows, plan)
                 optimizer.step()
                 step += 1
+                if recorder is not None:
+                    recorder.record(step, rows)
                 result.snippets_seen += snippets
                 result.tokens_seen += tokens
                 # Report: per-word losses cost a host sync, so only when someone listens.
@@ -125,6 +134,8 @@ class DistillationTrainer:
             raise FloatingPointError(f"{method}: training diverged (non-finite rows); lower the learning rate")
         result.seconds = time.perf_counter() - start
         result.rows = {w: final[i].clone() for i, w in enumerate(self.words)}
+        if recorder is not None:
+            result.trajectory, result.trajectory_steps = recorder.result()
         return result
 
     def _epoch_steps(self) -> list[_Step]:
