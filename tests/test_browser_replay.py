@@ -1,6 +1,7 @@
 """The Replay tab in headless Chromium: after a quick run, the path, the slider and ▶ Play move the markers.
 
-Saves screenshots into screenshots/ (gitignored): replay-final, replay-playing, replay-step0.
+Saves screenshots into screenshots/ (gitignored): replay-final, replay-paused, replay-step0,
+replay-whole-map.
 """
 
 from __future__ import annotations
@@ -92,9 +93,16 @@ def replay_after_a_quick_run(page) -> None:
     # ▶ Play starts over from step 0 and walks the marker along the path to the end.
     page.locator("#replay-play").click()
     page.wait_for_timeout(1500)
-    playing = state(page)
-    assert 0 < playing["active"] < final["count"] - 1, playing
-    shot(page, "replay-playing")
+    page.locator("#replay-pause").click()
+    paused = state(page)
+    assert 0 < paused["active"] < final["count"] - 1, paused
+    assert paused["start"] != paused["marker"] != paused["end"]  # somewhere along the path
+    page.wait_for_timeout(1000)
+    assert state(page) == paused  # ❚❚ Pause holds it there
+    shot(page, "replay-paused")
+    page.locator("#replay-play").click()  # ▶ goes on from where it was paused
+    page.wait_for_timeout(200)
+    assert state(page)["active"] > paused["active"]
     deadline = time.monotonic() + 20
     while state(page)["active"] != final["count"] - 1 and time.monotonic() < deadline:
         page.wait_for_timeout(250)
@@ -107,3 +115,12 @@ def replay_after_a_quick_run(page) -> None:
     start = state(page)
     assert start["active"] == 0 and start["marker"] == start["start"], start
     shot(page, "replay-step0")
+
+    # The map's two views: up close on the paths (how it opens) and the whole of Compare's map.
+    width = "() => { const r = document.querySelector('#replay-plot .js-plotly-plot').layout.xaxis.range;" \
+            " return r[1] - r[0]; }"
+    close = page.evaluate(width)
+    page.locator(f"{PLOT} .updatemenu-button").nth(1).click()
+    page.wait_for_timeout(400)
+    assert page.evaluate(width) > 5 * close
+    shot(page, "replay-whole-map")

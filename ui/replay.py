@@ -20,22 +20,24 @@ from .state import SessionState
 
 INTRO = """
 ### 5 · Replay
-Watch training happen. While a method trains, the app keeps a copy of the new row after every step. Here
-that row **walks across the same embedding map as in Compare**: it starts at the average of the word's
-pieces and ends at the method's final row (its ★). The loss curve beside it shows how well the row did at
-the same step. Press **▶ Play**, or drag the slider under the plot.
+Watch training happen. While a method trains, the app keeps a copy of the new row after every step (up to
+100 evenly spaced steps). Here that row **walks across the same embedding map as in Compare**: it starts at
+the average of the word's pieces and ends at the method's final row (its ★). The curves beside it show the
+loss and how far the row has travelled at the same step. Press **▶ Play**, or drag the slider under the plot.
 """
 CAPTION = """<small>**Left, the embedding map:** the same flat picture of the embedding space as in Compare (PCA
-squeezes every token's 576 numbers into 2). Black squares are the word's original pieces, grey dots existing tokens
-close to a new row, ★ stars the final new rows. The dotted line is the path one method's new row took while it
-trained: it starts at the average of the pieces (step 0, before any training) and ends on that method's star. The big
-circle is where the row was after the step chosen on the slider. **Right, the loss** of this word for each method,
-step by step (lower means the new token's internal states are closer to the original pieces'); the dashed grey line
-and the circles mark the same step. Each step's loss is measured on that step's snippets just before the row moves.
-**What to look for:** at first the row moves quickly and the loss falls fast; a good run then settles, with small
-steps and a flat, low loss. A path that keeps jumping around means the learning rate is too high. The map squeezes
-many dimensions into two, so distances on it are a rough guide; the numbers above the plot are measured in the full
-space.</small>"""
+squeezes the hundreds of numbers in each token's row, 576 for SmolLM2, into 2). Black squares are the word's
+original pieces, grey dots existing tokens close to a new row, ★ stars the final new rows. The dotted line is the
+path one method's new row took while it trained: it starts at the average of the pieces (step 0, before any
+training, where the Subword mean's star is) and ends on that method's star. The big circle is where the row was
+after the step chosen on the slider. The map opens **up close** on the paths, because a row moves only a little on
+this scale; **Whole map** shows all of it. **Top right, the loss** of this word for each method, step by step (lower
+means the new token's internal states are closer to the original pieces'). Each step's loss is measured on that
+step's snippets just before the row moves. **Bottom right, the distance** of the row from where it started,
+measured with all of its numbers (the map shows only 2 directions). The dashed lines and circles mark the step on
+the slider. **What to look for:** at first the row moves quickly and the loss falls fast; a good run then settles:
+the distance levels off and the loss flattens low. A path that zig-zags while the loss jumps means the learning
+rate is too high.</small>"""
 PLAY_MS = 8_000  # one play-through lasts about this long, whatever the number of steps
 
 # Client-side playback: step the figure's own slider (its steps restyle the moving traces), so nothing
@@ -128,7 +130,7 @@ def build(rt: Runtime) -> ReplayTab:  # noqa: ARG001
                    label="Training replay", elem_id="replay-plot")
     with gr.Row():
         play = gr.Button("▶ Play", elem_id="replay-play", size="sm", scale=0, min_width=110)
-        pause = gr.Button("⏸ Pause", elem_id="replay-pause", size="sm", scale=0, min_width=110)
+        pause = gr.Button("❚❚ Pause", elem_id="replay-pause", size="sm", scale=0, min_width=110)
     gr.Markdown(CAPTION)
     details = W.api_details("trajectory")
     return ReplayTab(word, button, summary, plot, play, pause, details)
