@@ -100,14 +100,14 @@ def click_through(page) -> None:
     assert page.locator("#metrics-table tbody tr").count() == 6  # 2 words x 3 methods
     shot(page, "04-compare")
 
-    open_tab(page, "5 · Generate")
+    open_tab(page, "6 · Generate")
     assert "Schopenhauer" in page.locator("#prompt textarea").input_value() or \
         "Andorra" in page.locator("#prompt textarea").input_value()
     page.locator("#generate-btn").click()
     page.locator(".td-card").nth(3).wait_for(timeout=STEP_TIMEOUT_MS)  # original + 3 methods
     shot(page, "05-generate")
 
-    open_tab(page, "6 · Lens")
+    open_tab(page, "7 · Lens")
     page.locator("#lens-btn").click()
     page.get_by_text("original pieces (top-3 next)").wait_for(timeout=STEP_TIMEOUT_MS)
     # Attention to the word: two panels (this snippet, the average), the original pieces + 3 methods in each.
@@ -118,7 +118,7 @@ def click_through(page) -> None:
     page.wait_for_timeout(400)
     page.locator("#attention-plot").screenshot(path=str(SHOTS / "06-lens-attention.png"))
 
-    open_tab(page, "7 · Export")
+    open_tab(page, "8 · Export")
     page.locator("#export-btn").click()
     page.get_by_text("TokenDistillation(model=").first.wait_for(timeout=STEP_TIMEOUT_MS)
     page.locator("#rows-files a").nth(1).wait_for()  # two download links: safetensors + JSON

@@ -19,7 +19,7 @@ _EXPORTS = {
     "method_losses": "api",
     "DistillationConfig": "training", "StepRecord": "training", "OutputPolicy": "training",
     "FieldSpec": "training", "config_fields": "training",
-    "NewTokenRows": "rows",
+    "NewTokenRows": "rows", "Trajectory": "rows",
     "HFDataSource": "contexts", "WordContexts": "contexts", "CorpusError": "contexts", "bundled_available": "contexts",
     "GENSIM_HINT": "contexts", "BundledSource": "contexts", "FileSource": "contexts", "GeneratedSource": "contexts",
     "parse_sources": "contexts",

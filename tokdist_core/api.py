@@ -6,7 +6,7 @@ import copy
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,24 +29,27 @@ from .estimate import JobEstimate
 from .evaluate import (
     METRICS,
     Generation,
+    fit_embedding_map,
     generate,
     heldout_metrics,
     layer_lens,
     nearest_neighbours,
-    pca_points,
+    trajectory_paths,
 )
 from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
 from .methods import METHOD_NAMES, MethodContext, MethodOutput, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .report import DomainReport, domain_report
-from .rows import NewTokenRows
+from .rows import NewTokenRows, Trajectory
 from .snippet import Snippet
 from .training import (
+    DEFAULT_TRAJECTORY_POINTS,
     OUTPUT_POLICIES,  # noqa: F401  (public here for ui and cli; derived from OutputPolicy)
     DistillationConfig,
     OutputPolicy,
     StepRecord,
     TeacherCache,
+    check_trajectory_points,
     new_output_rows,
     steps_per_epoch,
 )
@@ -71,6 +74,15 @@ class Skipped:
     reason: str
 
 
+def _check_word_in(rows: Sequence[NewTokenRows], word: str) -> None:
+    if not rows:
+        raise ValueError("no rows given: train at least one method first")
+    missing = [r.method for r in rows if word not in r.words]
+    if missing:
+        raise ValueError(f"{word!r} has no new row in {', '.join(missing)}; their words: "
+                         f"{', '.join(repr(w) for w in rows[0].words)}")
+
+
 def _evaluable(ctx: corpus.WordContexts | None) -> bool:
     """A word compare() can use: it has training and held-out snippets."""
     return ctx is not None and bool(ctx.train) and bool(ctx.heldout)
@@ -87,12 +99,17 @@ class TrainOutcome:
     teacher_seconds: float = 0.0  # building the teacher caches (shared by the methods)
     metrics: dict[str, dict[str, dict]] | None = None  # method -> word -> held-out metrics, when asked
     cancelled: str | None = None  # where a cancel stopped the run; finished methods are kept
+    # With record_trajectory=True: trained method -> its rows during training (baselines have none).
+    trajectories: dict[str, Trajectory] = field(default_factory=dict)
 
     def add(self, rows: NewTokenRows, out: MethodOutput, seconds: float) -> None:
         self.rows[rows.method] = rows
         self.histories[rows.method] = out.history
         self.seconds[rows.method] = seconds
         self.tokens_seen[rows.method] = out.tokens_seen
+        if out.trajectory is not None:
+            self.trajectories[rows.method] = Trajectory(rows.method, list(rows.words), list(out.trajectory_steps),
+                                                        out.trajectory)
 
 
 @dataclass
@@ -241,21 +258,31 @@ class TokenDistillation:
               training: DistillationConfig | None = None, output_policy: str = "ntp",
               callback: Callable[[StepRecord], None] | None = None, cancel: threading.Event | None = None,
               on_method_done: Callable[[NewTokenRows, float], None] | None = None,
-              heldout: Sequence[Snippet] | None = None) -> TrainOutcome:
+              heldout: Sequence[Snippet] | None = None, record_trajectory: bool = False,
+              trajectory_points: int = DEFAULT_TRAJECTORY_POINTS) -> TrainOutcome:
         """Run each method, then (with `heldout`) evaluate the finished ones.
 
         A cancel keeps the methods that finished and says where it stopped (`outcome.cancelled`); a cancel
         during the evaluation leaves `outcome.metrics` None.
+
+        `record_trajectory=True` also keeps each trained method's rows during training in
+        `outcome.trajectories[method]` (a Trajectory; baselines do not train and have none): the start (the
+        subword mean), then at most `trajectory_points` - 1 evenly spaced steps ending with the final rows.
+        Off by default: it costs points x words x hidden x 4 bytes per method (101 points of SmolLM2: 233 KB
+        per word). The trained rows are the same with and without it.
         """
         config = training or DistillationConfig()
         config.validate(self.lm)
         _check_output_policy(output_policy)
+        if record_trajectory:
+            check_trajectory_points(trajectory_points)
         chosen = [get_method(m) for m in dict.fromkeys(methods)]
         if not chosen:
             raise ValueError("choose at least one method")
         splits = list(splits)
         ctx = MethodContext(lm=self.lm, splits=splits, train_snippets=list(train), config=config,
-                            callback=callback, cancel=cancel)
+                            callback=callback, cancel=cancel,
+                            trajectory_points=trajectory_points if record_trajectory else 0)
         outcome = TrainOutcome()
         shared_output: torch.Tensor | None = None
         for method in chosen:
@@ -407,7 +434,32 @@ class TokenDistillation:
 
     def embedding_map(self, rows: Sequence[NewTokenRows], word: str) -> list[dict]:
         """2-D PCA points: each method's new row for `word`, its subwords and their nearest tokens."""
-        return pca_points(self.lm, list(rows), word, list(self.split(word).ids))
+        _check_word_in(rows, word)
+        return fit_embedding_map(self.lm, list(rows), word, list(self.split(word).ids)).points()
+
+    def trajectory_map(self, rows: Sequence[NewTokenRows], trajectories: Mapping[str, Trajectory] | Sequence[Trajectory],
+                       word: str) -> dict:
+        """Compare's embedding map of `word` (the same points and the same PCA fit as `embedding_map`) with
+        each trajectory's path through training projected onto it.
+
+        -> {"word", "points": embedding_map's points, "paths": {method: {"steps", "x", "y",
+        "distance_from_start" (per step, row space), "path_length" (row space)}}}. A path starts at the
+        subword mean (step 0) and ends at the method's final row, i.e. on that method's "new row" point.
+        """
+        chosen = list(trajectories.values()) if isinstance(trajectories, Mapping) else list(trajectories)
+        if not chosen:
+            raise ValueError("no training trajectories: train a method that trains (e.g. tokdist) with "
+                             "record_trajectory=True; baselines such as subword_mean have no path")
+        rows = list(rows)
+        _check_word_in(rows, word)
+        methods = {r.method for r in rows}
+        for trajectory in chosen:
+            if trajectory.method not in methods:
+                raise ValueError(f"trajectory of {trajectory.method!r} has no final rows among "
+                                 f"{sorted(methods)}: pass the rows of the same run")
+            trajectory.of(word)  # ValueError naming the trajectory's words
+        emap = fit_embedding_map(self.lm, rows, word, list(self.split(word).ids))
+        return {"word": word, "points": emap.points(), "paths": trajectory_paths(emap, chosen, word)}
 
     def lens(self, rows: NewTokenRows, snippet: Snippet, top_k: int = 5) -> list[dict]:
         """Per layer at the word: cosine of the new token's state to the original pieces', and both top-k next tokens."""

@@ -20,7 +20,7 @@ from transformers import DynamicCache
 from .cancel import check_cancel
 from .forward import autocast_for, embed_ids, output_logits, resolve_layer
 from .models import LoadedModel
-from .rows import NewTokenRows, tokenizer_with_words
+from .rows import NewTokenRows, Trajectory, tokenizer_with_words
 from .snippet import Snippet
 
 METRICS = ("hidden_mse", "hidden_cos", "next_token_kl", "norm_percentile", "seconds")
@@ -167,9 +167,34 @@ def nearest_neighbours(lm: LoadedModel, row: torch.Tensor, k: int = 10, exclude:
     ]
 
 
-def pca_points(lm: LoadedModel, methods: Sequence[NewTokenRows], word: str, subword_ids: Sequence[int],
-               neighbours: int = 8) -> list[dict]:
-    """2-D PCA of one word's new rows (every method), its subword rows and their nearest neighbours."""
+@dataclass
+class EmbeddingMap:
+    """Compare's 2-D PCA map of one word: the points it was fitted on and the fitted projection.
+
+    Anything else drawn on the map (a trajectory) goes through `project`, so it lands in the same plane.
+    """
+
+    labels: list[str]
+    kinds: list[str]  # "new row" (label = method), "subword", "neighbour of <method>"
+    coords: np.ndarray  # [points, 2]
+    pca: PCA | None  # None when there is a single point (it sits at the origin)
+
+    def project(self, rows: torch.Tensor) -> np.ndarray:
+        """[n, 2] map coordinates of input rows [n, hidden] (the embedding matrix's unscaled space)."""
+        data = rows.detach().float().cpu().numpy()
+        if self.pca is None:
+            return np.zeros((data.shape[0], 2))
+        coords = self.pca.transform(data)
+        return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1]))) if coords.shape[1] < 2 else coords
+
+    def points(self) -> list[dict]:
+        return [{"label": lab, "kind": kind, "x": float(x), "y": float(y)}
+                for lab, kind, (x, y) in zip(self.labels, self.kinds, self.coords)]
+
+
+def fit_embedding_map(lm: LoadedModel, methods: Sequence[NewTokenRows], word: str, subword_ids: Sequence[int],
+                  neighbours: int = 8) -> EmbeddingMap:
+    """The PCA of one word's new rows (every method), its subword rows and their nearest neighbours."""
     weight = lm.model.get_input_embeddings().weight.detach().float()
     points: list[tuple[str, str, torch.Tensor]] = []
     for rows in methods:
@@ -182,12 +207,38 @@ def pca_points(lm: LoadedModel, methods: Sequence[NewTokenRows], word: str, subw
             if nb["token_id"] not in seen:
                 seen.add(nb["token_id"])
                 points.append((nb["token"], f"neighbour of {rows.method}", weight[nb["token_id"]].cpu()))
-    data = torch.stack([p[2] for p in points]).numpy()
-    n_comp = min(2, data.shape[0], data.shape[1])
-    coords = PCA(n_components=n_comp, random_state=0).fit_transform(data) if data.shape[0] > 1 else np.zeros((1, 2))
-    if coords.shape[1] < 2:
-        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    return [{"label": lab, "kind": kind, "x": float(x), "y": float(y)} for (lab, kind, _), (x, y) in zip(points, coords)]
+    labels, kinds = [p[0] for p in points], [p[1] for p in points]
+    data = torch.stack([p[2] for p in points])
+    if data.shape[0] < 2:
+        return EmbeddingMap(labels, kinds, np.zeros((data.shape[0], 2)), None)
+    pca = PCA(n_components=min(2, data.shape[0], data.shape[1]), random_state=0).fit(data.numpy())
+    emap = EmbeddingMap(labels, kinds, np.zeros((0, 2)), pca)
+    emap.coords = emap.project(data)  # the same arithmetic as every later projection onto this map
+    return emap
+
+
+def pca_points(lm: LoadedModel, methods: Sequence[NewTokenRows], word: str, subword_ids: Sequence[int],
+               neighbours: int = 8) -> list[dict]:
+    """2-D PCA of one word's new rows (every method), its subword rows and their nearest neighbours."""
+    return fit_embedding_map(lm, methods, word, subword_ids, neighbours).points()
+
+
+def trajectory_paths(emap: EmbeddingMap, trajectories: Sequence[Trajectory], word: str) -> dict[str, dict]:
+    """Per trajectory (method), `word`'s row at every recorded step: projected onto `emap`, and how far it
+    has moved in row space (Euclidean, the embedding matrix's unscaled space)."""
+    paths = {}
+    for trajectory in trajectories:
+        rows = trajectory.of(word).float()
+        xy = emap.project(rows)
+        steps_moved = (rows[1:] - rows[:-1]).norm(dim=-1)
+        paths[trajectory.method] = {
+            "steps": list(trajectory.steps),
+            "x": [float(v) for v in xy[:, 0]],
+            "y": [float(v) for v in xy[:, 1]],
+            "distance_from_start": (rows - rows[0]).norm(dim=-1).tolist(),
+            "path_length": float(steps_moved.sum()),
+        }
+    return paths
 
 
 @torch.no_grad()

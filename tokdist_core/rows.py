@@ -35,6 +35,33 @@ class NewTokenRows:
         return self.input_rows * embed_scale(model)
 
 
+@dataclass
+class Trajectory:
+    """One trained method's new input rows during training (`train(..., record_trajectory=True)`).
+
+    `rows[k]` holds every word's row after `steps[k]` optimizer steps: `steps[0] == 0` is the start (the
+    subword mean), `steps[-1]` the last step, whose rows equal the method's final rows exactly. Long runs
+    keep evenly spaced steps only (at most `trajectory_points`), always with the start and the end.
+    """
+
+    method: str
+    words: list[str]
+    steps: list[int]
+    rows: torch.Tensor  # [len(steps), len(words), hidden], cpu float32, the embedding matrix's unscaled space
+
+    def __post_init__(self) -> None:
+        if self.rows.ndim != 3 or self.rows.shape[:2] != (len(self.steps), len(self.words)):
+            raise ValueError(f"{self.method}: trajectory of {len(self.steps)} steps x {len(self.words)} words but "
+                             f"rows of shape {tuple(self.rows.shape)}")
+
+    def of(self, word: str) -> torch.Tensor:
+        """[len(steps), hidden]: one word's row at every recorded step."""
+        if word not in self.words:
+            raise ValueError(f"{word!r} was not trained by {self.method}; its words: "
+                             f"{', '.join(repr(w) for w in self.words)}")
+        return self.rows[:, self.words.index(word)]
+
+
 def tokenizer_with_words(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...]) -> PreTrainedTokenizerBase:
     """A private copy of the tokenizer that knows `words` as added tokens; the original is untouched."""
     return _tokenizer_with_words(tokenizer, tuple(words))

@@ -8,7 +8,7 @@ import gradio as gr
 
 from tokdist_core import DEFAULT_MODEL
 
-from . import compare, contexts, distill, export, generate, lens, vocabulary, words
+from . import compare, contexts, distill, export, generate, lens, replay, vocabulary, words
 from . import html as H
 from .figures import method_label
 from .jobs import HEAVY
@@ -18,7 +18,8 @@ from .state import SessionState
 HEADER = """
 # tokdist-studio · teach a language model new words
 Type a word the model splits into pieces, collect example sentences, and learn **one new token** for it with
-**Token Distillation**. Then compare it with simpler methods, generate text, look inside the layers and export.
+**Token Distillation**. Then compare it with simpler methods, replay how it trained, generate text, look inside the
+layers and export.
 Work through the tabs from left to right: tab 0 finds the words of a corpus worth adding (optional), and the quick
 demos in tab 1 fill in settings that finish in under a minute on a laptop.
 """
@@ -35,7 +36,7 @@ EXAMPLES = [
 # The tabs in the order a user thinks: (id, title, module with build/wire), numbered from 0 (the optional
 # vocabulary search comes before the five steps of the method).
 TABS = (("vocabulary", "Find words", vocabulary), ("words", "Words", words), ("contexts", "Contexts", contexts), ("distill", "Distill", distill),
-        ("compare", "Compare", compare), ("generate", "Generate", generate), ("lens", "Lens", lens),
+        ("compare", "Compare", compare), ("replay", "Replay", replay), ("generate", "Generate", generate), ("lens", "Lens", lens),
         ("export", "Export", export))
 
 EXAMPLE_LABELS = [
@@ -75,7 +76,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
             for number, (key, title, module) in enumerate(TABS, start=0):
                 with gr.Tab(f"{number} · {title}", id=key, elem_id=f"tab-{key}"):
                     built[key] = module.build(rt)
-        v, w, c, d, cmp, g, lz, ex = (built[key] for key, _, _ in TABS)
+        v, w, c, d, cmp, rp, g, lz, ex = (built[key] for key, _, _ in TABS)
         with w.examples_slot:
             gr.Examples(
                 EXAMPLES,
@@ -91,7 +92,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
         def after_split(st: SessionState):
             choices = [(s.display, s.word) for s in st.splits]
             value = choices[0][1] if choices else None
-            return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
+            return tuple(gr.update(choices=choices, value=value) for _ in range(3))
 
         def after_contexts(st: SessionState, methods, epochs, batch_size):
             pool = max((len(ctx.heldout or ctx.train) for ctx in st.contexts.values()), default=1)
@@ -106,7 +107,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
         private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
         vocabulary.wire(rt, v, state, w.model, w.words, w.mid_sentence, tabs)
         split_ev = words.wire(rt, w, state)
-        split_ev.success(after_split, [state], [cmp.word, lz.word], **private)
+        split_ev.success(after_split, [state], [cmp.word, rp.word, lz.word], **private)
         ctx_ev = contexts.wire(rt, c, state)
         ctx_ev.success(after_contexts, [state, d.methods, d.epochs, d.batch_size], [g.prompt, lz.snippet, d.device],
                        **private)
@@ -116,6 +117,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
             compare.handler_for(rt), [cmp.word, cmp.neighbours, state], compare.outputs(cmp),
             api_visibility="private", **HEAVY)
         compare.wire(rt, cmp, state)
+        replay.wire(rt, rp, state)
         generate.wire(rt, g, state)
         lens.wire(rt, lz, state)
         export.wire(rt, ex, state)
@@ -126,7 +128,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
 
         (w.run_all.click(split_private, [w.words, w.model, w.mid_sentence, state], [w.view, w.summary, w.details, state],
                        **private)
-         .success(after_split, [state], [cmp.word, lz.word], **private)
+         .success(after_split, [state], [cmp.word, rp.word, lz.word], **private)
          .success(contexts.wire_handler(rt), [c.source, c.files, c.hf_name, c.snippets, c.heldout, c.snippet_len,
                                              c.seed, state], [c.view, c.summary, c.details, state],
                   api_visibility="private", **HEAVY)

@@ -227,9 +227,12 @@ def _train_job(td: TokenDistillation, plan: _Plan, state: SessionState) -> Calla
             if rows.method == plan.chosen[-1] and plan.heldout:
                 job.post(_Evaluating())  # train() evaluates right after the last method
 
+        # The Replay tab draws each trained row's path: keep the rows at (up to 101) steps of every run.
         outcome = td.train(plan.splits, plan.train, plan.chosen, plan.config, plan.policy, callback=job.post,
-                           cancel=job.cancel, on_method_done=method_done, heldout=plan.heldout)
+                           cancel=job.cancel, on_method_done=method_done, heldout=plan.heldout,
+                           record_trajectory=True)
         state.histories, state.metrics = dict(outcome.histories), outcome.metrics
+        state.trajectories = dict(outcome.trajectories)
         if outcome.cancelled:
             state.cancelled = f"{job.stop_reason}; {outcome.cancelled}" if job.stop_reason else outcome.cancelled
         if not job.cancel.is_set():

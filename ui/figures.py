@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -114,6 +116,163 @@ def pca_figure(points: Sequence[Mapping], word: str) -> go.Figure:
     fig.update_xaxes(zeroline=False)
     fig.update_yaxes(zeroline=False)
     return _layout(fig, f"Embedding map for {word.strip()!r} (PCA of input rows)", "PC 1", "PC 2", height=480)
+
+
+def word_losses(histories: Mapping[str, Sequence[StepRecord]], word: str) -> dict[str, dict[int, float]]:
+    """Per method, step -> this word's training loss at that step (the steps where it had a batch)."""
+    return {m: {r.step: r.word_losses[word] for r in records if word in r.word_losses}
+            for m, records in histories.items()}
+
+
+def replay_figure(replay: Mapping, histories: Mapping[str, Sequence[StepRecord]], word: str) -> go.Figure:
+    """Compare's embedding map with each trained method's path (left) beside the word's loss and the row's
+    distance from its start (right), with a slider over the recorded steps that moves a marker along every
+    path and curve. The figure opens at the last step (the final rows), zoomed on the paths; buttons switch
+    to the whole map.
+
+    The slider restyles traces (no plotly frames: Gradio's Plot drops them); the Replay tab's ▶ Play button
+    steps through the same slider positions in the browser.
+    """
+    paths = replay.get("paths") or {}
+    if not paths:
+        return empty_figure("Train a method that learns (e.g. Token Distillation), then press 'Replay training'.")
+    methods = list(paths)  # training order: the registry's
+    losses = word_losses(histories, word)
+    fig = make_subplots(rows=2, cols=2, column_widths=[0.56, 0.44], horizontal_spacing=0.09, vertical_spacing=0.16,
+                        specs=[[{"rowspan": 2}, {}], [None, {}]],
+                        subplot_titles=("Embedding map (as in Compare)", "Training loss of this word",
+                                        "How far the row is from its start (full space)"))
+    for trace in pca_figure(replay["points"], word).data:  # the Compare map, trace for trace
+        fig.add_trace(trace, row=1, col=1)
+    for m in methods:
+        _add_static_replay_traces(fig, m, paths[m], losses.get(m, {}))
+    frame_steps = sorted({s for m in methods for s in paths[m]["steps"]})
+    every_loss = [v for m in methods for v in losses.get(m, {}).values()] or [1.0]
+    loss_range = _padded_log_range(min(every_loss), max(every_loss))
+    top_distance = max(max(paths[m]["distance_from_start"]) for m in methods) or 1.0
+
+    def positions(step: int) -> tuple[list, list]:
+        """x and y of every moving trace after `step`: map, loss and distance markers, then two step lines."""
+        xs, ys = [], []
+        points = {m: max(bisect_right(paths[m]["steps"], step) - 1, 0) for m in methods}
+        for m in methods:
+            xs.append([paths[m]["x"][points[m]]])
+            ys.append([paths[m]["y"][points[m]]])
+        for m in methods:
+            loss = losses.get(m, {}).get(step)
+            xs.append([step if loss is not None else None])
+            ys.append([loss])
+        for m in methods:
+            xs.append([paths[m]["steps"][points[m]]])
+            ys.append([paths[m]["distance_from_start"][points[m]]])
+        xs += [[step, step], [step, step]]
+        ys += [[10 ** loss_range[0], 10 ** loss_range[1]], [0, top_distance * 1.08]]
+        return xs, ys
+
+    first_moving = len(fig.data)
+    _add_moving_replay_traces(fig, methods, *positions(frame_steps[-1]))
+    moving = list(range(first_moving, len(fig.data)))
+    slider_steps = [{"method": "restyle", "label": str(step), "args": [dict(zip(("x", "y"), positions(step))), moving]}
+                    for step in frame_steps]
+    _replay_axes(fig, replay, frame_steps[-1], loss_range, top_distance)
+    _layout(fig, f"Training replay for {word.strip()!r}", "PC 1", "PC 2", height=700)
+    fig.update_layout(
+        margin={"l": 60, "r": 20, "t": 90, "b": 150},
+        legend={"orientation": "h", "x": 0.0, "y": -0.3, "yanchor": "top", "font": {"size": 11}},
+        sliders=[{"active": len(slider_steps) - 1, "steps": slider_steps, "x": 0.0, "len": 1.0, "y": -0.08,
+                  "yanchor": "top", "pad": {"t": 10, "b": 0}, "ticklen": 4, "font": {"size": 10},
+                  "currentvalue": {"prefix": "after training step ", "font": {"size": 13}}}],
+    )
+    return fig
+
+
+def _add_static_replay_traces(fig: go.Figure, m: str, path: Mapping, losses: Mapping[int, float]) -> None:
+    """One method's path on the map, its loss curve and its distance-from-start curve."""
+    fig.add_trace(go.Scatter(
+        x=path["x"], y=path["y"], mode="lines+markers", name=f"path of {method_label(m)}", legendgroup=m,
+        line={"color": colour(m), "width": 1.5, "dash": "dot"}, marker={"size": 4, "color": colour(m)},
+        customdata=path["steps"], hovertemplate=f"{method_label(m)}<br>after step %{{customdata}}<extra></extra>",
+    ), row=1, col=1)
+    steps = sorted(losses)
+    style = "lines+markers" if len(steps) < 30 else "lines"
+    fig.add_trace(go.Scatter(
+        x=steps, y=[losses[s] for s in steps], mode=style, legendgroup=m, showlegend=False,
+        line={"color": colour(m), "width": 2}, marker={"size": 4},
+        hovertemplate=f"{method_label(m)}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>",
+    ), row=1, col=2)
+    fig.add_trace(go.Scatter(
+        x=path["steps"], y=path["distance_from_start"], mode=style, legendgroup=m, showlegend=False,
+        line={"color": colour(m), "width": 2}, marker={"size": 4},
+        hovertemplate=f"{method_label(m)}<br>after step %{{x}}<br>distance %{{y:.3g}}<extra></extra>",
+    ), row=2, col=2)
+
+
+def _add_moving_replay_traces(fig: go.Figure, methods: Sequence[str], xs: list, ys: list) -> None:
+    """The traces the slider moves, in the order `positions` gives them."""
+    n = len(methods)
+    for i, m in enumerate(methods):
+        fig.add_trace(go.Scatter(
+            x=xs[i], y=ys[i], mode="markers", legendgroup=m, showlegend=False,
+            marker={"size": 15, "color": colour(m), "line": {"width": 2, "color": ORIGINAL_COLOUR}},
+            hovertemplate=f"{method_label(m)}: the row at the chosen step<extra></extra>",
+        ), row=1, col=1)
+    for k, (row, what) in enumerate(((1, "loss"), (2, "distance"))):
+        for i, m in enumerate(methods):
+            j = (k + 1) * n + i
+            fig.add_trace(go.Scatter(
+                x=xs[j], y=ys[j], mode="markers", legendgroup=m, showlegend=False,
+                marker={"size": 11, "color": colour(m), "line": {"width": 2, "color": ORIGINAL_COLOUR}},
+                hovertemplate=f"{method_label(m)}<br>step %{{x}}<br>{what} %{{y:.4g}}<extra></extra>",
+            ), row=row, col=2)
+    for row, j in ((1, 3 * n), (2, 3 * n + 1)):
+        fig.add_trace(go.Scatter(x=xs[j], y=ys[j], mode="lines", showlegend=False, hoverinfo="skip",
+                                 line={"color": "#6b7280", "width": 1.5, "dash": "dash"}), row=row, col=2)
+
+
+def _padded_log_range(low: float, high: float) -> list[float]:
+    """A log axis range (in decades) around [low, high], fixed so the curve does not jump while playing."""
+    lo, hi = math.log10(low), math.log10(high)
+    pad = max(0.08 * (hi - lo), 0.05)
+    return [lo - pad, hi + pad]
+
+
+def _box(xs: Sequence[float], ys: Sequence[float], pad: float, floor: float = 0.0) -> tuple[list, list]:
+    """Axis ranges around the points, padded by `pad` of the larger extent (at least `floor`)."""
+    extent = max(max(xs) - min(xs), max(ys) - min(ys), floor)
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    half = extent * (0.5 + pad)
+    return [cx - half, cx + half], [cy - half, cy + half]
+
+
+def _replay_axes(fig: go.Figure, replay: Mapping, last_step: int, loss_range: list[float], top_distance: float
+                 ) -> None:
+    """Fixed ranges (nothing jumps while playing) and the map's two views: the paths up close, the whole map."""
+    paths = replay["paths"].values()
+    path_x = [v for p in paths for v in p["x"]]
+    path_y = [v for p in paths for v in p["y"]]
+    all_x = [p["x"] for p in replay["points"]] + path_x
+    all_y = [p["y"] for p in replay["points"]] + path_y
+    whole_x, whole_y = _box(all_x, all_y, 0.06)
+    # Up close: the paths' box, but never less than 1.5 % of the whole map (a row that barely moved).
+    near_x, near_y = _box(path_x, path_y, 0.25, floor=0.015 * (whole_x[1] - whole_x[0]))
+    fig.update_xaxes(title_text="PC 1", zeroline=False, range=near_x, row=1, col=1)
+    fig.update_yaxes(title_text="PC 2", zeroline=False, range=near_y, row=1, col=1)
+    steps_range = [-0.04 * max(last_step, 1) - 0.3, last_step + 0.04 * max(last_step, 1) + 0.3]
+    for row in (1, 2):
+        fig.update_xaxes(range=steps_range, dtick=1 if last_step <= 12 else None, row=row, col=2)
+    fig.update_xaxes(title_text="training step (0 = the start)", row=2, col=2)
+    fig.update_yaxes(title_text="loss (log)", type="log", tickformat=".2~g", dtick="D2", range=loss_range,
+                     row=1, col=2)
+    fig.update_yaxes(title_text="distance", range=[-0.04 * top_distance, top_distance * 1.12], row=2, col=2)
+    fig.update_layout(updatemenus=[{
+        "type": "buttons", "direction": "right", "x": 0.56, "xanchor": "right", "y": 1.005, "yanchor": "bottom",
+        "showactive": True, "active": 0, "pad": {"r": 4, "t": 0}, "font": {"size": 11},
+        "buttons": [
+            {"label": "Up close: the paths", "method": "relayout",
+             "args": [{"xaxis.range": near_x, "yaxis.range": near_y}]},
+            {"label": "Whole map", "method": "relayout", "args": [{"xaxis.range": whole_x, "yaxis.range": whole_y}]},
+        ],
+    }])
 
 
 def lens_figure(curves: Mapping[str, Sequence[Mapping]], word: str) -> go.Figure:

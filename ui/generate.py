@@ -19,7 +19,7 @@ from .runtime import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Runtime, gpu, user_errors
 from .state import SessionState
 
 INTRO = """
-### 5 · Generate
+### 6 · Generate
 Let the model **continue a text** that contains your word. The first box reads the word as its original
 pieces; every other box reads it as **one new token** learned by that method. Same seed, same settings: only
 the word's embedding differs. With a good new row, the continuation should stay on topic.

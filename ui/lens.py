@@ -21,7 +21,7 @@ from .runtime import MAX_APP_SNIPPETS, Runtime, gpu, user_errors
 from .state import SessionState
 
 INTRO = """
-### 6 · Lens
+### 7 · Lens
 Inside the model, the first layers **glue the pieces of a word together** ("detokenization"). Here we look
 at one snippet, layer by layer, at the position right after the word: how similar is the model's state when it
 reads the **new token** to its state after the **original pieces**? 1.0 means identical. The table shows what

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from tokdist_core import NewTokenRows, StepRecord, WordContexts, WordSplit
+from tokdist_core import NewTokenRows, StepRecord, Trajectory, WordContexts, WordSplit
 
 
 @dataclass
@@ -26,6 +26,7 @@ class SessionState:
     context_settings: dict[str, Any] = field(default_factory=dict)  # for the export snippet
     rows: dict[str, NewTokenRows] = field(default_factory=dict)  # method -> learned rows
     histories: dict[str, list[StepRecord]] = field(default_factory=dict)
+    trajectories: dict[str, Trajectory] = field(default_factory=dict)  # trained method -> rows during training
     seconds: dict[str, float] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)  # everything that produced `rows`
     metrics: dict[str, dict[str, dict]] | None = None  # method -> word -> metrics (held-out)
@@ -57,6 +58,7 @@ class SessionState:
 
     def reset_from_contexts(self) -> None:
         self.rows, self.histories, self.seconds, self.train_config = {}, {}, {}, {}
+        self.trajectories = {}
         self.metrics, self.cancelled = None, None
 
     # -- guards with messages that tell the user what to do next --------------------------------------

@@ -24,6 +24,7 @@ class MethodContext:
     config: DistillationConfig
     callback: Callable[[StepRecord], None] | None = None
     cancel: threading.Event | None = None
+    trajectory_points: int = 0  # >= 2: trained methods also record their rows at that many steps (0: off)
     _caches: dict[tuple[int, bool], TeacherCache] = field(default_factory=dict, repr=False)
 
     @property
@@ -59,6 +60,9 @@ class MethodOutput:
     history: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
     tokens_seen: int = 0  # student positions trained on, over all epochs
+    # Trained methods asked to record: the rows at `trajectory_steps` ([points, words, hidden], cpu fp32).
+    trajectory: torch.Tensor | None = None
+    trajectory_steps: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,14 @@ def _train(ctx: MethodContext, name: str) -> MethodOutput:
         if ctx.callback is not None:
             ctx.callback(step)
 
-    result = trainer.train(init, method=name, callback=record, cancel=ctx.cancel)
+    result = trainer.train(init, method=name, callback=record, cancel=ctx.cancel,
+                           trajectory_points=ctx.trajectory_points)
     rows = init.new_empty(init.shape)
     for i, word in enumerate(ctx.words):
         rows[i] = result.rows[word]
     return MethodOutput(rows=rows, history=history, seconds=result.seconds + cache.seconds,
-                        tokens_seen=result.tokens_seen)
+                        tokens_seen=result.tokens_seen, trajectory=result.trajectory,
+                        trajectory_steps=result.trajectory_steps)
 
 
 def ntp_losses(config: DistillationConfig) -> tuple[str, ...]:  # noqa: ARG001  (the same under every config)

@@ -4,6 +4,7 @@
     teacher      TeacherCache: teacher hidden states and prefix key/values, computed once
     batching     the batch plan and student batch assembly
     trainer      DistillationTrainer: Adam on the new input rows only
+    trajectory   RowRecorder: the rows at evenly spaced steps while they train (opt-in, for the Replay view)
     output_rows  OutputPolicy and the new LM-head rows of untied models
 """
 
@@ -22,6 +23,8 @@ _EXPORTS = {
     "new_output_rows": "output_rows", "subword_mean_output_rows": "output_rows",
     "TEACHER_BATCH_TOKENS": "teacher", "TeacherCache": "teacher",
     "DistillationTrainer": "trainer", "TrainResult": "trainer", "masked_mse": "trainer",
+    "DEFAULT_TRAJECTORY_POINTS": "trajectory", "RowRecorder": "trajectory", "recorded_steps": "trajectory",
+    "check_trajectory_points": "trajectory",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -41,6 +41,7 @@ from .config import (
     steps_per_epoch,
 )
 from .teacher import TeacherCache
+from .trajectory import RowRecorder
 
 
 @dataclass
@@ -49,6 +50,9 @@ class TrainResult:
     seconds: float = 0.0
     snippets_seen: int = 0
     tokens_seen: int = 0
+    # With trajectory_points: every word's row at `trajectory_steps` ([points, words, hidden], cpu fp32).
+    trajectory: torch.Tensor | None = None
+    trajectory_steps: list[int] = field(default_factory=list)  # 0 = the init; the last = the final rows
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +124,9 @@ class DistillationTrainer:
     # -- the loop -----------------------------------------------------------------------------------
     def train(self, init_rows: torch.Tensor, method: str = "tokdist",
               callback: Callable[[StepRecord], None] | None = None,
-              cancel: threading.Event | None = None) -> TrainResult:
+              cancel: threading.Event | None = None, trajectory_points: int = 0) -> TrainResult:
+        """Train the rows from `init_rows` [words, hidden]. `trajectory_points` >= 2 also records the rows
+        at that many evenly spaced steps, the init and the final rows included (see RowRecorder)."""
         cfg, lm = self.config, self.lm
         if init_rows.shape != (len(self.words), lm.hidden_size):
             raise ValueError(f"init rows must be [{len(self.words)}, {lm.hidden_size}], got {tuple(init_rows.shape)}")
@@ -131,6 +137,7 @@ class DistillationTrainer:
         optimizer, scheduler = self._optimizer(rows)
         total_steps = self.total_steps
         result = TrainResult(rows={})
+        recorder = RowRecorder(rows, total_steps, trajectory_points) if trajectory_points else None
         start = time.perf_counter()
         step = 0
         for epoch in range(cfg.epochs):
@@ -144,6 +151,8 @@ class DistillationTrainer:
                 optimizer.step()
                 scheduler.step()  # each row's learning rate follows its own number of steps (_optimizer)
                 step += 1
+                if recorder is not None:
+                    recorder.record(step, rows)
                 result.snippets_seen += snippets
                 result.tokens_seen += tokens
                 # Report: per-word losses cost a host sync, so only when someone listens.
@@ -160,6 +169,8 @@ class DistillationTrainer:
             raise FloatingPointError(f"{method}: training diverged (non-finite rows); lower the learning rate")
         result.seconds = time.perf_counter() - start
         result.rows = {w: final[i].clone() for i, w in enumerate(self.words)}
+        if recorder is not None:
+            result.trajectory, result.trajectory_steps = recorder.result()
         return result
 
     def _optimizer(self, rows: list[torch.nn.Parameter]) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
