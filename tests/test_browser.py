@@ -141,7 +141,7 @@ def click_through(page) -> None:
     page.get_by_text("original pieces (top-3 next)").wait_for(timeout=STEP_TIMEOUT_MS)
     shot(page, "06-lens")
 
-    open_tab(page, "7 · Export")
+    open_tab(page, "8 · Export")
     page.locator("#export-btn").click()
     page.get_by_text("TokenDistillation(model=").first.wait_for(timeout=STEP_TIMEOUT_MS)
     page.locator("#rows-files a").nth(1).wait_for()  # two download links: safetensors + JSON

@@ -37,6 +37,7 @@ _EXPORTS = {
     "Discovery": "discovery", "Candidate": "discovery", "Rejection": "discovery", "DiscoveryError": "discovery",
     "FrequencyList": "discovery", "discover_words": "discovery", "candidates_from_tokenizer": "discovery",
     "candidates_from_frequency_list": "discovery", "read_frequency_list": "discovery",
+    "WordInspection": "inspection", "SnippetLoss": "inspection",
 }
 
 __all__ = sorted(_EXPORTS)

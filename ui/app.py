@@ -10,6 +10,7 @@ from tokdist_core import DEFAULT_MODEL
 
 from . import compare, contexts, distill, export, generate, lens, vocabulary, words
 from . import html as H
+from . import inspect as inspector
 from .figures import method_label
 from .jobs import HEAVY
 from .runtime import MAX_UPLOAD_MB, Runtime, device_label
@@ -36,7 +37,7 @@ EXAMPLES = [
 # vocabulary search comes before the five steps of the method).
 TABS = (("vocabulary", "Find words", vocabulary), ("words", "Words", words), ("contexts", "Contexts", contexts), ("distill", "Distill", distill),
         ("compare", "Compare", compare), ("generate", "Generate", generate), ("lens", "Lens", lens),
-        ("export", "Export", export))
+        ("inspect", "Inspect", inspector), ("export", "Export", export))
 
 EXAMPLE_LABELS = [
     "Schopenhauer, Andorra · quick demo",
@@ -75,7 +76,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
             for number, (key, title, module) in enumerate(TABS, start=0):
                 with gr.Tab(f"{number} · {title}", id=key, elem_id=f"tab-{key}"):
                     built[key] = module.build(rt)
-        v, w, c, d, cmp, g, lz, ex = (built[key] for key, _, _ in TABS)
+        v, w, c, d, cmp, g, lz, ins, ex = (built[key] for key, _, _ in TABS)
         with w.examples_slot:
             gr.Examples(
                 EXAMPLES,
@@ -118,6 +119,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
         compare.wire(rt, cmp, state)
         generate.wire(rt, g, state)
         lens.wire(rt, lz, state)
+        inspector.wire(rt, ins, state, tabs)
         export.wire(rt, ex, state)
 
         # ▶ the whole flow in one click (the same handlers, chained; each stops the chain on an error).
