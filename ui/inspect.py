@@ -261,13 +261,13 @@ def add_snippet(rt: Runtime, word: str | None, text: object, save_as: object, st
         sources = dict(current.sources)
         sources[snip.source] = sources.get(snip.source, 0) + 1
         if old is not None:
-            sources[old.source] -= 1
-            if not sources[old.source]:
+            sources[old.source] = sources.get(old.source, 1) - 1
+            if sources[old.source] <= 0:
                 del sources[old.source]
         state.contexts[split.word] = replace(current, train=train, sources=sources)
         what = "a training snippet was added" if index is None else f"training snippet {index + 1} was replaced"
         earlier = state.stale_words.get(split.word)
-        state.stale_words[split.word] = "its snippets changed" if earlier else _sentence(what)[:-1]
+        state.stale_words[split.word] = "Its snippets changed" if earlier else _sentence(what)[:-1]
 
     rt.jobs.change_session(state, "change this word's snippets", change)
     n = len(state.contexts[split.word].train)
@@ -436,9 +436,9 @@ def wire(rt: Runtime, tab: InspectTab, state: gr.State, tabs: gr.Tabs):
 
     tabs.select(pickers, [state, tab.word, tab.method], [tab.word, tab.method, tab.save_as], **private, **LIGHT)
     tab.word.input(edit_choices, [state, tab.word], [tab.save_as], **private, **LIGHT)
-    tab.save_as.input(user_errors(load_saved), [state, tab.word, tab.save_as], [tab.text], **private, **LIGHT)
-    tab.table.select(user_errors(pick_row), [state, tab.word], [tab.save_as, tab.text, tab.edit_status],
-                     **private, **LIGHT)
+    # These two raise only gr.Error, and Gradio finds the SelectData argument by pick_row's own signature.
+    tab.save_as.input(load_saved, [state, tab.word, tab.save_as], [tab.text], **private, **LIGHT)
+    tab.table.select(pick_row, [state, tab.word], [tab.save_as, tab.text, tab.edit_status], **private, **LIGHT)
 
     inspect_event = tab.button.click(handler_for(rt), [tab.word, tab.method, state], view, api_name="inspect",
                                      **HEAVY)
