@@ -387,31 +387,37 @@ def handler_for(rt: Runtime):
     return user_errors(handler)
 
 
-def wire(rt: Runtime, tab: InspectTab, state: gr.State, tabs: gr.Tabs):
-    private = {"api_visibility": "private", "show_progress": "hidden"}
-    view = [tab.summary, tab.plot, tab.table, tab.details]
+PRIVATE = {"api_visibility": "private", "show_progress": "hidden"}  # page-only events (not in the API)
 
-    def pickers(st: SessionState, word, method):
-        """Words and methods this session trained; keeps the current picks while they stay valid."""
-        splits = [s for s in st.splits if trained_methods(st, s.word)]
-        words = [(s.display, s.word) for s in splits]
-        chosen = next((s for s in splits if s.word == word), splits[0] if splits else None)
-        methods = [(method_label(m), m) for m in trained_methods(st, chosen.word)] if chosen else []
-        keep = method if any(m == method for _, m in methods) else (
-            "tokdist" if any(m == "tokdist" for _, m in methods) else (methods[-1][1] if methods else None))
-        return (gr.update(choices=words, value=chosen.word if chosen else None),
-                gr.update(choices=methods, value=keep),
-                gr.update(choices=save_as_choices(st, chosen), value=NEW_SNIPPET))
 
-    def edit_choices(st: SessionState, word):
-        try:
-            split = pick_split(st, word) if st.splits else None
-        except gr.Error:
-            split = None
-        return gr.update(choices=save_as_choices(st, split), value=NEW_SNIPPET)
+def pickers(st: SessionState, word, method):
+    """Words and methods this session trained; keeps the current picks while they stay valid."""
+    splits = [s for s in st.splits if trained_methods(st, s.word)]
+    words = [(s.display, s.word) for s in splits]
+    chosen = next((s for s in splits if s.word == word), splits[0] if splits else None)
+    methods = [(method_label(m), m) for m in trained_methods(st, chosen.word)] if chosen else []
+    names = [m for _, m in methods]
+    keep = method if method in names else ("tokdist" if "tokdist" in names else (names[-1] if names else None))
+    return (gr.update(choices=words, value=chosen.word if chosen else None),
+            gr.update(choices=methods, value=keep),
+            gr.update(choices=save_as_choices(st, chosen), value=NEW_SNIPPET))
+
+
+def edit_choices(st: SessionState, word):
+    try:
+        split = pick_split(st, word) if st.splits else None
+    except gr.Error:
+        split = None
+    return gr.update(choices=save_as_choices(st, split), value=NEW_SNIPPET)
+
+
+def _wire_editor(rt: Runtime, tab: InspectTab, state: gr.State) -> None:
+    """Page-only helpers of the editor: a chosen or clicked snippet goes into the text box."""
 
     def load_saved(st: SessionState, word, save_as):
         """Choosing 'replace train N' puts that snippet's text into the editor."""
+        if not st.rows:
+            return gr.skip()
         split = pick_split(st, word)
         index = _replace_index(save_as, len(st.contexts[split.word].train)) if split.word in st.contexts else None
         if index is None:
@@ -422,6 +428,8 @@ def wire(rt: Runtime, tab: InspectTab, state: gr.State, tabs: gr.Tabs):
         """A clicked table row goes into the editor: a training snippet to replace, a held-out one to copy."""
         label = str((evt.row_value or [""])[0])
         part, _, number = label.rpartition(" ")
+        if not st.rows:
+            return gr.skip(), gr.skip(), gr.skip()
         split = pick_split(st, word)
         ctx = st.contexts.get(split.word)
         pool = (ctx.train if part == "train" else ctx.heldout) if ctx else []
@@ -429,16 +437,22 @@ def wire(rt: Runtime, tab: InspectTab, state: gr.State, tabs: gr.Tabs):
             return gr.skip(), gr.skip(), gr.skip()
         text = snippet_text(rt.model(st.model_name).tokenizer, pool[int(number) - 1])
         if part == "train":
-            return gr.update(choices=save_as_choices(st, split), value=label), text, \
-                f"Editing **{label}**: change the text and press **Add to training snippets** to replace it."
+            return (gr.update(choices=save_as_choices(st, split), value=label), text,
+                    f"Editing **{label}**: change the text and press **Add to training snippets** to replace it.")
         return gr.update(choices=save_as_choices(st, split), value=NEW_SNIPPET), text, (
             f"Copied **{label}**. Held-out snippets stay as they are; your edit becomes a new training snippet.")
 
+    # These two raise only gr.Error, and Gradio finds the SelectData argument by pick_row's own signature.
+    tab.save_as.input(load_saved, [state, tab.word, tab.save_as], [tab.text], **PRIVATE, **LIGHT)
+    tab.table.select(pick_row, [state, tab.word], [tab.save_as, tab.text, tab.edit_status], **PRIVATE, **LIGHT)
+
+
+def wire(rt: Runtime, tab: InspectTab, state: gr.State, tabs: gr.Tabs):
+    private = PRIVATE
+    view = [tab.summary, tab.plot, tab.table, tab.details]
     tabs.select(pickers, [state, tab.word, tab.method], [tab.word, tab.method, tab.save_as], **private, **LIGHT)
     tab.word.input(edit_choices, [state, tab.word], [tab.save_as], **private, **LIGHT)
-    # These two raise only gr.Error, and Gradio finds the SelectData argument by pick_row's own signature.
-    tab.save_as.input(load_saved, [state, tab.word, tab.save_as], [tab.text], **private, **LIGHT)
-    tab.table.select(pick_row, [state, tab.word], [tab.save_as, tab.text, tab.edit_status], **private, **LIGHT)
+    _wire_editor(rt, tab, state)
 
     inspect_event = tab.button.click(handler_for(rt), [tab.word, tab.method, state], view, api_name="inspect",
                                      **HEAVY)
