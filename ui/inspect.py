@@ -194,7 +194,7 @@ def _inspect_summary(split: WordSplit, method: str, report: WordInspection, wors
     if stale:
         lines.append(f"⚠ {H.esc(stale)} since this word was trained: these losses are under its old row. "
                      "Press **Re-train this word** to learn from the current snippets.")
-    return " ".join(lines[:1]) + "\n\n" + "\n\n".join(lines[1:])
+    return lines[0] + "\n\n" + "\n".join(f"- {line}" for line in lines[1:])
 
 
 # -- /add_snippet ------------------------------------------------------------------------------------------
@@ -343,7 +343,8 @@ def _apply_retrain(td: TokenDistillation, split: WordSplit, outcome, methods: li
     for m in methods:
         b, a = before[m].get("hidden_mse"), after[m].get("hidden_mse")
         if b is not None and a is not None:
-            lines.append(f"- {H.esc(method_label(m))}: held-out hidden MSE {b:.4f} → **{a:.4f}**")
+            same = " (reads no snippets)" if not REGISTRY[m].trains else ""
+            lines.append(f"- {H.esc(method_label(m))}: held-out hidden MSE {b:.4f} → **{a:.4f}**{same}")
     return "\n".join(lines), {"word": word, **state.retrained[word]}
 
 
