@@ -31,7 +31,8 @@ from tokdist_core.models import ModelLoadError  # noqa: E402
 pytestmark = pytest.mark.app
 
 DEVICE = os.environ.get("TOKDIST_TEST_DEVICE", "cpu")  # "auto" on a GPU box runs the CUDA path
-ENDPOINTS = {"/split", "/contexts", "/distill", "/stop", "/compare", "/trajectory", "/generate", "/lens", "/export"}
+ENDPOINTS = {"/split", "/contexts", "/distill", "/stop", "/compare", "/trajectory", "/generate", "/lens", "/inspect",
+             "/add_snippet", "/retrain_word", "/export"}
 TINY_CONTEXTS = ("bundled", [], "", 4, 2, 24, 0)  # source, files, hf name, train, held-out, length, seed
 
 

@@ -118,7 +118,7 @@ def click_through(page) -> None:
     page.wait_for_timeout(400)
     page.locator("#attention-plot").screenshot(path=str(SHOTS / "06-lens-attention.png"))
 
-    open_tab(page, "8 · Export")
+    open_tab(page, "9 · Export")
     page.locator("#export-btn").click()
     page.get_by_text("TokenDistillation(model=").first.wait_for(timeout=STEP_TIMEOUT_MS)
     page.locator("#rows-files a").nth(1).wait_for()  # two download links: safetensors + JSON

@@ -17,6 +17,7 @@ from . import contexts as corpus
 from . import estimate
 from .attention import attention_to_word
 from .cancel import Cancelled
+from .contexts.mining import MAX_SNIPPET_LEN
 from .contexts.sources import DataSpec
 from .discovery import (
     Discovery,
@@ -37,6 +38,7 @@ from .evaluate import (
     trajectory_paths,
 )
 from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
+from .inspection import WordInspection, inspect_word, snippet_from_text
 from .methods import METHOD_NAMES, MethodContext, MethodOutput, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .report import DomainReport, domain_report
@@ -478,6 +480,33 @@ class TokenDistillation:
                  temperature: float = 0.0) -> Generation:
         """Continue `prompt`, reading the words as their original pieces (rows=None) or as the new tokens."""
         return generate(self.lm, prompt, rows, max_new_tokens, seed, temperature)
+
+    # -- one word's snippets: what the app's Inspect tab shows ------------------------------------------
+    def snippet_losses(self, rows: Sequence[NewTokenRows], word: str, train: Sequence[Snippet],
+                       heldout: Sequence[Snippet], training: DistillationConfig | None = None) -> WordInspection:
+        """Per training and held-out snippet of `word`, its loss under each method's rows (see inspection.py):
+        the position-weighted means are the trainer's loss over all of them and heldout_metrics' hidden_mse."""
+        return inspect_word(self.lm, list(rows), word, train, heldout, training)
+
+    def snippet_from_text(self, word: str | WordSplit, text: str, max_tokens: int = MAX_SNIPPET_LEN) -> Snippet:
+        """A training snippet of `word` from text a person wrote (ValueError saying what to fix otherwise)."""
+        split = word if isinstance(word, WordSplit) else self.split(word)
+        return snippet_from_text(self.lm.tokenizer, split, text, max_tokens=max_tokens)
+
+    def retrain_word(self, split: WordSplit, train: Sequence[Snippet], methods: Sequence[str] = ("tokdist",),
+                     training: DistillationConfig | None = None, output_policy: str = "ntp",
+                     heldout: Sequence[Snippet] | None = None, callback: Callable[[StepRecord], None] | None = None,
+                     cancel: threading.Event | None = None) -> TrainOutcome:
+        """Train one word alone on its snippets; its rows equal the ones it gets beside other words (words are
+        independent), so `NewTokenRows.with_word_rows` can put them into an earlier run's rows."""
+        train = list(train)
+        if not train:
+            raise ValueError(f"{split.display!r} has no training snippets")
+        others = sorted({s.word for s in [*train, *(heldout or [])] if s.word != split.word})
+        if others:
+            raise ValueError(f"snippets of other words ({', '.join(map(repr, others))}) given for {split.word!r}")
+        return self.train([split], train, methods, training, output_policy, callback=callback, cancel=cancel,
+                          heldout=heldout)
 
     # -- export -------------------------------------------------------------------------------------
     def save(self, rows: NewTokenRows, out_path: str | Path, reproduce: str | None = None,

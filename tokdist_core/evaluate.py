@@ -149,6 +149,30 @@ def heldout_metrics(lm: LoadedModel, methods: Sequence[NewTokenRows], snippets: 
     return report
 
 
+def heldout_snippet_losses(lm: LoadedModel, methods: Sequence[NewTokenRows], snippets: Sequence[Snippet],
+                           target_layer: int = -1, batch_size: int = 16) -> dict[str, list[tuple[float, int]]]:
+    """Per method, per snippet (in the given order): (hidden MSE at the target layer, aligned positions).
+
+    The same full forward passes and batches as `heldout_metrics`, so a word's position-weighted mean over
+    its snippets is that function's `hidden_mse` for the word."""
+    layer = resolve_layer(lm.model, target_layer)
+    order = sorted(range(len(snippets)), key=lambda i: len(snippets[i].token_ids))
+    sums: dict[str, list[float]] = {rows.method: [0.0] * len(snippets) for rows in methods}
+    counts = [len(s.suffix) + 1 for s in snippets]
+    for b in range(0, len(order), batch_size):
+        chosen = order[b : b + batch_size]
+        batch = [snippets[i] for i in chosen]
+        teacher = _teacher(lm, batch)
+        owner = torch.tensor(teacher.owner)
+        for rows in methods:
+            student = _student(lm, batch, rows)
+            mse = (student.hidden[layer] - teacher.hidden[layer]).pow(2).mean(-1)
+            per_row = torch.zeros(len(batch), dtype=mse.dtype).index_add(0, owner, mse.cpu())
+            for k, i in enumerate(chosen):
+                sums[rows.method][i] = float(per_row[k])
+    return {method: [(total / n, n) for total, n in zip(values, counts)] for method, values in sums.items()}
+
+
 def readable_token(tokenizer, token_id: int) -> str:
     return tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
 

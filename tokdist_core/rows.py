@@ -34,6 +34,32 @@ class NewTokenRows:
     def scaled_input(self, model) -> torch.Tensor:
         return self.input_rows * embed_scale(model)
 
+    def with_word_rows(self, other: NewTokenRows) -> NewTokenRows:
+        """A new object: these rows with each of `other`'s words replaced by its row there (same method).
+
+        For re-training some words alone (words are independent, docs/method.md step 5); self is unchanged."""
+        if other.method != self.method:
+            raise ValueError(f"rows of method {other.method!r} cannot replace rows of {self.method!r}")
+        missing = [w for w in other.words if w not in self.words]
+        if missing:
+            raise ValueError(f"{', '.join(map(repr, missing))} not among the {self.method} rows' words")
+        if (self.output_rows is None) != (other.output_rows is None):
+            raise ValueError("one set of rows has output rows and the other has none (tied vs untied model?)")
+        if other.input_rows.shape[1:] != self.input_rows.shape[1:]:
+            raise ValueError(f"row width {other.input_rows.shape[1]} differs from {self.input_rows.shape[1]}")
+        input_rows = self.input_rows.clone()
+        output_rows = None if self.output_rows is None else self.output_rows.clone()
+        for i, word in enumerate(other.words):
+            j = self.index(word)
+            input_rows[j] = other.input_rows[i].to(input_rows.dtype)
+            if output_rows is not None:
+                output_rows[j] = other.output_rows[i].to(output_rows.dtype)
+        return NewTokenRows(method=self.method, words=list(self.words), input_rows=input_rows, output_rows=output_rows)
+
+    def row_distance(self, other: NewTokenRows, word: str) -> float:
+        """Euclidean distance between `word`'s input row here and in `other` (how far a re-train moved it)."""
+        return float((self.input_rows[self.index(word)].float() - other.input_rows[other.index(word)].float()).norm())
+
 
 @dataclass
 class Trajectory:

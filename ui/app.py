@@ -10,6 +10,7 @@ from tokdist_core import DEFAULT_MODEL
 
 from . import compare, contexts, distill, export, generate, lens, replay, vocabulary, words
 from . import html as H
+from . import inspect as inspector
 from .figures import method_label
 from .jobs import HEAVY
 from .runtime import MAX_UPLOAD_MB, Runtime, device_label
@@ -36,8 +37,8 @@ EXAMPLES = [
 # The tabs in the order a user thinks: (id, title, module with build/wire), numbered from 0 (the optional
 # vocabulary search comes before the five steps of the method).
 TABS = (("vocabulary", "Find words", vocabulary), ("words", "Words", words), ("contexts", "Contexts", contexts), ("distill", "Distill", distill),
-        ("compare", "Compare", compare), ("replay", "Replay", replay), ("generate", "Generate", generate), ("lens", "Lens", lens),
-        ("export", "Export", export))
+        ("compare", "Compare", compare), ("replay", "Replay", replay), ("generate", "Generate", generate),
+        ("lens", "Lens", lens), ("inspect", "Inspect", inspector), ("export", "Export", export))
 
 EXAMPLE_LABELS = [
     "Schopenhauer, Andorra · quick demo",
@@ -76,7 +77,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
             for number, (key, title, module) in enumerate(TABS, start=0):
                 with gr.Tab(f"{number} · {title}", id=key, elem_id=f"tab-{key}"):
                     built[key] = module.build(rt)
-        v, w, c, d, cmp, rp, g, lz, ex = (built[key] for key, _, _ in TABS)
+        v, w, c, d, cmp, rp, g, lz, ins, ex = (built[key] for key, _, _ in TABS)
         with w.examples_slot:
             gr.Examples(
                 EXAMPLES,
@@ -120,6 +121,7 @@ def build_app(model: str = DEFAULT_MODEL, allow_any_model: bool = False, device:
         replay.wire(rt, rp, state)
         generate.wire(rt, g, state)
         lens.wire(rt, lz, state)
+        inspector.wire(rt, ins, state, tabs)
         export.wire(rt, ex, state)
 
         # ▶ the whole flow in one click (the same handlers, chained; each stops the chain on an error).

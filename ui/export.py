@@ -27,7 +27,7 @@ from .runtime import Runtime, gpu, user_errors
 from .state import SessionState
 
 INTRO = """
-### 8 · Export
+### 9 · Export
 Take the result home. **New rows** are tiny: one vector per word plus a JSON note of which model and words they
 belong to (load them with `tokdist_core.export.load_rows`). The **full model** is a normal Hugging Face folder
 (zipped) with the words already added to the tokenizer. The **Python snippet** redoes this run with the library.

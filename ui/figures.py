@@ -348,6 +348,42 @@ def savings_figure(rows: Sequence[Mapping], corpus_tokens: int) -> go.Figure:
     return fig
 
 
+SET_COLOURS = {"train": "#0d9488", "heldout": "#d97706"}  # teal: learned from; amber: kept aside
+SET_NAMES = {"train": "training snippet", "heldout": "held-out snippet"}
+
+
+def snippet_loss_figure(entries: Sequence[Mapping], means: Mapping[str, float | None], word: str,
+                        method: str) -> go.Figure:
+    """One bar per snippet (entries in the order shown: worst first), coloured by set, with the two
+    position-weighted averages as dashed lines. Entry keys: id, set, loss, positions, preview."""
+    if not entries:
+        return empty_figure("Press 'Inspect snippets': one bar per snippet appears here.")
+    order = [e["id"] for e in entries]
+    fig = go.Figure()
+    for part in ("train", "heldout"):
+        mine = [e for e in entries if e["set"] == part]
+        if not mine:
+            continue
+        fig.add_trace(go.Bar(
+            x=[e["id"] for e in mine], y=[e["loss"] for e in mine], name=f"{SET_NAMES[part]}s",
+            marker={"color": SET_COLOURS[part]},
+            customdata=[[e["positions"], e["preview"]] for e in mine],
+            hovertemplate="%{x}: loss %{y:.4g} over %{customdata[0]} positions<br>%{customdata[1]}<extra></extra>",
+        ))
+    for part, label in (("train", "training average"), ("heldout", "held-out average")):
+        value = means.get(part)
+        if value is not None:
+            fig.add_hline(y=value, line={"color": SET_COLOURS[part], "dash": "dash", "width": 2},
+                          annotation_text=f"{label} {value:.4g}", annotation_position="top right",
+                          annotation_font={"color": SET_COLOURS[part], "size": 12})
+    fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45 if len(order) > 12 else 0)
+    fig.update_yaxes(rangemode="tozero")
+    fig = _layout(fig, f"Loss per snippet of {word.strip()!r} with {method_label(method)}, worst first",
+                  "snippet (worst on the left)", "loss (lower is better)", height=380)
+    fig.update_layout(bargap=0.25, legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
+    return fig
+
+
 def _min_cos(curves: Mapping[str, Sequence[Mapping]]) -> float:
     return min((r["cosine"] for rows in curves.values() for r in rows), default=0.0)
 

@@ -31,6 +31,10 @@ class SessionState:
     train_config: dict[str, Any] = field(default_factory=dict)  # everything that produced `rows`
     metrics: dict[str, dict[str, dict]] | None = None  # method -> word -> metrics (held-out)
     cancelled: str | None = None
+    # Inspect tab: words whose training snippets changed after their rows were trained (word -> what changed),
+    # and what each word's last re-train alone did. A new run or new contexts make both moot.
+    stale_words: dict[str, str] = field(default_factory=dict)
+    retrained: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Not a dataclass field: Gradio serializes the initial state with dataclasses.asdict, and a job
@@ -60,6 +64,7 @@ class SessionState:
         self.rows, self.histories, self.seconds, self.train_config = {}, {}, {}, {}
         self.trajectories = {}
         self.metrics, self.cancelled = None, None
+        self.stale_words, self.retrained = {}, {}
 
     # -- guards with messages that tell the user what to do next --------------------------------------
     def require_idle(self, action: str) -> None:
