@@ -62,7 +62,7 @@ def test_discover_returns_the_library_ranking_and_sending_fills_the_words_box(se
     # The new endpoints join the others, whose names stay as they were.
     endpoints = set(c.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/discover", "/send_words", "/split", "/contexts", "/distill", "/stop", "/compare",
-                         "/trajectory", "/generate", "/lens", "/export"}
+                         "/trajectory", "/generate", "/lens", "/inspect", "/add_snippet", "/retrain_word", "/export"}
     summary, table, figure, caption, ticked, command, details = discover(c, *BUNDLED)
     rows = details["candidates"]
     assert len(rows) == 30 and [r["rank"] for r in rows] == list(range(1, 31))
