@@ -124,7 +124,7 @@ def inspect_word(lm: LoadedModel, rows: Sequence[NewTokenRows], word: str, train
         # The trainer's own code path: the teacher cache with its prefix keys/values, one word.
         cache = TeacherCache(lm, train, [word], config.target_layer, with_final=False,
                              mixed_precision=config.mixed_precision)
-        trainer = DistillationTrainer(lm, [word], replace(config, losses=("distill",)), cache)
+        trainer = DistillationTrainer(lm, [word], replace(config, losses=("hidden_mse",)), cache)
         where = {id(s): i for i, s in enumerate(train)}
         order = [where[id(it.snippet)] for it in cache.items]
         for r in chosen:
