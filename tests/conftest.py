@@ -131,12 +131,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@contextlib.contextmanager
-def browser_page(url: str):
-    """A headless Chromium page (1360x900, light) on `url`, loaded; skips when Chromium or Playwright is missing."""
+def skip_without_chromium() -> None:
+    """Skip before any model loads when the browser or Playwright is missing."""
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
+
+
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A headless Chromium page (1360x900, light) on `url`, loaded; skips when Chromium or Playwright is missing."""
+    skip_without_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -150,3 +155,45 @@ def browser_page(url: str):
         finally:
             context.close()
             browser.close()
+
+
+@contextlib.contextmanager
+def app_page():
+    """The real app on the bundled model, opened in headless Chromium (skips before loading when Chromium is missing)."""
+    skip_without_chromium()
+    with launched_app(bundled_runtime()) as url, browser_page(url) as page:
+        yield page
+
+
+# Screenshots are for a person to open and look at; $TOKDIST_SHOTS moves them.
+SHOTS = Path(os.environ.get("TOKDIST_SHOTS", "/tmp/shots"))
+
+
+def shot(page, name: str) -> Path:
+    """A full-page screenshot SHOTS/name.png (name may hold a folder), after plots finish their transition."""
+    path = SHOTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@contextlib.contextmanager
+def shot_on_failure(page, name: str):
+    """Save what the page showed when a step failed or timed out, then re-raise."""
+    try:
+        yield
+    except Exception:
+        shot(page, name)
+        raise
+
+
+def open_tab(page, label: str) -> None:
+    page.get_by_role("tab", name=label).click()
+    page.wait_for_timeout(300)
+
+
+def close_toasts(page) -> None:
+    for button in page.locator(".toast-close").all():
+        if button.is_visible():
+            button.click()

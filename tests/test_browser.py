@@ -1,65 +1,40 @@
 """Click through the real page in headless Chromium (Debian's `chromium`, driven by Playwright).
 
-Saves a screenshot of every tab into screenshots/ (gitignored) so a person can look at them.
+Saves a screenshot of every tab into $TOKDIST_SHOTS/tour (default /tmp/shots/tour) for a person to look at.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from conftest import CHROMIUM, browser_page, bundled_runtime, launched_app  # noqa: E402
+from conftest import SHOTS, app_page, close_toasts, open_tab, shot_on_failure  # noqa: E402
+from conftest import shot as save_shot  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 STEP_TIMEOUT_MS = 240_000  # one training step on a busy 2-core machine can take a while
 
 
 @pytest.fixture(scope="module")
-def url():
-    if not Path(CHROMIUM).is_file():  # before loading the model
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
-    with launched_app(bundled_runtime()) as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
-def page(url):
-    SHOTS.mkdir(exist_ok=True)
-    with browser_page(url) as pg:
+def page():
+    with app_page() as pg:
         open_tab(pg, "1 · Words")  # the page opens on tab 0 (Find words)
         pg.locator("#split-btn").wait_for()
         yield pg
 
 
 def shot(page, name: str) -> None:
-    page.wait_for_timeout(400)  # let plots finish their transition
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def open_tab(page, label: str) -> None:
-    page.get_by_role("tab", name=label).click()
-    page.wait_for_timeout(300)
-
-
-def close_toasts(page) -> None:
-    for button in page.locator(".toast-close").all():
-        if button.is_visible():
-            button.click()
+    save_shot(page, f"tour/{name}")
 
 
 def test_click_through_every_tab(page):
-    try:
+    with shot_on_failure(page, "tour/99-failure"):
         click_through(page)
-    except Exception:
-        shot(page, "99-failure")  # what the page showed when a step timed out
-        raise
 
 
 def click_through(page) -> None:
@@ -116,7 +91,7 @@ def click_through(page) -> None:
     shot(page, "06-lens")
     page.locator("#attention-plot").scroll_into_view_if_needed()
     page.wait_for_timeout(400)
-    page.locator("#attention-plot").screenshot(path=str(SHOTS / "06-lens-attention.png"))
+    page.locator("#attention-plot").screenshot(path=str(SHOTS / "tour" / "06-lens-attention.png"))
 
     open_tab(page, "9 · Export")
     page.locator("#export-btn").click()

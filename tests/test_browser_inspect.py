@@ -6,45 +6,29 @@ Screenshots go to $TOKDIST_SHOTS/inspect (default /tmp/shots/inspect) for a pers
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, close_toasts, open_tab  # noqa: E402
+from conftest import app_page, close_toasts, open_tab, shot_on_failure  # noqa: E402
+from conftest import shot as save_shot  # noqa: E402
+from test_browser import STEP_TIMEOUT_MS  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path(os.environ.get("TOKDIST_SHOTS", "/tmp/shots")) / "inspect"
-STEP_TIMEOUT_MS = 240_000  # a training run on a busy 2-core machine
 NEW_TEXT = "In the seminar we read Schopenhauer on will and representation, and argued about it for hours."
 
 
 @pytest.fixture(scope="module")
 def page():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api")
-    from conftest import bundled_runtime, launched_app
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with launched_app(bundled_runtime()) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        pg.goto(url, wait_until="load")
+    with app_page() as pg:
         pg.locator("#discover-btn").wait_for()
         yield pg
-        context.close()
-        browser.close()
 
 
 def shot(page, name: str) -> None:
-    page.wait_for_timeout(600)  # let plots finish their transition
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    save_shot(page, f"inspect/{name}")
 
 
 def set_number(page, elem: str, value: str) -> None:
@@ -62,11 +46,8 @@ def table_rows(page):
 
 
 def test_inspect_tab_shows_losses_adds_a_snippet_and_retrains(page):
-    try:
+    with shot_on_failure(page, "inspect/inspect-99-failure"):
         inspect_flow(page)
-    except Exception:
-        shot(page, "inspect-99-failure")
-        raise
 
 
 def inspect_flow(page) -> None:

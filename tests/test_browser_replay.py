@@ -1,6 +1,6 @@
 """The Replay tab in headless Chromium: after a quick run, the path, the slider and ▶ Play move the markers.
 
-Saves screenshots into screenshots/ (gitignored): replay-final, replay-paused, replay-step0,
+Saves screenshots into $TOKDIST_SHOTS/replay (default /tmp/shots/replay): replay-final, replay-paused, replay-step0,
 replay-whole-map.
 """
 
@@ -15,7 +15,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 pytestmark = pytest.mark.browser
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, STEP_TIMEOUT_MS, open_tab, shot  # noqa: E402
+from conftest import app_page, open_tab, shot_on_failure  # noqa: E402
+from conftest import shot as save_shot  # noqa: E402
+from test_browser import STEP_TIMEOUT_MS  # noqa: E402
 
 PLOT = "#replay-plot .js-plotly-plot"
 # The figure's state in the page: the slider position, and tokdist's moving marker vs its path's ends.
@@ -32,24 +34,12 @@ STATE_JS = """() => {
 
 @pytest.fixture(scope="module")
 def page():
-    from pathlib import Path
-
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api")
-    from conftest import bundled_runtime, launched_app
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(exist_ok=True)
-    with launched_app(bundled_runtime()) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="light")
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        pg.goto(url, wait_until="load")
+    with app_page() as pg:
         yield pg
-        context.close()
-        browser.close()
+
+
+def shot(page, name: str) -> None:
+    save_shot(page, f"replay/{name}")
 
 
 def state(page) -> dict:
@@ -57,11 +47,8 @@ def state(page) -> dict:
 
 
 def test_replay_tab_shows_the_path_and_the_slider_and_play_move_it(page):
-    try:
+    with shot_on_failure(page, "replay/replay-99-failure"):
         replay_after_a_quick_run(page)
-    except Exception:
-        shot(page, "replay-99-failure")
-        raise
 
 
 def replay_after_a_quick_run(page) -> None:

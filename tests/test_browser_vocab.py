@@ -6,33 +6,23 @@ Screenshots go to $TOKDIST_SHOTS (default /tmp/shots/) for a person to look at.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from test_browser import close_toasts  # noqa: E402
+from conftest import app_page, close_toasts, shot  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path(os.environ.get("TOKDIST_SHOTS", "/tmp/shots"))
 SEARCH_TIMEOUT_MS = 120_000  # counting the bundled corpus on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
 def page():
-    from conftest import browser_page, bundled_runtime, launched_app
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with launched_app(bundled_runtime()) as url, browser_page(url) as pg:
+    with app_page() as pg:
         pg.locator("#discover-btn").wait_for()  # the first tab is open on arrival
         yield pg
-
-
-def shot(page, name: str) -> None:
-    page.wait_for_timeout(500)  # let plots finish their transition
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_find_words_tab_lists_candidates_and_sends_them_to_the_words_box(page):
