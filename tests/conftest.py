@@ -82,6 +82,32 @@ def snippets_for(tokenizer, word: str, texts=TEXTS) -> list[Snippet]:
     return out
 
 
+ZUGSPITZE_TEXTS = [
+    "The Zugspitze is the highest peak of the Wetterstein range, and the Zugspitze draws many climbers.",
+    "From the Zugspitze you can see four countries on a clear day in early autumn.",
+    "A cable car climbs the Zugspitze from the Eibsee lake below it in ten minutes.",
+    "In winter the Zugspitze glacier is a ski area with lifts and a small restaurant.",
+    "Weather on the Zugspitze changes fast, so hikers carry warm clothes all year round.",
+]
+THREE_WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
+
+
+def three_words(tokenizer, words=THREE_WORDS):
+    """Splits and snippets of three words (3, 3 and 5 snippets): uneven, so batches differ per word."""
+    splits = [check_new_word(tokenizer, w) for w in words]
+    snippets = [s for w in words for s in snippets_for(tokenizer, w, TEXTS + ZUGSPITZE_TEXTS)]
+    return splits, snippets
+
+
+def subword_init(lm, splits):
+    """The rows training starts from: each word's subword mean."""
+    from tokdist_core.methods import subword_rows
+    from tokdist_core.methods.base import MethodContext
+    from tokdist_core.training import DistillationConfig
+
+    return subword_rows(MethodContext(lm=lm, splits=splits, train_snippets=[], config=DistillationConfig()))
+
+
 @pytest.fixture
 def two_words(tokenizer):
     words = [" Krankenwagen", " Schadenfreude"]
@@ -89,6 +115,19 @@ def two_words(tokenizer):
     snippets = [s for w in words for s in snippets_for(tokenizer, w)]
     assert len(snippets) == 6
     return splits, snippets
+
+
+def wait_for_steps(job, method: str, steps: int, timeout: float = 120) -> None:
+    """Block until a submitted /distill job reports `steps` steps of `method` (so a stop lands mid-run)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outs = job.outputs()
+        if outs and outs[-1][3]["steps"].get(method, 0) >= steps:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"training produced no {steps} steps of {method} within {timeout:.0f} s")
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 torch = pytest.importorskip("torch")
 gradio_client = pytest.importorskip("gradio_client")
-from conftest import bundled_runtime, free_port, launched_app  # noqa: E402
+from conftest import bundled_runtime, free_port, launched_app, wait_for_steps  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -216,14 +215,7 @@ def test_stop_keeps_finished_methods_and_the_session_stays_usable(app):
     c.predict(*TINY_CONTEXTS, api_name="/contexts")
     # batch 1 x 50 epochs = 200 steps: long enough to stop in the middle.
     job = c.submit(["subword_mean", "tokdist"], 50, 0.01, 1, -1, "ntp", 0, api_name="/distill")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        outs = job.outputs()
-        if outs and outs[-1][3]["steps"].get("tokdist", 0) >= 2:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("training produced no steps within 2 minutes")
+    wait_for_steps(job, "tokdist", 2)
     assert "Stopping" in c.predict(api_name="/stop")
     status, progress, plot, details = job.result(timeout=120)
     assert details["cancelled"] and "tokdist" in details["cancelled"]

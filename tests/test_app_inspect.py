@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("gradio_client")
-from conftest import bundled_runtime, launched_app  # noqa: E402
+from conftest import bundled_runtime, launched_app, wait_for_steps  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -95,10 +96,19 @@ def test_inspect_add_a_snippet_and_retrain_one_word(app, tmp_path):
     assert retrained["hidden_mse_after"]["subword_mean"] == pytest.approx(retrained["hidden_mse_before"]["subword_mean"],
                                                                           rel=1e-5)
     rows_after = exported_rows(c, rt, tmp_path, "after")
+    code = c.predict("tokdist", False, api_name="/export")[2]
+    assert repr((WORD, None, NEW_TEXT)) in code and "heldout_per_token=2" in code and "Not in these rows" not in code
     i, j = rows_after.index(WORD), rows_after.index(OTHER)
     assert (rows_after.input_rows[i] - rows_before.input_rows[i]).abs().max() > 1e-5
     assert torch.equal(rows_after.input_rows[j], rows_before.input_rows[j])  # the other word is untouched
-    new_metrics = c.predict(None, 3, api_name="/compare")[-1]["metrics"]
+    compare_after = c.predict(None, 3, api_name="/compare")[-1]
+    new_metrics = compare_after["metrics"]
+    # The Replay and the loss curves show the re-training the word's rows now come from: 5 snippets, 1 step.
+    replay = c.predict(WORD, api_name="/trajectory")[2]
+    star = next((p["x"], p["y"]) for p in compare_after["pca"] if p["kind"] == "new row" and p["label"] == "tokdist")
+    path = replay["paths"]["tokdist"]
+    assert (path["x"][-1], path["y"][-1]) == pytest.approx(star, rel=1e-5, abs=1e-6)
+    assert replay["losses"]["tokdist"] == [[1, pytest.approx(retrained["final_loss"]["tokdist"])]]
     assert new_metrics["tokdist"][OTHER] == metrics["tokdist"][OTHER]
     assert new_metrics["tokdist"][WORD]["hidden_mse"] == retrained["hidden_mse_after"]["tokdist"]
     details = inspect(c)[3]
@@ -109,6 +119,23 @@ def test_inspect_add_a_snippet_and_retrain_one_word(app, tmp_path):
     replaced = c.predict(WORD, "Students of Schopenhauer often start with his essays, which are short.", "train 2",
                          api_name="/add_snippet")[1]
     assert replaced["train_snippets"] == 5 and replaced["action"] == "replaced"
+
+    code_later = c.predict("tokdist", False, api_name="/export")[2]
+    assert "# Not in these rows: 1 snippet(s) of 'Schopenhauer' written after it was last trained." in code_later
+    assert code_later.count(NEW_TEXT) == 1  # the trained edit is still replayed; the later one is only named
+
+    # The exported script redoes this session: the same mining, the snippet written here, the same row.
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    (tmp_path / "again").mkdir()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "again", capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = tmp_path / "again" / "tokdist-model"
+    new_id = AutoTokenizer.from_pretrained(saved).convert_tokens_to_ids(WORD)
+    again = load_file(str(saved / "model.safetensors"))["model.embed_tokens.weight"][new_id]
+    torch.testing.assert_close(again, rows_after.input_rows[i], rtol=1e-4, atol=1e-5)
 
     # Bad inputs: a clear message, and the snippets stay as they were.
     def fails(match: str, *args, api_name: str):
@@ -144,14 +171,7 @@ def test_snippets_cannot_change_while_the_session_trains(app):
     c.predict(*TINY_CONTEXTS, api_name="/contexts")
     c.predict(["tokdist"], 1, 0.01, 8, -1, "ntp", 0, api_name="/distill")
     job = c.submit(["tokdist"], 50, 0.01, 1, -1, "ntp", 0, api_name="/distill")  # 200 steps: stopped below
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        outs = job.outputs()
-        if outs and outs[-1][3]["steps"].get("tokdist", 0) >= 1:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("training produced no steps within 2 minutes")
+    wait_for_steps(job, "tokdist", 1)
     try:
         with pytest.raises(AppError, match="Cannot re-train a word while a training run is running"):
             c.predict(WORD, api_name="/retrain_word")

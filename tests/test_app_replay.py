@@ -14,7 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("gradio_client")
-from conftest import bundled_runtime, launched_app  # noqa: E402
+from conftest import bundled_runtime, launched_app, wait_for_steps  # noqa: E402
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -89,3 +89,13 @@ def test_trajectory_refuses_what_it_cannot_show_and_the_session_stays_usable(url
         c.predict("Andorra", api_name="/trajectory")
     plot, summary, details = c.predict(None, api_name="/trajectory")  # None: the first trained word
     assert details["word"] == " Schopenhauer" and details["paths"]["tokdist"]["steps"] == [0, 1]
+
+
+def test_a_replay_asked_for_during_a_run_waits_for_it_and_shows_that_runs_path(url):
+    c = ready_session(url, ["tokdist"])  # a first run: 6 steps
+    run = c.submit(["tokdist"], 5, 0.01, 2, -1, "ntp", 0, api_name="/distill")  # a second one: 10 steps
+    wait_for_steps(run, "tokdist", 1)
+    # The session is busy with the run: a view waits behind it (it used to be refused), then shows the new run.
+    plot, summary, details = c.predict(None, api_name="/trajectory")
+    assert run.result(timeout=60)[3]["finished"] == ["tokdist"]
+    assert details["paths"]["tokdist"]["steps"] == list(range(11)) and "after 10 steps" in summary

@@ -8,11 +8,9 @@ import threading
 import pytest
 import torch
 
-from tests.conftest import make_tiny
+from tests.conftest import make_tiny, subword_init
 from tokdist_core.api import TokenDistillation
 from tokdist_core.forward import cpu_has_fast_bf16, decoder_forward, embed_ids, output_logits
-from tokdist_core.methods import subword_rows
-from tokdist_core.methods.base import MethodContext
 from tokdist_core.snippet import Snippet
 from tokdist_core.training import (
     DistillationCancelled,
@@ -22,10 +20,6 @@ from tokdist_core.training import (
     fit_output_rows,
 )
 from tokdist_core.training.batching import length_groups, student_batch
-
-
-def _init(lm, splits):
-    return subword_rows(MethodContext(lm=lm, splits=splits, train_snippets=[], config=DistillationConfig()))
 
 
 def _reference_mse(lm, snippet: Snippet, row: torch.Tensor, layer: int) -> float:
@@ -47,7 +41,7 @@ def test_cached_student_loss_equals_full_forward(tiny_any, two_words, layer):
     splits, snippets = two_words
     words = [s.word for s in splits]
     cache = TeacherCache(lm, snippets, words, layer, with_final=False, batch_size=4)
-    init = _init(lm, splits)
+    init = subword_init(lm, splits)
     trainer = DistillationTrainer(lm, words, DistillationConfig(target_layer=layer), cache)
     hf_layer = layer if layer >= 0 else lm.num_layers
     expected = [_reference_mse(lm, item.snippet, init[item.word_index], hf_layer) for item in cache.items]
@@ -98,7 +92,7 @@ def test_training_lowers_loss_and_leaves_model_bit_identical(tiny_any, two_words
     output_rows = None if lm.tied else torch.zeros(len(words), lm.hidden_size)
     trainer = DistillationTrainer(lm, words, config, cache, output_rows=output_rows)
     steps = []
-    result = trainer.train(_init(lm, splits), callback=steps.append)
+    result = trainer.train(subword_init(lm, splits), callback=steps.append)
     assert len(steps) == steps[0].total_steps == 15  # 3 snippets per word, 4 per word per step
     assert set(steps[-1].word_losses) == set(words)
     assert steps[-1].loss < steps[0].loss
@@ -120,7 +114,7 @@ def test_length_split_batches_give_the_same_rows(tiny, two_words, monkeypatch):
         monkeypatch.setitem(batching.SPLIT_MIN_SAVED_TOKENS, "cpu", threshold)
         trainer = DistillationTrainer(tiny, words, config, cache)
         steps = []
-        result = trainer.train(_init(tiny, splits), callback=steps.append)
+        result = trainer.train(subword_init(tiny, splits), callback=steps.append)
         return result, steps
 
     whole, whole_steps = train(10**9)
@@ -149,7 +143,7 @@ def test_cancel_stops_between_steps(tiny, two_words):
             cancel.set()
 
     with pytest.raises(DistillationCancelled, match="3 of 100"):
-        trainer.train(_init(tiny, splits), callback=on_step, cancel=cancel)
+        trainer.train(subword_init(tiny, splits), callback=on_step, cancel=cancel)
     assert seen == [1, 2, 3]
 
 
@@ -298,7 +292,7 @@ def test_evaluator_and_trainer_agree_on_hidden_mse(tiny_any, two_words):
     words = [s.word for s in splits]
     snippet = snippets[0]
     cache = TeacherCache(lm, [snippet], words, -1, with_final=False)
-    init = _init(lm, splits)
+    init = subword_init(lm, splits)
     trainer = DistillationTrainer(lm, words, DistillationConfig(), cache)
     [loss] = trainer.snippet_losses(init)
     report = heldout_metrics(lm, [NewTokenRows("subword_mean", words, init)], [snippet])
@@ -312,7 +306,7 @@ def test_native_grouped_query_attention_gives_the_same_loss(tiny_any, two_words,
     words = [s.word for s in splits]
     cache = TeacherCache(lm, snippets, words, -1, with_final=False)
     trainer = DistillationTrainer(lm, words, DistillationConfig(), cache)
-    init = _init(lm, splits)
+    init = subword_init(lm, splits)
     losses = []
     for flag in ("0", "1"):
         monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", flag)
@@ -343,7 +337,7 @@ def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words,
     assert cache.items[0].kv.values.dtype == torch.bfloat16  # the teacher really ran in bf16 (keys are fp32 after RoPE)
     assert cache.items[0].targets.dtype == torch.float32
     trainer = DistillationTrainer(lm, words, config, cache)
-    init = _init(lm, splits)
+    init = subword_init(lm, splits)
     for item, got in zip(cache.items, trainer.snippet_losses(init)):  # under the config's bf16 autocast
         with torch.no_grad():
             expected = _reference_mse(lm, item.snippet, init[item.word_index], lm.num_layers)

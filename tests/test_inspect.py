@@ -5,20 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import TEXTS, make_tiny, snippets_for
+from tests.conftest import TEXTS, ZUGSPITZE_TEXTS, make_tiny, snippets_for
 from tokdist_core.api import TokenDistillation
+from tokdist_core.contexts import WordContexts
 from tokdist_core.evaluate import heldout_metrics, heldout_snippet_losses
-from tokdist_core.inspection import MAX_USER_SNIPPET_CHARS
+from tokdist_core.inspection import MAX_USER_SNIPPET_CHARS, apply_snippet_edits, with_word_history
 from tokdist_core.rows import NewTokenRows
 from tokdist_core.training import DistillationConfig
 from tokdist_core.vocab import check_new_word
 
-MORE = [
-    "The Zugspitze is the highest peak of the Wetterstein range, and the Zugspitze draws many climbers.",
-    "From the Zugspitze you can see four countries on a clear day in early autumn.",
-    "A cable car climbs the Zugspitze from the Eibsee lake below it in ten minutes.",
-    "In winter the Zugspitze glacier is a ski area with lifts and a small restaurant.",
-]
+MORE = ZUGSPITZE_TEXTS[:4]
 WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
 METHODS = ["subword_mean", "tokdist", "tokdist_antp"]
 CONFIG = DistillationConfig(epochs=2, batch_size=2, learning_rate=5e-2)
@@ -182,6 +178,36 @@ def test_adding_a_snippet_and_retraining_changes_only_that_words_rows(tiny, toke
     assert torch.equal(tiny.model.get_input_embeddings().weight, before_weights)
 
 
+def test_a_retrained_words_loss_curve_replaces_its_curve_in_the_runs_history(tiny, tokenizer):
+    td = TokenDistillation(tiny)
+    splits, train, _ = _split_sets(tokenizer)
+    together = td.train(splits, train, ["tokdist"], CONFIG).histories["tokdist"]
+    word = " Zugspitze"  # 3 training snippets (2 batches per epoch) where the others have 2 (1 batch)
+    mine = [s for s in train if s.word == word]
+
+    def curve(history, w):
+        return {r.step: r.word_losses[w] for r in history if w in r.word_losses}
+
+    # Re-trained alone on the same snippets, the word has the same loss at the same steps (words are independent).
+    same = td.retrain_word(splits[2], mine, ["tokdist"], CONFIG).histories["tokdist"]
+    merged = with_word_history(together, same, word)
+    assert [r.step for r in merged] == [r.step for r in together]
+    for w in WORDS:
+        assert curve(merged, w) == pytest.approx(curve(together, w), rel=1e-4, abs=1e-6), w
+    # With two snippets more it trains for more steps: its curve is the new one, the others' stay bit-identical.
+    grown = mine + [td.snippet_from_text(word, text) for text in (
+        "We took the train to the Zugspitze and walked down in the rain.",
+        "Her first climb of the Zugspitze took eleven hours and a lot of chocolate.")]
+    longer = td.retrain_word(splits[2], grown, ["tokdist"], CONFIG).histories["tokdist"]
+    merged = with_word_history(together, longer, word)
+    assert curve(merged, word) == curve(longer, word) and max(curve(longer, word)) > max(curve(together, word))
+    for w in WORDS[:2]:
+        assert curve(merged, w) == curve(together, w)
+    for record in merged:
+        assert record.loss == pytest.approx(sum(record.word_losses.values()) / len(record.word_losses))
+    assert [r.step for r in merged] == sorted({r.step for r in together} | {r.step for r in longer})
+
+
 def test_with_word_rows_refuses_rows_that_do_not_fit():
     rows = NewTokenRows("tokdist", [" a", " b"], torch.zeros(2, 4))
     with pytest.raises(ValueError, match="cannot replace rows of"):
@@ -194,3 +220,28 @@ def test_with_word_rows_refuses_rows_that_do_not_fit():
         rows.with_word_rows(NewTokenRows("tokdist", [" a"], torch.ones(1, 5)))
     merged = rows.with_word_rows(NewTokenRows("tokdist", [" b"], torch.ones(1, 4)))
     assert merged.input_rows.tolist() == [[0.0] * 4, [1.0] * 4] and rows.input_rows.sum() == 0
+
+
+def test_snippet_edits_are_replayed_in_order_and_bad_ones_are_refused(tiny, tokenizer):
+    td = TokenDistillation(tiny)
+    splits, train, heldout = _split_sets(tokenizer)
+    word = " Zugspitze"
+    mine = [s for s in train if s.word == word]
+    contexts = {s.word: WordContexts(s.word, [t for t in train if t.word == s.word],
+                                     [h for h in heldout if h.word == s.word], {"test": 4 if s.word == word else 3})
+                for s in splits}
+    added = "We took the train to the Zugspitze and walked down in the rain."
+    replaced = "Her first climb of the Zugspitze took eleven hours and a lot of chocolate."
+    out = apply_snippet_edits(tokenizer, contexts, splits, [("Zugspitze", None, added), (word, 0, replaced)])
+    got = out[word].train
+    assert [td.lm.tokenizer.decode(s.token_ids) for s in (got[0], got[-1])] == [replaced, added]
+    assert got[1:-1] == mine[1:] and out[word].heldout == contexts[word].heldout
+    assert out[word].sources == {"test": 3, "user": 2}
+    assert contexts[word].train == mine and out[" Krankenwagen"] is contexts[" Krankenwagen"]  # nothing else changed
+    for edits, message in (([("Kant", None, added)], "not one of the new words"),
+                           ([(word, 3, added)], "has 3 training snippets"),
+                           ([(word, True, added)], "does not name one"),
+                           ([(word, None, "No mountain here at all, just a sentence.")], "snippet edit 1"),
+                           ([(word, None)], "expected \\(word, index or None, text\\)")):
+        with pytest.raises(ValueError, match=message):
+            apply_snippet_edits(tokenizer, contexts, splits, edits)

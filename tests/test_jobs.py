@@ -117,3 +117,19 @@ def test_work_errors_reach_the_request_and_free_the_session():
     with pytest.raises(ValueError, match="bad settings"):
         drain(line.run(session, "a job", broken))
     assert session.job is None and not line.busy()
+
+
+def test_a_view_waits_behind_its_sessions_run_and_the_run_after_it_but_one_view_at_a_time():
+    line, session = JobLine(max_waiting=3, max_seconds=10), SessionState()
+    run = line.run(session, "a training run", sleeper(0.5))
+    next(run)  # the session's run holds the slot
+    # The view's work runs once the run has ended, so the session's job slot is free by then.
+    view = line.run(session, "the replay", lambda job: "drawn" if session.job is None else "too early", view=True)
+    assert isinstance(next(view), Waiting) and session.view_job.label == "the replay"
+    with pytest.raises(gr.Error, match="still busy with the replay"):  # a second view of the same session
+        next(line.run(session, "the lens", lambda job: None, view=True))
+    with pytest.raises(gr.Error, match="still busy with a training run"):  # the job slot is still one
+        next(line.run(session, "another run", lambda job: None))
+    assert drain(run)[1] == "done"
+    assert drain(view)[1] == "drawn"
+    assert session.job is None and session.view_job is None and not line.busy()

@@ -7,29 +7,14 @@ import threading
 import pytest
 import torch
 
-from tests.conftest import TEXTS, snippets_for
+from tests.conftest import THREE_WORDS, three_words
 from tokdist_core.api import TokenDistillation
 from tokdist_core.cancel import Cancelled
 from tokdist_core.scale import GB, CheckpointStore, ScaleError, plan_chunks, train_in_chunks
 from tokdist_core.training import DistillationConfig
-from tokdist_core.vocab import check_new_word
 
-MORE = [
-    "The Zugspitze is the highest peak of the Wetterstein range, and the Zugspitze draws many climbers.",
-    "From the Zugspitze you can see four countries on a clear day in early autumn.",
-    "A cable car climbs the Zugspitze from the Eibsee lake below it in ten minutes.",
-    "In winter the Zugspitze glacier is a ski area with lifts and a small restaurant.",
-    "Weather on the Zugspitze changes fast, so hikers carry warm clothes all year round.",
-]
-WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
 METHODS = ["random", "subword_mean", "tokdist", "ntp", "tokdist_antp"]
 CONFIG = DistillationConfig(epochs=3, batch_size=2, learning_rate=5e-2)
-
-
-def _words(tokenizer, words=WORDS):
-    splits = [check_new_word(tokenizer, w) for w in words]
-    snippets = [s for w in words for s in snippets_for(tokenizer, w, TEXTS + MORE)]
-    return splits, snippets
 
 
 def _rows(td, splits, snippets, methods=METHODS):
@@ -51,8 +36,8 @@ def test_a_words_rows_do_not_depend_on_the_words_beside_it(tokenizer, kind):
     from tests.conftest import make_tiny
 
     td = TokenDistillation(make_tiny(tokenizer, kind))
-    splits, snippets = _words(tokenizer)
-    counts = {w: sum(s.word == w for s in snippets) for w in WORDS}
+    splits, snippets = three_words(tokenizer)
+    counts = {w: sum(s.word == w for s in snippets) for w in THREE_WORDS}
     assert sorted(counts.values()) == [3, 3, 5]  # different counts: different numbers of steps per word
     together = _rows(td, splits, snippets)
     for split in splits:
@@ -65,16 +50,16 @@ def test_a_words_rows_do_not_depend_on_the_words_beside_it(tokenizer, kind):
 
 def test_chunked_and_resumed_runs_give_the_rows_of_one_run(tiny, tokenizer, tmp_path):
     td = TokenDistillation(tiny)
-    splits, snippets = _words(tokenizer)
+    splits, snippets = three_words(tokenizer)
     methods = ["subword_mean", "tokdist"]
     whole = _rows(td, splits, snippets, methods)
     # A budget that holds one word's teacher cache at a time: three chunks.
     from tokdist_core.estimate import teacher_cache_bytes
 
-    largest = max(teacher_cache_bytes(tiny, [s for s in snippets if s.word == w], False) for w in WORDS)
+    largest = max(teacher_cache_bytes(tiny, [s for s in snippets if s.word == w], False) for w in THREE_WORDS)
     assert len(plan_chunks(tiny, splits, snippets, largest, False)) == 3
     chunked = train_in_chunks(td, splits, snippets, methods, CONFIG, budget_bytes=largest)
-    _assert_same_rows(whole, chunked, WORDS)
+    _assert_same_rows(whole, chunked, THREE_WORDS)
 
     # Interrupted after the first chunk: its rows are on disk; the resumed run trains only the rest.
     fingerprint = {"model": tiny.name, "config": CONFIG.to_dict(), "methods": methods}
@@ -97,15 +82,15 @@ def test_chunked_and_resumed_runs_give_the_rows_of_one_run(tiny, tokenizer, tmp_
                               store=CheckpointStore(tmp_path / "checkpoints", fingerprint, resume=True),
                               progress=lambda d, t: resumed_progress.append(d))
     assert resumed_progress == [1, 2, 3]  # the first word came from its checkpoint
-    _assert_same_rows(whole, resumed, WORDS)
-    assert [resumed[m].words for m in methods] == [WORDS, WORDS]
+    _assert_same_rows(whole, resumed, THREE_WORDS)
+    assert [resumed[m].words for m in methods] == [THREE_WORDS, THREE_WORDS]
 
     with pytest.raises(ScaleError, match="other settings .*config"):
         CheckpointStore(tmp_path / "checkpoints", {**fingerprint, "config": {**CONFIG.to_dict(), "epochs": 9}}, resume=True)
 
 
 def test_a_budget_too_small_for_one_snippet_is_refused_before_work(tiny, tokenizer):
-    splits, snippets = _words(tokenizer)
+    splits, snippets = three_words(tokenizer)
     with pytest.raises(ScaleError, match="too small for one snippet"):
         plan_chunks(tiny, splits, snippets, 1000, False)
     with pytest.raises(ScaleError, match="positive"):

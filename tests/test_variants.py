@@ -10,11 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tests.conftest import TEXTS, make_tiny, snippets_for
+from tests.conftest import make_tiny, subword_init, three_words
 from tokdist_core.api import TokenDistillation
 from tokdist_core.export import reproduce_snippet
-from tokdist_core.methods import REGISTRY, subword_rows
-from tokdist_core.methods.base import MethodContext
+from tokdist_core.methods import REGISTRY
 from tokdist_core.training import (
     INITS,
     DistillationConfig,
@@ -22,20 +21,6 @@ from tokdist_core.training import (
     TeacherCache,
     lr_factor,
 )
-from tokdist_core.vocab import check_new_word
-
-MORE = [
-    "The Zugspitze is the highest peak of the Wetterstein range, and the Zugspitze draws many climbers.",
-    "From the Zugspitze you can see four countries on a clear day in early autumn.",
-    "A cable car climbs the Zugspitze from the Eibsee lake below it in ten minutes.",
-    "In winter the Zugspitze glacier is a ski area with lifts and a small restaurant.",
-    "Weather on the Zugspitze changes fast, so hikers carry warm clothes all year round.",
-]
-WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
-
-
-def _init(lm, splits):
-    return subword_rows(MethodContext(lm=lm, splits=splits, train_snippets=[], config=DistillationConfig()))
 
 
 def _definition(lm, snippet, row: torch.Tensor, loss: str) -> torch.Tensor:
@@ -61,7 +46,7 @@ def test_logit_losses_with_the_prefix_cache_equal_their_full_forward_definitions
     words = [s.word for s in splits]
     # Target layer 1: the cache's final states are not its targets, so both are kept and used correctly.
     cache = TeacherCache(lm, snippets, words, layer, with_final=True, batch_size=4)
-    init = _init(lm, splits)
+    init = subword_init(lm, splits)
     config = DistillationConfig(target_layer=layer, losses=("logit_mse", "logit_kl"))
     trainer = DistillationTrainer(lm, words, config, cache, output_rows=None if lm.tied else init)
     with torch.no_grad():
@@ -85,7 +70,7 @@ def test_fixed_and_auto_weighted_next_token_losses_add_up_as_defined(tiny, two_w
     splits, snippets = two_words
     words = [s.word for s in splits]
     cache = TeacherCache(tiny, snippets, words, -1, with_final=True)
-    init = _init(tiny, splits)
+    init = subword_init(tiny, splits)
 
     def first_step(losses, **fields):
         steps = []
@@ -122,16 +107,10 @@ def test_linear_schedule_is_transformers_linear_warmup_then_decay(steps, epochs,
     assert ours[-1] < max(ours) and all(a >= b for a, b in zip(ours[int(warmup * steps):], ours[int(warmup * steps) + 1:]))
 
 
-def _three_words(tokenizer):
-    splits = [check_new_word(tokenizer, w) for w in WORDS]
-    snippets = [s for w in WORDS for s in snippets_for(tokenizer, w, TEXTS + MORE)]
-    return splits, snippets
-
-
 @pytest.mark.parametrize("schedule", ["linear", "constant"])
 def test_each_word_follows_its_own_schedule_in_a_real_run(tokenizer, schedule):
     lm = make_tiny(tokenizer)
-    splits, snippets = _three_words(tokenizer)
+    splits, snippets = three_words(tokenizer)
     words = [s.word for s in splits]
     cache = TeacherCache(lm, snippets, words, -1, with_final=False)
     config = DistillationConfig(epochs=3, batch_size=2, learning_rate=0.05, schedule=schedule)
@@ -153,7 +132,7 @@ def test_each_word_follows_its_own_schedule_in_a_real_run(tokenizer, schedule):
         return optimizer, scheduler
 
     trainer._optimizer = spy
-    trainer.train(_init(lm, splits))
+    trainer.train(subword_init(lm, splits))
     per_epoch = {w: -(-sum(s.word == word for s in snippets) // 2) for w, word in enumerate(words)}
     assert sorted(per_epoch.values()) == [2, 2, 3]  # words take different numbers of steps
     for w, k in per_epoch.items():
@@ -166,7 +145,7 @@ def test_each_word_follows_its_own_schedule_in_a_real_run(tokenizer, schedule):
 @pytest.mark.parametrize("kind", ["tied", "untied"])
 def test_rows_do_not_depend_on_the_other_words_under_the_variants(tokenizer, kind):
     td = TokenDistillation(make_tiny(tokenizer, kind))
-    splits, snippets = _three_words(tokenizer)
+    splits, snippets = three_words(tokenizer)
     base = DistillationConfig(epochs=3, batch_size=2, learning_rate=5e-2)
     variants = [replace(base, schedule="linear"), replace(base, losses=("hidden_mse", "logit_kl"), init="random")]
     methods = ["tokdist", "tokdist_antp"]

@@ -39,7 +39,7 @@ _EXPORTS = {
     "FrequencyList": "discovery", "discover_words": "discovery", "candidates_from_tokenizer": "discovery",
     "candidates_from_frequency_list": "discovery", "read_frequency_list": "discovery",
     "ATTENTION_PARTS": "attention", "ORIGINAL_PIECES": "attention",
-    "WordInspection": "inspection", "SnippetLoss": "inspection",
+    "WordInspection": "inspection", "SnippetLoss": "inspection", "with_word_history": "inspection",
 }
 
 __all__ = sorted(_EXPORTS)

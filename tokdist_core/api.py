@@ -38,7 +38,7 @@ from .evaluate import (
     trajectory_paths,
 )
 from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
-from .inspection import WordInspection, inspect_word, snippet_from_text
+from .inspection import WordInspection, apply_snippet_edits, inspect_word, snippet_from_text
 from .methods import METHOD_NAMES, MethodContext, MethodOutput, get_method
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .report import DomainReport, domain_report
@@ -380,11 +380,16 @@ class TokenDistillation:
     def run(self, new_tokens: str | Sequence[str], data: str | list[str] = "auto",
             training: DistillationConfig | None = None, snippet_len: int = 50, snippets_per_token: int = 25,
             out_path: str | Path | None = None, save: bool = False, method: str = "tokdist",
-            mid_sentence: bool = True, output_policy: str = "ntp"):
+            mid_sentence: bool = True, output_policy: str = "ntp", snippet_edits: Sequence[Sequence] = (),
+            heldout_per_token: int = 0, contexts_seed: int | None = None):
         """Learn rows for `new_tokens` and return (model, tokenizer): copies with the tokens added.
 
         Words that cannot be added raise WordError listing every reason; with save=True the result is
-        written to out_path with save_pretrained.
+        written to out_path with save_pretrained. `snippet_edits`: snippets a person wrote, as
+        (word, index or None, text), put into the mined training snippets in order (see
+        inspection.apply_snippet_edits; the app's Inspect tab records them). `heldout_per_token` and
+        `contexts_seed` (default: the training seed) mine as `contexts` does: held-out snippets are set aside
+        first, so they decide which snippets train; none are evaluated here.
         """
         config = training or DistillationConfig()
         if save and out_path is None:
@@ -399,7 +404,10 @@ class TokenDistillation:
             raise WordError("; ".join(f"{s.word!r}: {s.reason}" for s in skipped))
         if not splits:
             raise ValueError(_NO_WORDS)
-        contexts = self.contexts(splits, data, snippets_per_token, 0, snippet_len, config.seed)
+        seed = config.seed if contexts_seed is None else contexts_seed
+        contexts = self.contexts(splits, data, snippets_per_token, heldout_per_token, snippet_len, seed)
+        if snippet_edits:
+            contexts = apply_snippet_edits(self.lm.tokenizer, contexts, splits, snippet_edits)
         missing = [f"{w!r}: {c.problem or 'no snippets'}" for w, c in contexts.items() if not c.train]
         if missing and get_method(method).trains:
             raise WordError("no training snippets for " + "; ".join(missing))
@@ -408,7 +416,9 @@ class TokenDistillation:
         model, tokenizer = self.with_new_tokens(rows)
         if save:
             script = reproduce_snippet(self.lm.name, rows.words, method, config.to_dict(), data, snippet_len,
-                                       snippets_per_token, mid_sentence=mid_sentence, output_policy=str(output_policy))
+                                       snippets_per_token, mid_sentence=mid_sentence, output_policy=str(output_policy),
+                                       snippet_edits=snippet_edits, heldout_per_token=heldout_per_token,
+                                       contexts_seed=contexts_seed)
             self.save(rows, out_path, reproduce=script, model=(model, tokenizer))
         return model, tokenizer
 
@@ -496,9 +506,10 @@ class TokenDistillation:
     def retrain_word(self, split: WordSplit, train: Sequence[Snippet], methods: Sequence[str] = ("tokdist",),
                      training: DistillationConfig | None = None, output_policy: str = "ntp",
                      heldout: Sequence[Snippet] | None = None, callback: Callable[[StepRecord], None] | None = None,
-                     cancel: threading.Event | None = None) -> TrainOutcome:
+                     cancel: threading.Event | None = None, record_trajectory: bool = False) -> TrainOutcome:
         """Train one word alone on its snippets; its rows equal the ones it gets beside other words (words are
-        independent), so `NewTokenRows.with_word_rows` can put them into an earlier run's rows."""
+        independent), so `NewTokenRows.with_word_rows` can put them into an earlier run's rows and
+        `with_word_history` its loss curve into that run's step records."""
         train = list(train)
         if not train:
             raise ValueError(f"{split.display!r} has no training snippets")
@@ -506,7 +517,7 @@ class TokenDistillation:
         if others:
             raise ValueError(f"snippets of other words ({', '.join(map(repr, others))}) given for {split.word!r}")
         return self.train([split], train, methods, training, output_policy, callback=callback, cancel=cancel,
-                          heldout=heldout)
+                          heldout=heldout, record_trajectory=record_trajectory)
 
     # -- export -------------------------------------------------------------------------------------
     def save(self, rows: NewTokenRows, out_path: str | Path, reproduce: str | None = None,

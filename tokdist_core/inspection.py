@@ -15,15 +15,16 @@ the others, and ``NewTokenRows.with_word_rows`` puts it in place of the old one.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from .contexts import WordContexts
 from .contexts.mining import MAX_SNIPPET_LEN, _automaton, _boundary_matches
 from .evaluate import heldout_snippet_losses
 from .models import LoadedModel
 from .rows import NewTokenRows
 from .snippet import Snippet
-from .training import DistillationConfig, DistillationTrainer, TeacherCache
+from .training import DistillationConfig, DistillationTrainer, StepRecord, TeacherCache
 from .vocab import WordSplit
 
 PARTS = ("train", "heldout")
@@ -204,3 +205,64 @@ def _why_absent(split: WordSplit, text: str) -> str:
                 f"{split.display!r}, the word after a space in mid-sentence (e.g. 'We read {surface} today.')")
     return (f"the snippet has {surface!r} only inside a longer word or right after a space; this new token is "
             "the word-initial form: put it at the start of the text or after punctuation or a line break")
+
+
+def with_word_history(history: Sequence[StepRecord], word_history: Sequence[StepRecord], word: str
+                      ) -> list[StepRecord]:
+    """A run's step records with `word`'s losses replaced by those of its re-training alone (`retrain_word`),
+    so its curve is the one its current rows came from; the other words' losses stay as they were.
+
+    The word's losses go in at the steps of its own run; each record's `loss` stays the mean of its words.
+    """
+    new = {r.step: r.word_losses[word] for r in word_history if word in r.word_losses}
+    merged = []
+    for record in history:
+        losses = {w: v for w, v in record.word_losses.items() if w != word}
+        if record.step in new:
+            losses[word] = new.pop(record.step)
+        if losses:
+            merged.append(replace(record, word_losses=losses, loss=sum(losses.values()) / len(losses)))
+    by_step = {r.step: r for r in word_history}
+    merged += [replace(by_step[step], word_losses={word: loss}, loss=loss) for step, loss in new.items()]
+    return sorted(merged, key=lambda r: r.step)
+
+
+def apply_snippet_edits(tokenizer, contexts: Mapping[str, WordContexts], splits: Sequence[WordSplit],
+                        edits: Sequence[Sequence], max_tokens: int = MAX_SNIPPET_LEN) -> dict[str, WordContexts]:
+    """Mined contexts with snippets a person wrote put in, in the order they were written (the Inspect tab's
+    edits, replayed by `TokenDistillation.run`). Each edit is (word, index, text): `text` becomes a training
+    snippet of `word` (as given or as trained, with or without its leading space) that replaces training
+    snippet `index` (0-based), or is added after the others when `index` is None. Raises ValueError naming
+    the edit that does not fit; `contexts` is not changed."""
+    by_word = {s.word: s for s in splits} | {s.word.strip(): s for s in splits}
+    out = dict(contexts)
+    for n, edit in enumerate(edits, 1):
+        if isinstance(edit, (str, bytes)) or not isinstance(edit, Sequence) or len(edit) != 3:
+            raise ValueError(f"snippet edit {n}: expected (word, index or None, text), got {edit!r}")
+        word, index, text = edit
+        split = by_word.get(word) if isinstance(word, str) else None
+        if split is None:
+            raise ValueError(f"snippet edit {n}: {word!r} is not one of the new words")
+        ctx = out.get(split.word)
+        train = list(ctx.train) if ctx is not None else []
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)
+                                  or not 0 <= index < len(train)):
+            raise ValueError(f"snippet edit {n}: {split.word!r} has {len(train)} training snippets, so index "
+                             f"{index!r} does not name one (0-based, or None to add)")
+        try:
+            snip = snippet_from_text(tokenizer, split, text, max_tokens=max_tokens)
+        except ValueError as exc:
+            raise ValueError(f"snippet edit {n} ({split.word!r}): {exc}") from None
+        sources = dict(ctx.sources) if ctx is not None else {}
+        if index is None:
+            train.append(snip)
+        else:
+            old = train[index].source
+            sources[old] -= 1
+            if not sources[old]:
+                del sources[old]
+            train[index] = snip
+        sources[snip.source] = sources.get(snip.source, 0) + 1
+        out[split.word] = (replace(ctx, train=train, sources=sources, problem=None) if ctx is not None
+                           else WordContexts(split.word, train, [], sources))
+    return out

@@ -391,15 +391,30 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
     run = state.train_config
     settings = run.get("contexts", state.context_settings)
     data = settings.get("data", "auto")
+    trained_edits = settings.get("snippet_edits", [])  # the Inspect tab's snippets that these rows learned from
     if data == "files":  # the uploaded temp paths mean nothing elsewhere: name the files instead
         data = [name.strip() for name in settings.get("label", "").split(",") if name.strip()]
     code = reproduce_snippet(run.get("model") or state.model_name or rt.default_model, rows.words, method, run, data,
                              settings.get("snippet_len", 50), settings.get("snippets_per_token", 25),
                              mid_sentence=run.get("mid_sentence", state.mid_sentence),
-                             output_policy=run.get("output_policy", "ntp"))
+                             output_policy=run.get("output_policy", "ntp"), snippet_edits=trained_edits,
+                             heldout_per_token=settings.get("heldout_per_token", 0),
+                             contexts_seed=settings.get("seed"),
+                             unapplied_edits=_not_in(state.context_settings.get("snippet_edits", []), trained_edits))
     details = {"method": method, "words": rows.words, "files": [Path(f).name for f in files],
                "model_zip": Path(model_zip).name if model_zip else None, "base_model": td.lm.source}
     return files, model_zip, code, details
+
+
+def _not_in(edits: list, trained: list) -> list:
+    """The snippet edits made since the rows were trained (a multiset difference: edits may repeat)."""
+    left, out = list(trained), []
+    for edit in edits:
+        if edit in left:
+            left.remove(edit)
+        else:
+            out.append(edit)
+    return out
 
 
 def build(rt: Runtime) -> ExportTab:  # noqa: ARG001

@@ -68,7 +68,6 @@ def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max
         raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
     if len(prompt) > MAX_INPUT_CHARS or not prompt.strip():
         raise gr.Error("Type a prompt that contains one of your words.")
-    state.require_rows()
     n_new = as_int(max_new_tokens, "New tokens", 1, MAX_NEW_TOKENS)
     seed_i = as_int(seed if seed not in (None, "") else 0, "Seed", 0, 2**31 - 1)
     try:
@@ -77,16 +76,21 @@ def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max
         raise gr.Error(f"Temperature must be a number, got {temperature!r}.") from None
     if not math.isfinite(temp) or not 0 <= temp <= 2:
         raise gr.Error("Temperature must be between 0 (always the most likely word) and 2.")
-    chosen = [m for m in (methods or list(state.rows)) if m in state.rows]
-    unknown = [m for m in (methods or []) if m not in state.rows]
-    if unknown:
-        raise gr.Error(f"Not trained in this session: {', '.join(unknown)}. Trained: {', '.join(state.rows)}.")
+
+    def checked() -> list[str]:  # again when its turn comes: a view may wait behind a run
+        state.require_rows()
+        unknown = [m for m in (methods or []) if m not in state.rows]
+        if unknown:
+            raise gr.Error(f"Not trained in this session: {', '.join(unknown)}. Trained: {', '.join(state.rows)}.")
+        return [m for m in (methods or list(state.rows)) if m in state.rows]
+
+    checked()
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, dict]:
-        return generation_cards(td, prompt, chosen, n_new, seed_i, temp, state, job)
+        return generation_cards(td, prompt, checked(), n_new, seed_i, temp, state, job)
 
-    yield from answer_when_done(rt.jobs, state, "generating text", work, 2, progress)
+    yield from answer_when_done(rt.jobs, state, "generating text", work, 2, progress, view=True)
 
 
 def generation_cards(td: TokenDistillation, prompt: str, chosen: list[str], n_new: int, seed: int, temp: float,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import gradio as gr
 import pandas as pd
@@ -17,7 +17,9 @@ from tokdist_core import (
     TokenDistillation,
     WordInspection,
     WordSplit,
+    apply_snippet_edits,
     format_seconds,
+    with_word_history,
 )
 
 from . import html as H
@@ -122,16 +124,20 @@ def _sentence(message: str) -> str:
 # -- /inspect ----------------------------------------------------------------------------------------------
 def run_inspect(rt: Runtime, word: str | None, method: object, state: SessionState,
                 progress: gr.Progress | None = None) -> Iterator[tuple]:
-    state.require_rows()
-    split = pick_split(state, word)
-    chosen = pick_method(state, split, method)
-    _contexts_of(state, split)
+    def checked() -> tuple[WordSplit, str]:  # again when its turn comes: a view may wait behind a run
+        state.require_rows()
+        split = pick_split(state, word)
+        chosen = pick_method(state, split, method)
+        _contexts_of(state, split)
+        return split, chosen
+
+    checked()
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, go.Figure, pd.DataFrame, dict]:  # noqa: ARG001 - a few forward passes
-        return inspect_views(td, split, chosen, state)
+        return inspect_views(td, *checked(), state)
 
-    yield from answer_when_done(rt.jobs, state, "inspecting snippets", work, 4, progress)
+    yield from answer_when_done(rt.jobs, state, "inspecting snippets", work, 4, progress, view=True)
 
 
 def inspect_views(td: TokenDistillation, split: WordSplit, method: str, state: SessionState
@@ -249,22 +255,13 @@ def add_snippet(rt: Runtime, word: str | None, text: object, save_as: object, st
         if same:
             raise gr.Error(f"That text is already {part} snippet {same[0] + 1} of {split.display!r}; "
                            "write something different.")
-    old = ctx.train[index] if index is not None else None
+    edit = (split.word, index, text or "")
 
     def change() -> None:
-        current = state.contexts[split.word]
-        train = list(current.train)
-        if index is None:
-            train.append(snip)
-        else:
-            train[index] = snip
-        sources = dict(current.sources)
-        sources[snip.source] = sources.get(snip.source, 0) + 1
-        if old is not None:
-            sources[old.source] = sources.get(old.source, 1) - 1
-            if sources[old.source] <= 0:
-                del sources[old.source]
-        state.contexts[split.word] = replace(current, train=train, sources=sources)
+        state.contexts[split.word] = apply_snippet_edits(td.lm.tokenizer, state.contexts, [split], [edit],
+                                                         MAX_APP_SNIPPET_LEN)[split.word]
+        # Kept with the context settings, so the exported reproduce script writes the same snippets again.
+        state.context_settings["snippet_edits"] = [*state.context_settings.get("snippet_edits", []), edit]
         what = "a training snippet was added" if index is None else f"training snippet {index + 1} was replaced"
         earlier = state.stale_words.get(split.word)
         state.stale_words[split.word] = "Its snippets changed" if earlier else _sentence(what)[:-1]
@@ -307,7 +304,7 @@ def retrain_word(rt: Runtime, word: str | None, state: SessionState, progress: g
             job.report(min(1.0, done / len(trained)), f"{method_label(record.method)} · step {record.step}/{steps}")
 
         outcome = td.retrain_word(split, current.train, methods, config, policy, heldout=current.heldout or None,
-                                  callback=report, cancel=job.cancel)
+                                  callback=report, cancel=job.cancel, record_trajectory=bool(state.trajectories))
         if outcome.cancelled:
             raise gr.Error(f"Stopped ({job.stop_reason or outcome.cancelled}); {split.display!r} keeps its rows.")
         return _apply_retrain(td, split, outcome, methods, len(current.train), state)
@@ -327,8 +324,17 @@ def _apply_retrain(td: TokenDistillation, split: WordSplit, outcome, methods: li
     if state.metrics is not None and outcome.metrics:
         for m in methods:
             state.metrics.setdefault(m, {})[word] = outcome.metrics[m][word]
+    # Compare's loss curves and the Replay's path of this word now show the training its rows came from.
+    for m, history in outcome.histories.items():
+        state.histories[m] = with_word_history(state.histories.get(m, []), history, word)
+    state.word_trajectories[word] = dict(outcome.trajectories)
     after = {m: dict((state.metrics or {}).get(m, {}).get(word, {})) for m in methods}
     state.stale_words.pop(word, None)
+    # The rows now hold this word's snippet edits so far (the reproduce script replays them); others' stay.
+    run_contexts = state.train_config.setdefault("contexts", {})
+    run_contexts["snippet_edits"] = (
+        [e for e in run_contexts.get("snippet_edits", []) if e[0] != word]
+        + [e for e in state.context_settings.get("snippet_edits", []) if e[0] == word])
     seconds = sum(outcome.seconds.values())
     state.retrained[word] = {
         "methods": methods, "train_snippets": n_train, "seconds": round(seconds, 3),

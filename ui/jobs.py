@@ -5,6 +5,9 @@ tokenizer-only Words tab. Heavy events therefore run with no Gradio limit and wa
 line refuses newcomers with a clear message when it is full, runs the work in a worker thread that holds
 the slot until the work has really ended (a cancelled request's work stops at its next step; the next
 job starts only after that), stops a job at its time limit, and lets a session run one job at a time.
+A read-only view of a session's results (`view=True`: replay, inspect, lens, generate) holds the session's
+second slot, `view_job`, instead: it waits in line behind the session's own run and the Compare that follows,
+where a second job would be refused, and a session still has at most two entries in the line.
 
 A handler iterates `JobLine.run(...)`, which yields `Waiting` while in line, `Running` heartbeats and the
 items the work posts, and returns the work's result. Handlers are generators that yield at least every
@@ -26,6 +29,7 @@ import gradio as gr
 from tokdist_core import format_seconds
 
 T = TypeVar("T")
+JOB_SLOT, VIEW_SLOT = "job", "view_job"  # a session's attributes holding its heavy job and its read-only view
 POLL_S = 0.25  # how often a waiting or running handler looks up (and yields)
 # Event options of heavy handlers: Gradio runs them at once and this line decides who works.
 HEAVY: dict[str, Any] = {"concurrency_id": "heavy", "concurrency_limit": None}
@@ -124,19 +128,20 @@ class JobLine:
             change()
 
     # -- the line ----------------------------------------------------------------------------------------
-    def _admit(self, session: Any, label: str) -> Job:
+    def _admit(self, session: Any, label: str, slot: str) -> Job:
         with self._cond:
-            current = getattr(session, "job", None)
+            current = getattr(session, slot, None)
             if current is not None:
-                raise gr.Error(f"This session is still busy with {current.label}. Wait for it to finish, "
-                               "or press Stop in the Distill tab, then try again.")
+                stop = "" if slot == VIEW_SLOT else ", or press Stop in the Distill tab"
+                raise gr.Error(f"This session is still busy with {current.label}. Wait for it to finish{stop}, "
+                               "then try again.")
             if len(self._line) >= self.max_waiting:
                 self.refused += 1
                 raise gr.Error(f"The server is busy: {len(self._line)} jobs are already waiting, the most it "
                                "takes. Please try again in a few minutes.")
             job = Job(label=label, max_seconds=self.max_seconds, queued=time.monotonic())
             self._line.append(job)
-            session.job = job
+            setattr(session, slot, job)
             return job
 
     def _leave(self, session: Any, job: Job) -> None:
@@ -146,8 +151,9 @@ class JobLine:
             if self._running is job and job.started is not None:
                 self._running = None
                 self.finished.append((job.label, job.started - job.queued, time.monotonic() - job.started))
-            if getattr(session, "job", None) is job:
-                session.job = None
+            for slot in (JOB_SLOT, VIEW_SLOT):
+                if getattr(session, slot, None) is job:
+                    setattr(session, slot, None)
             job.ended.set()
             self._cond.notify_all()
 
@@ -167,13 +173,15 @@ class JobLine:
             position = self._line.index(job) if job in self._line else 0
             return position + (self._running is not None)
 
-    def run(self, session: Any, label: str, work: Callable[[Job], T]) -> Generator[Waiting | Running | Posted, None, T]:
+    def run(self, session: Any, label: str, work: Callable[[Job], T], view: bool = False
+            ) -> Generator[Waiting | Running | Posted, None, T]:
         """Wait for the slot, run `work(job)` in a worker thread, relay what it posts, return its result.
 
         Raises gr.Error when the line is full or the session is busy, and when the job is stopped while
         it waits. Closing this generator (client gone, request cancelled) stops the work at its next step.
+        `view`: the work only reads the session (see the module docstring).
         """
-        job = self._admit(session, label)
+        job = self._admit(session, label, VIEW_SLOT if view else JOB_SLOT)
         worker: threading.Thread | None = None
         try:
             while not self._take_turn(job):
@@ -219,12 +227,12 @@ class JobLine:
 
 
 def answer_when_done(line: JobLine, session: Any, label: str, work: Callable[[Job], tuple],
-                     n_outputs: int, progress: Any = None) -> Generator[tuple, None, None]:
+                     n_outputs: int, progress: Any = None, view: bool = False) -> Generator[tuple, None, None]:
     """A one-answer handler through the line: no-op updates while it waits or runs, then `work`'s outputs.
 
-    `progress` (a gr.Progress) shows the place in line on the page.
+    `progress` (a gr.Progress) shows the place in line on the page; `view` as in JobLine.run.
     """
-    updates = line.run(session, label, work)
+    updates = line.run(session, label, work, view=view)
     try:
         while True:
             try:

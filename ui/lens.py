@@ -64,23 +64,29 @@ class LensTab:
 
 def run_lens(rt: Runtime, word: str | None, snippet_no: object, state: SessionState,
              progress: gr.Progress | None = None) -> Iterator[tuple]:
-    state.require_rows()
-    split = pick_split(state, word)
-    ctx = state.contexts.get(split.word)
-    pool = (ctx.heldout or ctx.train) if ctx else []
-    if not pool:
-        raise gr.Error(f"No snippets for {split.display!r}; collect contexts first.")
     n = as_int(snippet_no if snippet_no not in (None, "") else 1, "Snippet number", 1, 10_000)
-    if n > len(pool):
-        raise gr.Error(f"{split.display!r} has {len(pool)} {'held-out' if ctx.heldout else 'training'} "
-                       f"snippet(s); pick a number from 1 to {len(pool)}.")
-    snip = pool[n - 1]
+
+    def checked() -> tuple[WordSplit, list, str]:  # again when its turn comes: a view may wait behind a run
+        state.require_rows()
+        split = pick_split(state, word)
+        ctx = state.contexts.get(split.word)
+        pool = (ctx.heldout or ctx.train) if ctx else []
+        if not pool:
+            raise gr.Error(f"No snippets for {split.display!r}; collect contexts first.")
+        part = "held-out" if ctx.heldout else "training"
+        if n > len(pool):
+            raise gr.Error(f"{split.display!r} has {len(pool)} {part} snippet(s); pick a number from 1 to "
+                           f"{len(pool)}.")
+        return split, pool, part
+
+    checked()
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, go.Figure, str, go.Figure, dict]:
-        return lens_views(td, split, snip, n, pool, "held-out" if ctx.heldout else "training", state, job)
+        split, pool, part = checked()
+        return lens_views(td, split, pool[n - 1], n, pool, part, state, job)
 
-    yield from answer_when_done(rt.jobs, state, "the lens", work, 5, progress)
+    yield from answer_when_done(rt.jobs, state, "the lens", work, 5, progress, view=True)
 
 
 def attention_views(td: TokenDistillation, split: WordSplit, snip: Snippet, n: int, pool: list[Snippet], where: str,

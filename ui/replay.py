@@ -79,18 +79,24 @@ class ReplayTab:
 
 def run_replay(rt: Runtime, word: str | None, state: SessionState, progress: gr.Progress | None = None
                ) -> Iterator[tuple]:
-    """Check the request, then project the paths and draw in the server's job line (a generator handler)."""
-    state.require_rows()
-    split = pick_split(state, word)
-    if not state.trajectories:
-        raise gr.Error("None of the methods of the last run trains, so there is no path to replay: tick Token "
-                       "Distillation (or NTP) in the Distill tab and press 'Train' again.")
+    """Check the request, then project the paths and draw in the server's job line (a generator handler).
+
+    A view: it may wait behind this session's run, so the checks run again when its turn comes."""
+    def checked() -> WordSplit:
+        state.require_rows()
+        split = pick_split(state, word)
+        if not state.trajectories:
+            raise gr.Error("None of the methods of the last run trains, so there is no path to replay: tick "
+                           "Token Distillation (or NTP) in the Distill tab and press 'Train' again.")
+        return split
+
+    checked()
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[go.Figure, str, dict]:  # noqa: ARG001 - a quick view: nothing to stop
-        return replay_views(td, split, state)
+        return replay_views(td, checked(), state)
 
-    yield from answer_when_done(rt.jobs, state, "the training replay", work, len(OUTPUT_NAMES), progress)
+    yield from answer_when_done(rt.jobs, state, "the training replay", work, len(OUTPUT_NAMES), progress, view=True)
 
 
 OUTPUT_NAMES = ("plot", "summary", "details")
@@ -98,6 +104,7 @@ OUTPUT_NAMES = ("plot", "summary", "details")
 
 def replay_views(td: TokenDistillation, split: WordSplit, state: SessionState) -> tuple[go.Figure, str, dict]:
     trajectories = {m: t for m, t in state.trajectories.items() if split.word in t.words}
+    trajectories.update(state.word_trajectories.get(split.word, {}))  # re-trained alone since the run
     replay = td.trajectory_map(list(state.rows.values()), trajectories, split.word)
     losses = word_losses({m: state.histories.get(m, []) for m in replay["paths"]}, split.word)
     lines = []

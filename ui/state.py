@@ -27,6 +27,8 @@ class SessionState:
     rows: dict[str, NewTokenRows] = field(default_factory=dict)  # method -> learned rows
     histories: dict[str, list[StepRecord]] = field(default_factory=dict)
     trajectories: dict[str, Trajectory] = field(default_factory=dict)  # trained method -> rows during training
+    # A word re-trained alone (Inspect tab): word -> method -> its own trajectory, shown instead of the run's.
+    word_trajectories: dict[str, dict[str, Trajectory]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)  # everything that produced `rows`
     metrics: dict[str, dict[str, dict]] | None = None  # method -> word -> metrics (held-out)
@@ -40,6 +42,7 @@ class SessionState:
         # Not a dataclass field: Gradio serializes the initial state with dataclasses.asdict, and a job
         # holds locks and threads.
         self.job: Any = None
+        self.view_job: Any = None  # a read-only view waiting or running (ui.jobs: VIEW_SLOT)
 
     def __getstate__(self) -> dict:
         # Picklable (e.g. for ZeroGPU workers): a job is process-local.
@@ -47,7 +50,7 @@ class SessionState:
 
     def __setstate__(self, values: dict) -> None:
         self.__dict__.update(values)
-        self.job = None
+        self.job = self.view_job = None
 
     def __deepcopy__(self, memo: dict) -> SessionState:
         # gr.State deep-copies its initial value per session.
@@ -62,7 +65,7 @@ class SessionState:
 
     def reset_from_contexts(self) -> None:
         self.rows, self.histories, self.seconds, self.train_config = {}, {}, {}, {}
-        self.trajectories = {}
+        self.trajectories, self.word_trajectories = {}, {}
         self.metrics, self.cancelled = None, None
         self.stale_words, self.retrained = {}, {}
 
