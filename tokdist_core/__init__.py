@@ -40,6 +40,7 @@ _EXPORTS = {
     "candidates_from_frequency_list": "discovery", "read_frequency_list": "discovery",
     "ATTENTION_PARTS": "attention", "ORIGINAL_PIECES": "attention",
     "WordInspection": "inspection", "SnippetLoss": "inspection", "with_word_history": "inspection",
+    "apply_snippet_edits": "inspection",
 }
 
 __all__ = sorted(_EXPORTS)

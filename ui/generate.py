@@ -14,7 +14,7 @@ from . import html as H
 from . import widgets as W
 from .contexts import as_int
 from .figures import colour, method_label
-from .jobs import HEAVY, Job, answer_when_done
+from .jobs import HEAVY, Job, answer_when_done, check_view_now
 from .runtime import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -84,7 +84,7 @@ def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max
             raise gr.Error(f"Not trained in this session: {', '.join(unknown)}. Trained: {', '.join(state.rows)}.")
         return [m for m in (methods or list(state.rows)) if m in state.rows]
 
-    checked()
+    check_view_now(state, checked)
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, dict]:

@@ -27,7 +27,7 @@ from . import widgets as W
 from .compare import pick_split
 from .contexts import snippet_html, snippet_text
 from .figures import SET_COLOURS, empty_figure, method_label, snippet_loss_figure
-from .jobs import HEAVY, LIGHT, Job, answer_when_done
+from .jobs import HEAVY, LIGHT, Job, answer_when_done, check_view_now
 from .runtime import MAX_APP_SNIPPET_LEN, MAX_APP_SNIPPETS, MAX_INPUT_CHARS, Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -131,7 +131,7 @@ def run_inspect(rt: Runtime, word: str | None, method: object, state: SessionSta
         _contexts_of(state, split)
         return split, chosen
 
-    checked()
+    check_view_now(state, checked)
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, go.Figure, pd.DataFrame, dict]:  # noqa: ARG001 - a few forward passes

@@ -226,6 +226,13 @@ class JobLine:
             self._leave(session, job)
 
 
+def check_view_now(session: Any, check: Callable[[], Any]) -> None:
+    """A view's checks at once, so a bad request is refused without waiting; but not while the session's own run
+    is under way (it resets what they look at): the view's work checks again when its turn comes anyway."""
+    if getattr(session, JOB_SLOT, None) is None:
+        check()
+
+
 def answer_when_done(line: JobLine, session: Any, label: str, work: Callable[[Job], tuple],
                      n_outputs: int, progress: Any = None, view: bool = False) -> Generator[tuple, None, None]:
     """A one-answer handler through the line: no-op updates while it waits or runs, then `work`'s outputs.

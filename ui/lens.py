@@ -16,7 +16,7 @@ from . import widgets as W
 from .compare import pick_split
 from .contexts import as_int, snippet_html
 from .figures import attention_figure, empty_figure, lens_figure, method_label
-from .jobs import HEAVY, Job, answer_when_done
+from .jobs import HEAVY, Job, answer_when_done, check_view_now
 from .runtime import MAX_APP_SNIPPETS, Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -79,7 +79,7 @@ def run_lens(rt: Runtime, word: str | None, snippet_no: object, state: SessionSt
                            f"{len(pool)}.")
         return split, pool, part
 
-    checked()
+    check_view_now(state, checked)
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[str, go.Figure, str, go.Figure, dict]:

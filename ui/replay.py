@@ -14,7 +14,7 @@ from . import html as H
 from . import widgets as W
 from .compare import pick_split
 from .figures import empty_figure, method_label, replay_figure, word_losses
-from .jobs import HEAVY, Job, answer_when_done
+from .jobs import HEAVY, Job, answer_when_done, check_view_now
 from .runtime import Runtime, gpu, user_errors
 from .state import SessionState
 
@@ -90,7 +90,7 @@ def run_replay(rt: Runtime, word: str | None, state: SessionState, progress: gr.
                            "Token Distillation (or NTP) in the Distill tab and press 'Train' again.")
         return split
 
-    checked()
+    check_view_now(state, checked)
     td = rt.engine(state.model_name)
 
     def work(job: Job) -> tuple[go.Figure, str, dict]:  # noqa: ARG001 - a quick view: nothing to stop
