@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import TEXTS
-from tests.test_scale import MORE
+from tests.conftest import ZUGSPITZE_TEXTS as MORE
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent

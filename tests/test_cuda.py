@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny
-from tests.test_distill import _init, _reference_mse
+from tests.conftest import subword_init as _init
+from tests.test_distill import _reference_mse
 from tokdist_core.training import DistillationConfig, DistillationTrainer, TeacherCache
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
