@@ -19,7 +19,7 @@ from tokdist_core.cancel import Cancelled
 from tokdist_core.contexts.documents import DocumentSplit, iter_documents, iter_split_documents
 from tokdist_core.export import PARTIAL_SUFFIX
 from tokdist_core.methods import REGISTRY, MethodContext, get_method
-from tokdist_core.report import domain_report, report_figure, rolling_windows
+from tokdist_core.report import SUMMARY_ABSENT_SHOWN, domain_report, report_figure, rolling_windows
 from tokdist_core.rows import NewTokenRows
 from tokdist_core.training import DistillationConfig
 from tokdist_core.vocab import add_tokens_to_model, check_new_word
@@ -209,6 +209,24 @@ def test_cancel_progress_save_and_figure(tokenizer, tmp_path):
     # plotly.js itself is inside the page (no <script src=...>), so it opens offline.
     assert "Plotly.newPlot" in page and "<script src" not in page and len(page) > 1_000_000 and "bits per byte" in page
     assert "Krankenwagen" in (out / "report.txt").read_text(encoding="utf-8")
+
+
+def test_summary_lists_words_by_tokens_saved_and_names_absent_ones_once(tokenizer):
+    lm = make_tiny(tokenizer, "tied")
+    # Made-up words with several pieces each that no text holds, more than the summary names one by one.
+    absent = [f" Zqx{chr(97 + i)}vorlump" for i in range(SUMMARY_ABSENT_SHOWN + 3)]
+    words = absent[:2] + [" Schadenfreude", " Krankenwagen"] + absent[2:]
+    report = domain_report(lm, TEXTS, [method_rows(lm, "subword_mean", words)], max_length=16, token_budget=32)
+    counts = {w["word"]: (w["count"], w["tokens_saved"]) for w in report.words}
+    assert list(counts) == words  # report.json keeps every word, in the given order
+    present = [w for w in words if counts[w][0]]
+    assert present and not set(present) & set(absent)
+    lines = report.summary().splitlines()
+    listed = [line.split("'")[1] for line in lines if line.startswith("  ' ")]
+    assert listed == sorted(present, key=lambda w: (-counts[w][1], -counts[w][0]))
+    last = lines[-1]
+    assert last.startswith(f"Not in the held-out text ({len(absent)} new tokens): ") and "and 3 more" in last
+    assert all(repr(w) in last for w in absent[:SUMMARY_ABSENT_SHOWN]) and repr(absent[-1]) not in last
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -166,8 +166,8 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     with stages.timed("training"):
         bar = stages.bar("training", len(usable), "word")
 
-        def progress(done: int, total: int) -> None:
-            bar.n = done
+        def progress(done: float, total: int) -> None:
+            bar.n = round(done, 1)
             bar.refresh()
 
         rows = train_in_chunks(td, usable, train, settings.methods, config, settings.output_policy,

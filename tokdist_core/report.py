@@ -35,6 +35,7 @@ DEFAULT_MAX_LENGTH = 2048  # window length when the model allows it (lm-eval's H
 DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per forward batch
 _LOGIT_ELEMENTS = 1 << 25  # logits held at once (128 MiB fp32), whatever the vocabulary size
 _ENCODE_BATCH = 256  # documents per tokenizer call (cancel is checked between calls)
+SUMMARY_ABSENT_SHOWN = 20  # words absent from the held-out text named in the readable summary
 
 
 def rolling_windows(tokens: Sequence[int], prefix: int, max_length: int) -> list[tuple[list[int], int, int]]:
@@ -341,11 +342,19 @@ class DomainReport:
         ]
         for m in self.methods.values():
             lines.append(f"  {m['label']:<28}{m['bits_per_byte']:.4f}  ({m['bits_per_byte_change_pct']:+.2f}%)")
-        lines.append("New tokens (bits: mean per occurrence whose original pieces tile the same characters):")
-        for w in self.words:
+        lines.append("New tokens in the held-out text, most tokens saved first (bits: mean per occurrence whose "
+                     "original pieces tile the same characters):")
+        for w in sorted((w for w in self.words if w["count"]), key=lambda w: (-w["tokens_saved"], -w["count"])):
             bits = "" if w["bits_original"] is None else f", bits original {w['bits_original']:.2f}" + "".join(
                 f", {m} {v['bits']:.2f}" for m, v in w["methods"].items())
             lines.append(f"  {w['word']!r}: {w['count']} occurrences, {w['tokens_saved']} tokens saved{bits}")
+        # Words the held-out text lacks are named once, not a line each (a few thousand words would bury the rest).
+        absent = [w["word"] for w in self.words if not w["count"]]
+        if absent:
+            shown = ", ".join(repr(word) for word in absent[:SUMMARY_ABSENT_SHOWN])
+            more = f" and {len(absent) - SUMMARY_ABSENT_SHOWN:,} more (report.json lists every word)" \
+                if len(absent) > SUMMARY_ABSENT_SHOWN else ""
+            lines.append(f"Not in the held-out text ({len(absent):,} new tokens): {shown}{more}")
         return "\n".join(lines)
 
     def save(self, folder: str | Path) -> Path:

@@ -27,7 +27,7 @@ from .vocab import WordSplit
 
 if TYPE_CHECKING:
     from .api import TokenDistillation
-    from .training import DistillationConfig
+    from .training import DistillationConfig, StepRecord
 
 GB = 1 << 30
 MANIFEST = "manifest.json"
@@ -208,11 +208,13 @@ class CheckpointStore:
 def train_in_chunks(td: TokenDistillation, splits: Sequence[WordSplit], train: Sequence[Snippet],
                     methods: Sequence[str], config: DistillationConfig, output_policy: str = "ntp",
                     budget_bytes: int = 8 * GB, store: CheckpointStore | None = None, shard: Shard = Shard(),
-                    progress: Callable[[int, int], None] | None = None,
+                    progress: Callable[[float, int], None] | None = None,
                     cancel: threading.Event | None = None) -> dict[str, NewTokenRows]:
     """Rows of `splits` per method, trained chunk by chunk; words already in `store` are not trained again.
 
-    `progress(done_words, total_words)` after each chunk. Returns rows in the order of `splits`.
+    `progress(done_words, total_words)` after every training step (`done_words` is fractional within a chunk:
+    its words times the share of the chunk's steps done), so a single large chunk still shows an ETA.
+    Returns rows in the order of `splits`.
     """
     from .methods import get_method
 
@@ -229,7 +231,10 @@ def train_in_chunks(td: TokenDistillation, splits: Sequence[WordSplit], train: S
         progress(finished_words, len(splits))
     for number, chunk in enumerate(chunks):
         snippets = [s for split in chunk for s in by_word.get(split.word, [])]
-        outcome = td.train(chunk, snippets, [m.name for m in chosen], config, output_policy, cancel=cancel)
+        callback = None if progress is None else _step_progress(progress, finished_words, len(chunk), len(splits),
+                                                                [m.name for m in chosen if m.trains])
+        outcome = td.train(chunk, snippets, [m.name for m in chosen], config, output_policy, callback=callback,
+                           cancel=cancel)
         if outcome.cancelled is not None:
             raise Cancelled(f"stopped in chunk {number + 1} of {len(chunks)}: {outcome.cancelled}")
         for method, rows in outcome.rows.items():
@@ -240,6 +245,19 @@ def train_in_chunks(td: TokenDistillation, splits: Sequence[WordSplit], train: S
         if progress is not None:
             progress(finished_words, len(splits))
     return {m.name: _assemble(m.name, done[m.name], splits) for m in chosen if splits}
+
+
+def _step_progress(progress: Callable[[float, int], None], before: int, chunk_words: int, total_words: int,
+                   trained: Sequence[str]) -> Callable[[StepRecord], None]:
+    """A step callback that reports the chunk's words done so far, each trained method an equal share."""
+
+    def report(record: StepRecord) -> None:
+        if record.method not in trained:  # e.g. the output rows fitted for untied models
+            return
+        share = (trained.index(record.method) + record.step / max(record.total_steps, 1)) / len(trained)
+        progress(before + chunk_words * share, total_words)
+
+    return report
 
 
 def _digest(chunk: Sequence[WordSplit]) -> str:
