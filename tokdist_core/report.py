@@ -342,9 +342,11 @@ class DomainReport:
         ]
         for m in self.methods.values():
             lines.append(f"  {m['label']:<28}{m['bits_per_byte']:.4f}  ({m['bits_per_byte_change_pct']:+.2f}%)")
-        lines.append("New tokens in the held-out text, most tokens saved first (bits: mean per occurrence whose "
-                     "original pieces tile the same characters):")
-        for w in sorted((w for w in self.words if w["count"]), key=lambda w: (-w["tokens_saved"], -w["count"])):
+        present = sorted((w for w in self.words if w["count"]), key=lambda w: (-w["tokens_saved"], -w["count"]))
+        if present:
+            lines.append("New tokens in the held-out text, most tokens saved first (bits: mean per occurrence whose "
+                         "original pieces tile the same characters):")
+        for w in present:
             bits = "" if w["bits_original"] is None else f", bits original {w['bits_original']:.2f}" + "".join(
                 f", {m} {v['bits']:.2f}" for m, v in w["methods"].items())
             lines.append(f"  {w['word']!r}: {w['count']} occurrences, {w['tokens_saved']} tokens saved{bits}")
