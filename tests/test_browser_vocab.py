@@ -39,7 +39,8 @@ def test_find_words_tab_lists_candidates_and_sends_them_to_the_words_box(page):
     # Stop from the tab ends a search mid-count with a message; nothing is listed.
     page.locator("#vocab-source").get_by_text("Bundled corpus").click()
     page.locator("#discover-btn").click()
-    page.wait_for_timeout(1500)
+    # Stop once the server is counting (a fixed wait raced the job's start on a loaded machine).
+    page.get_by_text("Counting words in").first.wait_for(timeout=SEARCH_TIMEOUT_MS)
     page.locator("#discover-stop-btn").click()
     page.get_by_text("Stopped (stopped by you) before the count finished").first.wait_for(timeout=SEARCH_TIMEOUT_MS)
     assert page.locator("#discover-table tbody tr").count() == 0
