@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_one(args: argparse.Namespace) -> dict:
     from tokdist_core import DistillationConfig, TokenDistillation
-    from tokdist_core.adapt import AdaptSettings, adapt
     from tokdist_core.contexts.documents import iter_split_documents
+    from tokdist_core.pipelines.adapt import AdaptSettings, adapt
 
     td = TokenDistillation(args.model, device=args.device)
     settings = AdaptSettings(data="bundled", methods=tuple(args.methods.split(",")),

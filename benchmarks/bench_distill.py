@@ -27,7 +27,7 @@ from benchmarks.common import (
 from tokdist_core import snippets_of
 from tokdist_core.api import TokenDistillation
 from tokdist_core.estimate import layer_flops_per_token
-from tokdist_core.forward import PRECISIONS, autocast_dtype, autocast_for
+from tokdist_core.foundations.forward import PRECISIONS, autocast_dtype, autocast_for
 from tokdist_core.methods import METHOD_NAMES
 from tokdist_core.training import DistillationConfig
 

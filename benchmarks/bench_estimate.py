@@ -33,7 +33,7 @@ def _timed_training(td: TokenDistillation, case: tuple) -> dict:
     heldout = snippets_of(contexts, splits, "heldout")
     config = DistillationConfig(epochs=epochs, batch_size=batch)
     before = td.estimate_training(train, heldout, methods, config)
-    correction = estimate._speed(td.lm).correction  # the start value, then learned from the cases before
+    correction = estimate.machine_speed(td.lm).correction  # the start value, then learned from the cases before
     start = time.perf_counter()
     td.train(splits, train, methods, config, heldout=heldout)
     real = time.perf_counter() - start
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     td = TokenDistillation(args.model, device=args.device)
     start = time.perf_counter()
-    speed = estimate._speed(td.lm)
+    speed = estimate.machine_speed(td.lm)
     probe_s = time.perf_counter() - start
     probe = {"seconds": round(probe_s, 2), "gflop_per_s": round(speed.flops_per_second / 1e9, 1),
              "seconds_per_pass": round(speed.seconds_per_pass, 4)}
@@ -74,7 +74,7 @@ def main() -> None:
     cases = [_timed_training(td, case) for case in CASES]
     emit({"benchmark": "estimate", "model": td.lm.source, "environment": environment(td.lm.device),
           "probe": probe, "generation": generation, "training": cases,
-          "correction_after_all": round(estimate._speed(td.lm).correction, 3)})
+          "correction_after_all": round(estimate.machine_speed(td.lm).correction, 3)})
 
 
 if __name__ == "__main__":

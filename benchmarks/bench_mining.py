@@ -7,8 +7,9 @@ import re
 import time
 
 from benchmarks.common import emit
-from tokdist_core import contexts, models
-from tokdist_core.vocab import WordError, check_new_word
+from tokdist_core import contexts
+from tokdist_core.foundations import models
+from tokdist_core.foundations.vocab import WordError, check_new_word
 
 
 def main() -> None:

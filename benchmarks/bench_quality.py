@@ -13,8 +13,8 @@ from dataclasses import replace
 from benchmarks.common import PAPER_WORDS, emit, environment
 from tokdist_core.api import TokenDistillation
 from tokdist_core.contexts import snippets_of
-from tokdist_core.evaluate import METRICS
-from tokdist_core.forward import PRECISIONS
+from tokdist_core.evaluation.metrics import METRICS
+from tokdist_core.foundations.forward import PRECISIONS
 from tokdist_core.methods import METHOD_NAMES
 from tokdist_core.training import DistillationConfig
 

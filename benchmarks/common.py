@@ -18,7 +18,7 @@ PAPER_WORDS = ["Agassi", "Schopenhauer", "alchemy", "Andorra", "alkanes", "Aberd
 def frequent_corpus_words(tokenizer, n: int, min_count: int) -> list[str]:
     """The n most frequent words of the bundled corpus that take two or more subwords (capitalised kept)."""
     from tokdist_core.contexts import iter_documents
-    from tokdist_core.vocab import WordError, check_new_word
+    from tokdist_core.foundations.vocab import WordError, check_new_word
 
     counts = Counter(w for _, text in iter_documents("bundled") for w in re.findall(r"\b[A-Za-z]{4,}\b", text))
     words = []

@@ -14,7 +14,7 @@ import argparse
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from tokdist_core import models
+from tokdist_core.foundations import models
 
 # Shapes of the published SmolLM2 checkpoints (config.json of each).
 PRESETS = {

@@ -14,10 +14,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
-from tokdist_core import models
-from tokdist_core.models import LoadedModel
-from tokdist_core.snippet import Snippet
-from tokdist_core.vocab import check_new_word
+from tokdist_core.foundations import models
+from tokdist_core.foundations.models import LoadedModel
+from tokdist_core.foundations.snippet import Snippet
+from tokdist_core.foundations.vocab import check_new_word
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +154,7 @@ def launched_app(runtime):
 
 def bundled_runtime(**limits):
     """A ui Runtime on the bundled model (skips the test when the model package is missing)."""
-    from tokdist_core.models import ModelLoadError
+    from tokdist_core.foundations.models import ModelLoadError
     from ui.runtime import Runtime
 
     rt = Runtime(default_model="smollm2-135m", device=os.environ.get("TOKDIST_TEST_DEVICE", "cpu"), **limits)

@@ -24,8 +24,8 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from tokdist_core.api import TokenDistillation  # noqa: E402
 from tokdist_core.export import load_rows  # noqa: E402
-from tokdist_core.forward import cpu_has_fast_bf16  # noqa: E402
-from tokdist_core.models import ModelLoadError  # noqa: E402
+from tokdist_core.foundations.forward import cpu_has_fast_bf16  # noqa: E402
+from tokdist_core.foundations.models import ModelLoadError  # noqa: E402
 
 pytestmark = pytest.mark.app
 
@@ -327,7 +327,7 @@ def test_allow_any_model_loads_a_local_untied_model(tmp_path):
     """--allow-any-model: the picker takes a local folder (here a tiny untied Llama on SmolLM2's tokenizer)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tokdist_core import models
+    from tokdist_core.foundations import models
     from ui.app import build_app, launch_kwargs
     from ui.runtime import Runtime
 

@@ -8,14 +8,14 @@ import torch
 from conftest import make_tiny, snippets_for
 
 from tokdist_core import NewTokenRows, TokenDistillation
-from tokdist_core.attention import (
+from tokdist_core.evaluation.attention import (
     ATTENTION_PARTS,
     ORIGINAL_PIECES,
     attention_parts,
     attention_to_word,
     eager_twin,
 )
-from tokdist_core.snippet import Snippet
+from tokdist_core.foundations.snippet import Snippet
 
 KINDS = ["tied", "untied", "gemma"]
 

@@ -11,6 +11,7 @@ from conftest import make_tiny
 
 from tokdist_core import cli
 from tokdist_core.api import TokenDistillation
+from tokdist_core.cli import common
 
 # Runs the CLI's main() and then reports whether torch was ever imported: a check that fails this way
 # ran before the model could have been loaded (loading it needs torch).
@@ -67,9 +68,9 @@ def test_words_file_folder_and_missing_file(tmp_path):
 def test_words_file_with_utf8_bom_reads_like_plain_utf8(tmp_path):
     path = tmp_path / "words.txt"
     path.write_bytes("\ufeffAndorra\r\nKrankenwägen, Agassi\n\n".encode())
-    assert cli._read_words_file(str(path)) == ["Andorra", "Krankenwägen, Agassi", ""]
+    assert common.read_words_file(str(path)) == ["Andorra", "Krankenwägen, Agassi", ""]
     args = cli.build_parser().parse_args(["split", "--words-file", str(path), "--words", "Tarkovsky,"])
-    assert cli._words(args) == ["Tarkovsky", "Andorra", "Krankenwägen", " Agassi"]
+    assert common.words_of(args) == ["Tarkovsky", "Andorra", "Krankenwägen", " Agassi"]
 
 
 # -- 2. output paths are checked before any work ----------------------------------------------------
@@ -99,8 +100,8 @@ def test_out_onto_existing_file_fails_before_loading_the_model(tmp_path):
 def test_out_folder_that_exists_or_can_be_created_is_accepted(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text("{}")
-    cli._check_out_folder(str(tmp_path / "old"))  # an earlier export is overwritten, as before
-    cli._check_out_folder(str(tmp_path / "new" / "nested"))  # created with its parents when saving
+    common.check_out_folder(str(tmp_path / "old"))  # an earlier export is overwritten, as before
+    common.check_out_folder(str(tmp_path / "new" / "nested"))  # created with its parents when saving
 
 
 # -- 3. no words ------------------------------------------------------------------------------------
@@ -158,26 +159,39 @@ def test_help_does_not_import_torch(argv):
     assert "NO_TORCH" in proc.stderr, proc.stderr
 
 
-def test_cli_copies_of_library_constants_match():
-    from tokdist_core import api, contexts, forward, models
+def _actions(command: str) -> dict:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return {a.dest: a for a in sub._actions}
+
+
+def test_cli_takes_its_choices_and_limits_from_the_library():
+    from tokdist_core import OUTPUT_POLICIES
+    from tokdist_core.foundations import limits
     from tokdist_core.methods import METHOD_NAMES
     from tokdist_core.training import DistillationConfig, config_fields
 
-    assert cli.METHODS == METHOD_NAMES
-    assert cli.OUTPUT_POLICIES == api.OUTPUT_POLICIES
-    assert cli.DEFAULT_MODEL == models.DEFAULT_MODEL
-    # The training flags are not copies: each takes default, bounds and help from its config field.
-    parser = cli.build_parser()
-    distill = next(a for a in parser._actions if a.dest == "command").choices["distill"]
-    actions = {a.dest: a for a in distill._actions}
+    distill, compare = _actions("distill"), _actions("compare")
+    assert distill["method"].choices == METHOD_NAMES
+    assert compare["methods"].default == ",".join(METHOD_NAMES)
+    assert distill["output_policy"].choices == OUTPUT_POLICIES
+    assert distill["model"].default == limits.DEFAULT_MODEL
+    # Each training flag takes default, bounds and help from its config field.
     defaults = DistillationConfig()
     for spec in config_fields():
-        if spec.name in cli.CONFIG_FLAGS:
-            assert actions[spec.name].default == getattr(defaults, spec.name)
-            assert spec.help in actions[spec.name].help
-    assert actions["mixed_precision"].choices == forward.PRECISIONS
-    assert cli.MAX_SNIPPETS_PER_TOKEN == contexts.MAX_SNIPPETS_PER_TOKEN
-    assert cli.MAX_SNIPPET_LEN == contexts.MAX_SNIPPET_LEN
+        if spec.name in common.CONFIG_FLAGS:
+            assert distill[spec.name].default == getattr(defaults, spec.name)
+            assert spec.help in distill[spec.name].help
+    assert distill["mixed_precision"].choices == limits.PRECISIONS
+    # The library's bounds are the parser's: the largest value passes, one more is refused.
+    parser = cli.build_parser()
+    for flag, top in (("--snippets-per-token", limits.MAX_SNIPPETS_PER_TOKEN), ("--snippet-len", limits.MAX_SNIPPET_LEN)):
+        args = parser.parse_args(["distill", "--words", "Andorra", "--out", "o", flag, str(top)])
+        assert getattr(args, flag[2:].replace("-", "_")) == top
+        with pytest.raises(SystemExit):
+            parser.parse_args(["distill", "--words", "Andorra", "--out", "o", flag, str(top + 1)])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["distill", "--words", "Andorra", "--out", "o", "--snippet-len", str(limits.MIN_SNIPPET_LEN - 1)])
 
 
 def test_every_training_flag_has_help():

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tokdist_core import contexts, models
+from tokdist_core import contexts
 from tokdist_core.contexts import (
     BundledSource,
     CorpusError,
@@ -26,8 +26,9 @@ from tokdist_core.contexts import (
     HFDataSource,
     WordContexts,
 )
-from tokdist_core.snippet import Snippet
-from tokdist_core.vocab import check_new_word, split_word
+from tokdist_core.foundations import models
+from tokdist_core.foundations.snippet import Snippet
+from tokdist_core.foundations.vocab import check_new_word, split_word
 
 WORD = " Krankenwagen"
 
@@ -560,7 +561,7 @@ def test_hub_only_source_never_reads_a_local_folder_of_that_name(tmp_path, monke
 def test_cancelled_generation_stops_and_collect_contexts_keeps_finished_words(lm, tokenizer):
     import threading
 
-    from tokdist_core.cancel import Cancelled
+    from tokdist_core.foundations.cancel import Cancelled
 
     cancel = threading.Event()
     cancel.set()

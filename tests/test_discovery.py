@@ -12,20 +12,12 @@ import pytest
 from conftest import make_tiny
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from tokdist_core import (
-    Cancelled,
-    CorpusError,
-    DiscoveryError,
-    TokenDistillation,
-    cli,
-    discovery,
-    models,
-    vocab,
-)
+from tokdist_core import Cancelled, CorpusError, DiscoveryError, TokenDistillation, cli, discovery
 from tokdist_core.contexts import iter_documents
 from tokdist_core.contexts.mining import count_occurrences, mine_snippets
 from tokdist_core.discovery import candidates_from_tokenizer, read_frequency_list
-from tokdist_core.vocab import check_new_word
+from tokdist_core.foundations import models, vocab
+from tokdist_core.foundations.vocab import check_new_word
 
 DOCS = [
     "The Krankenwagen arrived at noon. A Krankenwagen left, and the Krankenwagen returned to New York.",
@@ -357,9 +349,16 @@ def _probe(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_cli_copies_of_discovery_constants_match():
-    assert cli.MAX_TOP == discovery.MAX_TOP
-    assert cli.MAX_PHRASE_WORDS == vocab.MAX_PHRASE_WORDS and cli.MAX_WORD_CHARS == vocab.MAX_WORD_CHARS
+def test_cli_discover_takes_its_limits_from_the_library():
+    from tokdist_core.foundations import limits
+
+    parser = cli.build_parser()
+    for flag, top in (("--top", limits.MAX_TOP), ("--phrases", limits.MAX_PHRASE_WORDS),
+                      ("--min-chars", limits.MAX_WORD_CHARS)):
+        assert getattr(parser.parse_args(["discover", flag, str(top)]), flag[2:].replace("-", "_")) == top
+        with pytest.raises(SystemExit):
+            parser.parse_args(["discover", flag, str(top + 1)])
+    assert discovery.MAX_TOP == limits.MAX_TOP and vocab.MAX_PHRASE_WORDS == limits.MAX_PHRASE_WORDS
 
 
 def test_cli_discover_help_imports_no_torch():

@@ -26,14 +26,14 @@ from conftest import make_tiny  # tests/ is on sys.path (pytest inserts the conf
 from tokdist_core.export import (
     META_FILE,
     ROWS_FILE,
-    atomic_path,
     estimate_model_bytes,
     export_model_zip,
     load_rows,
     save_model,
     save_rows,
 )
-from tokdist_core.rows import NewTokenRows
+from tokdist_core.foundations.files import atomic_path
+from tokdist_core.foundations.rows import NewTokenRows
 from ui import export
 from ui.runtime import Runtime
 from ui.state import SessionState
@@ -253,7 +253,7 @@ import os, sys, time, zipfile
 from pathlib import Path
 import transformers
 from tests.test_export_safety import tiny_runtime, tiny_state
-from tokdist_core import models
+from tokdist_core.foundations import models
 from ui import export
 
 point, ready = sys.argv[1], Path(sys.argv[2])

@@ -8,11 +8,11 @@ import torch
 from tests.conftest import TEXTS, ZUGSPITZE_TEXTS, make_tiny, snippets_for
 from tokdist_core.api import TokenDistillation
 from tokdist_core.contexts import WordContexts
-from tokdist_core.evaluate import heldout_metrics, heldout_snippet_losses
-from tokdist_core.inspection import MAX_USER_SNIPPET_CHARS, apply_snippet_edits, with_word_history
-from tokdist_core.rows import NewTokenRows
+from tokdist_core.evaluation.inspection import MAX_USER_SNIPPET_CHARS, apply_snippet_edits, with_word_history
+from tokdist_core.evaluation.metrics import heldout_metrics, heldout_snippet_losses
+from tokdist_core.foundations.rows import NewTokenRows
+from tokdist_core.foundations.vocab import check_new_word
 from tokdist_core.training import DistillationConfig
-from tokdist_core.vocab import check_new_word
 
 MORE = ZUGSPITZE_TEXTS[:4]
 WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]

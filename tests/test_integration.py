@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tokdist_core.api import TokenDistillation
-from tokdist_core.forward import cpu_has_fast_bf16
+from tokdist_core.foundations.forward import cpu_has_fast_bf16
 from tokdist_core.training import DistillationConfig
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from conftest import make_tiny
 from transformers import AddedToken, AutoModelForCausalLM, AutoTokenizer
 
 from tokdist_core.contexts.mining import count_occurrences, mine_snippets
-from tokdist_core.vocab import (
+from tokdist_core.foundations.vocab import (
     WordError,
     add_tokens_to_model,
     check_new_word,

@@ -211,7 +211,7 @@ def test_the_time_limit_stops_a_run_keeps_what_finished_and_refuses_runs_that_ca
         with pytest.raises(AppError, match=r"would take about .* the limit is 6 s per job"):
             distill(c, ["tokdist"], 50, batch=1)
         # A machine slower than measured (a busy one): the estimate lets the run in, the limit stops it.
-        speed = estimate._speed(rt.model())
+        speed = estimate.machine_speed(rt.model())
         speed.correction, real = 1e-3, speed.correction
         try:
             status, _, _, details = distill(c, ["subword_mean", "tokdist"], 50, batch=1)

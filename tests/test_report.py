@@ -13,16 +13,16 @@ import torch
 from transformers import AddedToken, AutoTokenizer
 
 from tests.conftest import TEXTS, make_tiny
-from tokdist_core import models
 from tokdist_core.api import TokenDistillation
-from tokdist_core.cancel import Cancelled
 from tokdist_core.contexts.documents import DocumentSplit, iter_documents, iter_split_documents
-from tokdist_core.export import PARTIAL_SUFFIX
+from tokdist_core.evaluation.report import SUMMARY_ABSENT_SHOWN, domain_report, report_figure, rolling_windows
+from tokdist_core.foundations import models
+from tokdist_core.foundations.cancel import Cancelled
+from tokdist_core.foundations.files import PARTIAL_SUFFIX
+from tokdist_core.foundations.rows import NewTokenRows
+from tokdist_core.foundations.vocab import add_tokens_to_model, check_new_word
 from tokdist_core.methods import REGISTRY, MethodContext, get_method
-from tokdist_core.report import SUMMARY_ABSENT_SHOWN, domain_report, report_figure, rolling_windows
-from tokdist_core.rows import NewTokenRows
 from tokdist_core.training import DistillationConfig
-from tokdist_core.vocab import add_tokens_to_model, check_new_word
 
 WORDS = [" Krankenwagen", " Schadenfreude"]
 LN2 = math.log(2)

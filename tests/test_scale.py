@@ -9,8 +9,8 @@ import torch
 
 from tests.conftest import THREE_WORDS, three_words
 from tokdist_core.api import TokenDistillation
-from tokdist_core.cancel import Cancelled
-from tokdist_core.scale import GB, CheckpointStore, ScaleError, plan_chunks, train_in_chunks
+from tokdist_core.foundations.cancel import Cancelled
+from tokdist_core.pipelines.scale import GB, CheckpointStore, ScaleError, plan_chunks, train_in_chunks
 from tokdist_core.training import DistillationConfig
 
 METHODS = ["random", "subword_mean", "tokdist", "ntp", "tokdist_antp"]

@@ -9,8 +9,8 @@ import torch
 from tests.conftest import TEXTS, make_tiny, snippets_for
 from tokdist_core import Trajectory
 from tokdist_core.api import TokenDistillation
+from tokdist_core.foundations.vocab import check_new_word
 from tokdist_core.training import DistillationConfig, recorded_steps
-from tokdist_core.vocab import check_new_word
 
 CONFIG = DistillationConfig(epochs=2, batch_size=2, learning_rate=5e-2)
 MORE = [  # a third word with 5 snippets: more steps per epoch than the others (3 snippets each)

@@ -8,14 +8,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.conftest import make_tiny
 from tokdist_core.api import TokenDistillation
-from tokdist_core.evaluate import generate, heldout_metrics, layer_lens, nearest_neighbours, pca_points
+from tokdist_core.evaluation.metrics import heldout_metrics
+from tokdist_core.evaluation.views import generate, layer_lens, nearest_neighbours, pca_points
 from tokdist_core.export import load_rows, reproduce_snippet, save_model, save_rows, zip_folder
-from tokdist_core.methods import METHOD_NAMES, REGISTRY, MethodContext, get_method
-from tokdist_core.methods.subword_weighted import exponential_weights
-from tokdist_core.models import ModelLoadError, load_model
-from tokdist_core.rows import NewTokenRows
-from tokdist_core.training import DistillationConfig
-from tokdist_core.vocab import (
+from tokdist_core.foundations.models import ModelLoadError, load_model
+from tokdist_core.foundations.rows import NewTokenRows
+from tokdist_core.foundations.vocab import (
     WordError,
     add_tokens_to_model,
     check_new_word,
@@ -24,6 +22,9 @@ from tokdist_core.vocab import (
     split_word,
     whitespace_marker,
 )
+from tokdist_core.methods import METHOD_NAMES, REGISTRY, MethodContext, get_method
+from tokdist_core.methods.subword_weighted import exponential_weights
+from tokdist_core.training import DistillationConfig
 
 
 def test_whitespace_marker_and_split(tokenizer):

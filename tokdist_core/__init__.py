@@ -11,36 +11,35 @@ use, so `import tokdist_core` (and `tokdist --help`) stays instant: torch is imp
 
 from __future__ import annotations
 
-from .lazy import lazy_exports
+from .foundations.lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
-    "TokenDistillation": "api", "TrainOutcome": "api", "Comparison": "api", "Skipped": "api", "OUTPUT_POLICIES": "api",
-    "method_losses": "api",
+    "TokenDistillation": "api", "method_losses": "api",
+    "TrainOutcome": "methods.runner", "Comparison": "results", "Skipped": "results",
     "DistillationConfig": "training", "StepRecord": "training", "OutputPolicy": "training",
-    "FieldSpec": "training", "config_fields": "training",
-    "NewTokenRows": "rows", "Trajectory": "rows",
+    "OUTPUT_POLICIES": "training", "FieldSpec": "training", "config_fields": "training",
+    "NewTokenRows": "foundations.rows", "Trajectory": "foundations.rows",
     "HFDataSource": "contexts", "WordContexts": "contexts", "CorpusError": "contexts", "bundled_available": "contexts",
     "GENSIM_HINT": "contexts", "BundledSource": "contexts", "FileSource": "contexts", "GeneratedSource": "contexts",
-    "parse_sources": "contexts",
-    "WordSplit": "vocab", "WordError": "vocab",
-    "Snippet": "snippet",
-    "LoadedModel": "models", "ModelLoadError": "models", "load_model": "models", "DEFAULT_MODEL": "models",
-    "BUNDLED_MODELS": "models",
+    "parse_sources": "contexts", "parse_hf_spec": "contexts", "snippets_of": "contexts",
+    "DocumentSplit": "contexts.documents", "iter_split_documents": "contexts.documents",
+    "WordSplit": "foundations.vocab", "WordError": "foundations.vocab",
+    "Snippet": "foundations.snippet",
+    "LoadedModel": "foundations.models", "ModelLoadError": "foundations.models", "load_model": "foundations.models",
+    "BUNDLED_MODELS": "foundations.models", "DEFAULT_MODEL": "foundations.limits",
+    "Cancelled": "foundations.cancel", "atomic_path": "foundations.files",
     "METHOD_NAMES": "methods", "REGISTRY": "methods", "Method": "methods", "get_method": "methods",
-    "Cancelled": "cancel",
     "JobEstimate": "estimate", "format_seconds": "estimate",
     "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
-    "atomic_path": "export", "parse_hf_spec": "contexts", "Generation": "evaluate",
-    "LOWER_IS_BETTER": "evaluate", "snippets_of": "contexts",
-    "DomainReport": "report", "domain_report": "report", "report_figure": "report",
-    "DocumentSplit": "contexts.documents", "iter_split_documents": "contexts.documents",
+    "Generation": "evaluation.views", "LOWER_IS_BETTER": "evaluation.metrics",
+    "DomainReport": "evaluation.report", "domain_report": "evaluation.report", "report_figure": "evaluation.report",
+    "ATTENTION_PARTS": "evaluation.attention", "ORIGINAL_PIECES": "evaluation.attention",
+    "WordInspection": "evaluation.inspection", "SnippetLoss": "evaluation.inspection",
+    "with_word_history": "evaluation.inspection", "apply_snippet_edits": "evaluation.inspection",
     "Discovery": "discovery", "Candidate": "discovery", "Rejection": "discovery", "DiscoveryError": "discovery",
     "FrequencyList": "discovery", "discover_words": "discovery", "candidates_from_tokenizer": "discovery",
     "candidates_from_frequency_list": "discovery", "read_frequency_list": "discovery",
-    "ATTENTION_PARTS": "attention", "ORIGINAL_PIECES": "attention",
-    "WordInspection": "inspection", "SnippetLoss": "inspection", "with_word_history": "inspection",
-    "apply_snippet_edits": "inspection",
 }
 
 __all__ = sorted(_EXPORTS)

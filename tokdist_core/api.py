@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,9 +14,6 @@ from transformers import PreTrainedTokenizerBase
 
 from . import contexts as corpus
 from . import estimate
-from .attention import attention_to_word
-from .cancel import Cancelled
-from .contexts.mining import MAX_SNIPPET_LEN
 from .contexts.sources import DataSpec
 from .discovery import (
     Discovery,
@@ -27,26 +23,38 @@ from .discovery import (
     discover_words,
 )
 from .estimate import JobEstimate
-from .evaluate import (
-    METRICS,
+from .evaluation.attention import attention_to_word
+from .evaluation.inspection import WordInspection, apply_snippet_edits, inspect_word, snippet_from_text
+from .evaluation.metrics import heldout_metrics
+from .evaluation.report import DomainReport, domain_report
+from .evaluation.views import (
     Generation,
+    check_word_in,
     fit_embedding_map,
     generate,
-    heldout_metrics,
     layer_lens,
     nearest_neighbours,
     trajectory_paths,
 )
 from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
-from .inspection import WordInspection, apply_snippet_edits, inspect_word, snippet_from_text
-from .methods import METHOD_NAMES, MethodContext, MethodOutput, get_method
-from .models import DEFAULT_MODEL, LoadedModel, load_model
-from .report import DomainReport, domain_report
-from .rows import NewTokenRows, Trajectory
-from .snippet import Snippet
+from .foundations.cancel import Cancelled
+from .foundations.limits import DEFAULT_MODEL, MAX_SNIPPET_LEN
+from .foundations.models import LoadedModel, load_model
+from .foundations.rows import NewTokenRows, Trajectory
+from .foundations.snippet import Snippet
+from .foundations.vocab import (
+    WordError,
+    WordSplit,
+    add_tokens_to_model,
+    check_new_word,
+    parse_word_list,
+    split_word,
+)
+from .methods import METHOD_NAMES, MethodContext, get_method
+from .methods.runner import TrainOutcome, run_methods
+from .results import Comparison, Skipped
 from .training import (
     DEFAULT_TRAJECTORY_POINTS,
-    OUTPUT_POLICIES,  # noqa: F401  (public here for ui and cli; derived from OutputPolicy)
     DistillationConfig,
     OutputPolicy,
     StepRecord,
@@ -55,7 +63,6 @@ from .training import (
     new_output_rows,
     steps_per_epoch,
 )
-from .vocab import WordError, WordSplit, add_tokens_to_model, check_new_word, parse_word_list, split_word
 
 Progress = Callable[[float, str], None]
 _NO_WORDS = "no words given: pass at least one word (blank entries are ignored)"
@@ -70,96 +77,9 @@ def method_losses(methods: Sequence[str], config: DistillationConfig) -> dict[st
     return {m: list(get_method(m).losses_for(config)) for m in methods if get_method(m).trains}
 
 
-@dataclass
-class Skipped:
-    word: str
-    reason: str
-
-
-def _check_word_in(rows: Sequence[NewTokenRows], word: str) -> None:
-    if not rows:
-        raise ValueError("no rows given: train at least one method first")
-    missing = [r.method for r in rows if word not in r.words]
-    if missing:
-        raise ValueError(f"{word!r} has no new row in {', '.join(missing)}; their words: "
-                         f"{', '.join(repr(w) for w in rows[0].words)}")
-
-
 def _evaluable(ctx: corpus.WordContexts | None) -> bool:
     """A word compare() can use: it has training and held-out snippets."""
     return ctx is not None and bool(ctx.train) and bool(ctx.heldout)
-
-
-@dataclass
-class TrainOutcome:
-    """What one `train` call produced: per method its rows, loss history, time and tokens trained on."""
-
-    rows: dict[str, NewTokenRows] = field(default_factory=dict)
-    histories: dict[str, list[StepRecord]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall clock per method, its teacher included
-    tokens_seen: dict[str, int] = field(default_factory=dict)  # student positions, all epochs
-    teacher_seconds: float = 0.0  # building the teacher caches (shared by the methods)
-    metrics: dict[str, dict[str, dict]] | None = None  # method -> word -> held-out metrics, when asked
-    cancelled: str | None = None  # where a cancel stopped the run; finished methods are kept
-    # With record_trajectory=True: trained method -> its rows during training (baselines have none).
-    trajectories: dict[str, Trajectory] = field(default_factory=dict)
-
-    def add(self, rows: NewTokenRows, out: MethodOutput, seconds: float) -> None:
-        self.rows[rows.method] = rows
-        self.histories[rows.method] = out.history
-        self.seconds[rows.method] = seconds
-        self.tokens_seen[rows.method] = out.tokens_seen
-        if out.trajectory is not None:
-            self.trajectories[rows.method] = Trajectory(rows.method, list(rows.words), list(out.trajectory_steps),
-                                                        out.trajectory)
-
-
-@dataclass
-class Comparison:
-    """Everything one compare run produced; `to_json()` is the CLI's report format."""
-
-    model: dict
-    config: dict
-    splits: list[WordSplit]
-    contexts: dict[str, corpus.WordContexts]
-    rows: dict[str, NewTokenRows] = field(default_factory=dict)
-    histories: dict[str, list[StepRecord]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, dict[str, dict]] = field(default_factory=dict)  # method -> word -> metrics
-    skipped: list[Skipped] = field(default_factory=list)
-    cancelled: str | None = None
-
-    def to_json(self) -> dict:
-        words = []
-        for split in self.splits:
-            ctx = self.contexts.get(split.word)
-            words.append({
-                "word": split.word,
-                "subwords": list(split.pieces),
-                "subword_ids": list(split.ids),
-                "train_snippets": len(ctx.train) if ctx else 0,
-                "heldout_snippets": len(ctx.heldout) if ctx else 0,
-                "sources": dict(ctx.sources) if ctx else {},
-                "methods": {
-                    m: {**{k: v for k, v in self.metrics[m][split.word].items() if not k.startswith("layer_")},
-                        "seconds": self.seconds.get(m, 0.0)}
-                    for m in self.metrics if split.word in self.metrics[m]
-                },
-            })
-        summary = {}
-        for method in self.metrics:
-            vals = [w["methods"][method] for w in words if method in w["methods"]]
-            if vals:
-                summary[method] = {k: sum(v[k] for v in vals) / len(vals)
-                                   for k in METRICS}
-        return {
-            "model": self.model,
-            "config": self.config,
-            "words": words,
-            "skipped": [{"word": s.word, "reason": s.reason} for s in self.skipped],
-            "summary": summary,
-            "cancelled": self.cancelled,
-        }
 
 
 class TokenDistillation:
@@ -285,28 +205,7 @@ class TokenDistillation:
         ctx = MethodContext(lm=self.lm, splits=splits, train_snippets=list(train), config=config,
                             callback=callback, cancel=cancel,
                             trajectory_points=trajectory_points if record_trajectory else 0)
-        outcome = TrainOutcome()
-        shared_output: torch.Tensor | None = None
-        for method in chosen:
-            if cancel is not None and cancel.is_set():
-                outcome.cancelled = f"cancelled before {method.name}"
-                break
-            start = time.perf_counter()
-            try:
-                out = method.run(ctx)
-                if shared_output is None and not self.lm.tied:
-                    cache = ctx.teacher_cache(with_final=True) if output_policy == "ntp" and train else None
-                    shared_output = self.output_rows(splits, train, output_policy, config, cache, cancel)
-            except Cancelled as exc:
-                outcome.cancelled = str(exc)
-                break
-            result = NewTokenRows(method=method.name, words=[s.word for s in splits],
-                                  input_rows=out.rows.detach().float().cpu(),
-                                  output_rows=None if shared_output is None else shared_output.detach().float().cpu())
-            outcome.add(result, out, time.perf_counter() - start)
-            if on_method_done is not None:
-                on_method_done(result, outcome.seconds[method.name])
-        outcome.teacher_seconds = ctx.teacher_seconds
+        outcome = run_methods(ctx, chosen, output_policy, on_method_done)
         if heldout and outcome.rows and outcome.cancelled is None:
             try:
                 outcome.metrics = self.evaluate(list(outcome.rows.values()), heldout, config.target_layer, cancel)
@@ -446,7 +345,7 @@ class TokenDistillation:
 
     def embedding_map(self, rows: Sequence[NewTokenRows], word: str) -> list[dict]:
         """2-D PCA points: each method's new row for `word`, its subwords and their nearest tokens."""
-        _check_word_in(rows, word)
+        check_word_in(rows, word)
         return fit_embedding_map(self.lm, list(rows), word, list(self.split(word).ids)).points()
 
     def trajectory_map(self, rows: Sequence[NewTokenRows], trajectories: Mapping[str, Trajectory] | Sequence[Trajectory],
@@ -463,7 +362,7 @@ class TokenDistillation:
             raise ValueError("no training trajectories: train a method that trains (e.g. tokdist) with "
                              "record_trajectory=True; baselines such as subword_mean have no path")
         rows = list(rows)
-        _check_word_in(rows, word)
+        check_word_in(rows, word)
         methods = {r.method for r in rows}
         for trajectory in chosen:
             if trajectory.method not in methods:

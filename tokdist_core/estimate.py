@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from .contexts import GENERATE_BATCH
-from .forward import autocast_for
-from .models import LoadedModel
-from .snippet import Snippet
+from .foundations.forward import autocast_for
+from .foundations.models import LoadedModel
+from .foundations.snippet import Snippet
 from .training import TEACHER_BATCH_TOKENS, steps_per_epoch
 from .training.batching import student_pass_tokens
 
@@ -41,13 +41,13 @@ PROBE_SHAPE = (4, 64)  # batch x tokens of the probe forward that measures the m
 
 
 @dataclass
-class _Speed:
+class MachineSpeed:
     flops_per_second: float
     seconds_per_pass: float  # fixed cost of one pass through all layers
     correction: float = INITIAL_CORRECTION  # real / predicted seconds of finished jobs (moving average)
 
 
-_speeds: weakref.WeakKeyDictionary[torch.nn.Module, _Speed] = weakref.WeakKeyDictionary()
+_speeds: weakref.WeakKeyDictionary[torch.nn.Module, MachineSpeed] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -80,7 +80,7 @@ def head_flops_per_token(lm: LoadedModel) -> float:
     return 2.0 * lm.embedding_rows * lm.hidden_size
 
 
-def _speed(lm: LoadedModel) -> _Speed:
+def machine_speed(lm: LoadedModel) -> MachineSpeed:
     with _lock:
         speed = _speeds.get(lm.model)
     if speed is None:
@@ -91,7 +91,7 @@ def _speed(lm: LoadedModel) -> _Speed:
 
 
 def _seconds(lm: LoadedModel, flops: float, passes: int) -> float:
-    speed = _speed(lm)
+    speed = machine_speed(lm)
     return (flops / speed.flops_per_second + passes * speed.seconds_per_pass) * speed.correction
 
 
@@ -107,7 +107,7 @@ def record_actual(lm: LoadedModel, estimate: JobEstimate, seconds: float) -> Non
 
 
 @torch.no_grad()
-def _probe(lm: LoadedModel) -> _Speed:
+def _probe(lm: LoadedModel) -> MachineSpeed:
     decoder = lm.model.get_decoder()
     vocab = min(len(lm.tokenizer), lm.embedding_rows)
 
@@ -126,7 +126,7 @@ def _probe(lm: LoadedModel) -> _Speed:
     fixed = timed(1, 2)
     batch, length = PROBE_SHAPE
     work = max(timed(batch, length) - fixed, 1e-6)
-    return _Speed(flops_per_second=layer_flops_per_token(lm) * batch * length / work, seconds_per_pass=fixed)
+    return MachineSpeed(flops_per_second=layer_flops_per_token(lm) * batch * length / work, seconds_per_pass=fixed)
 
 
 def teacher_cache_bytes(lm: LoadedModel, snippets: Sequence[Snippet], with_final: bool) -> int:

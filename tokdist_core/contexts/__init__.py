@@ -16,22 +16,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..cancel import Cancelled
-from ..snippet import Snippet
-from ..vocab import WordSplit
+from ..foundations.cancel import Cancelled
+from ..foundations.snippet import Snippet
+from ..foundations.vocab import WordSplit
 from .bundled import BUNDLED_SOURCES, GENSIM_HINT, GENSIM_VERSION, bundled_available
-from .documents import DocumentSplit, _until_cancelled, corpus_stats, iter_documents, iter_hf_dataset
+from .documents import DocumentSplit, corpus_stats, iter_documents, iter_hf_dataset, until_cancelled
 from .generation import GENERATE_BATCH, generate_snippets
 from .mining import (
     MAX_OCCURRENCES_PER_WORD,
     MAX_SNIPPET_LEN,
     MAX_SNIPPETS_PER_TOKEN,
-    _check_count,
-    _check_seed,
-    _validate_snippet_len,
-    _validate_splits,
-    _word_rng,
+    check_seed,
+    check_snippet_count,
+    check_snippet_len,
+    check_splits,
     mine_snippets,
+    word_rng,
 )
 from .sources import (
     FILE_BUILDERS,
@@ -49,7 +49,7 @@ from .sources import (
 )
 
 if TYPE_CHECKING:  # models imports torch/transformers; only needed for type hints here
-    from ..models import LoadedModel
+    from ..foundations.models import LoadedModel
 
 
 @dataclass
@@ -171,13 +171,13 @@ def collect_contexts(
 
     ``document_split``: mine only its training documents (the held-out ones are kept for a report).
     """
-    splits = _validate_splits(splits)
+    splits = check_splits(splits)
     if not splits:
         raise ValueError("No words given.")
-    _check_count("snippets_per_token", snippets_per_token, 1)
-    _check_count("heldout_per_token", heldout_per_token, 0)
-    _validate_snippet_len(snippet_len, splits)
-    _check_seed(seed)
+    check_snippet_count("snippets_per_token", snippets_per_token, 1)
+    check_snippet_count("heldout_per_token", heldout_per_token, 0)
+    check_snippet_len(snippet_len, splits)
+    check_seed(seed)
     corpus, generate, notes = _plan(parse_sources(data))
     report = progress or (lambda _f, _m: None)
     wanted = snippets_per_token + heldout_per_token
@@ -189,7 +189,7 @@ def collect_contexts(
         documents = iter_documents(corpus, text_column=text_column, max_documents=max_documents)
         if document_split is not None:
             documents = document_split.select(documents, "train")
-        documents = _until_cancelled(documents, cancel)
+        documents = until_cancelled(documents, cancel)
         mined = mine_snippets(documents, lm.tokenizer, splits, snippet_len, max_per_word=wanted, seed=seed)
         report(0.3 if generate else 0.9, f"Mined {sum(map(len, mined.values()))} snippets from {mined_from}")
 
@@ -207,7 +207,7 @@ def collect_contexts(
                 result[split.word] = WordContexts(split.word, [], [], {}, problem=f"not collected: {stopped}")
                 continue
             # Mix sources so that held-out and train both see corpus and generated text.
-            _word_rng(seed, split.word, "split").shuffle(snippets)
+            word_rng(seed, split.word, "split").shuffle(snippets)
         result[split.word] = _word_contexts(split.word, snippets, snippets_per_token, heldout_per_token, mined_from,
                                             generate, notes)
         if not generate:

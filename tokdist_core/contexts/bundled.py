@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
 
-from .sources import _RE_PARAGRAPHS, CorpusError
+from .sources import RE_PARAGRAPHS, CorpusError
 
 GENSIM_VERSION = "4.4.0"
 GENSIM_HINT = f"pip install --no-deps gensim=={GENSIM_VERSION}"
@@ -114,7 +114,7 @@ def _clean_wikitext(raw: str) -> list[str]:
     text = _RE_TABLE_LINE.sub("", text)
     text = text.replace("'''", "").replace("''", "")
     paragraphs = []
-    for block in _RE_PARAGRAPHS.split(text):
+    for block in RE_PARAGRAPHS.split(text):
         para = _collapse(block)
         # Short blocks are headings, list stubs or leftovers; real prose paragraphs are longer.
         if len(para) < _MIN_PARAGRAPH_CHARS or " " not in para or para.startswith(("|", "!", "{")):
@@ -143,7 +143,7 @@ def _read_enwiki(path: Path) -> list[str]:
 
 
 @lru_cache(maxsize=1)
-def _bundled_corpus() -> tuple[tuple[str, str], ...]:
+def bundled_corpus() -> tuple[tuple[str, str], ...]:
     """Parsed bundled corpus, cached in memory (wikitext stripping takes a few seconds once)."""
     docs: list[tuple[str, str]] = []
     for key, name in _BUNDLED_FILES.items():

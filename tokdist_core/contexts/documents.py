@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
-from ..cancel import check_cancel
-from .bundled import _bundled_corpus, check_bundled
+from ..foundations.cancel import check_cancel
+from .bundled import bundled_corpus, check_bundled
 from .sources import (
     HF_MAX_DOCUMENTS,
     BundledSource,
@@ -20,8 +20,8 @@ from .sources import (
     FileSource,
     HFDataSource,
     Source,
-    _first_line,
-    _iter_local_file,
+    first_line,
+    iter_local_file,
     parse_sources,
 )
 
@@ -69,9 +69,9 @@ def _readable(sources: list[Source]) -> list[_Readable]:
 
 def _open(source: _Readable, text_column: str, remaining: int | None) -> Iterator[tuple[str, str]]:
     if isinstance(source, BundledSource):
-        return iter(_bundled_corpus())
+        return iter(bundled_corpus())
     if isinstance(source, FileSource):
-        return _iter_local_file(source.path, source.text_column or text_column)
+        return iter_local_file(source.path, source.text_column or text_column)
     cap = source.max_documents if remaining is None else min(source.max_documents, remaining)
     return _iter_hf(source, source.text_column or text_column, cap)
 
@@ -91,7 +91,7 @@ def _iter_sources(
                     return
 
 
-def _until_cancelled(
+def until_cancelled(
     documents: Iterator[tuple[str, str]], cancel: threading.Event | None, every: int = 64
 ) -> Iterator[tuple[str, str]]:
     """Pass documents through, checking the cancel flag every few (a streamed dataset may be slow)."""
@@ -133,7 +133,7 @@ def _iter_hf(spec: HFDataSource, text_column: str, limit: int) -> Iterator[tuple
         ds = load_dataset(spec.load_path, spec.config, split=spec.split, streaming=True, **pinned)
     except Exception as exc:
         raise CorpusError(
-            f"Could not load Hugging Face dataset {spec.describe()}: {_first_line(exc)}. {hint}"
+            f"Could not load Hugging Face dataset {spec.describe()}: {first_line(exc)}. {hint}"
         ) from exc
     try:
         yield from _hf_texts(ds, spec, text_column, limit)
@@ -141,7 +141,7 @@ def _iter_hf(spec: HFDataSource, text_column: str, limit: int) -> Iterator[tuple
         raise
     except Exception as exc:  # network errors surface while streaming, not at load time
         raise CorpusError(
-            f"Reading Hugging Face dataset {spec.describe()} failed: {_first_line(exc)}. {hint}"
+            f"Reading Hugging Face dataset {spec.describe()} failed: {first_line(exc)}. {hint}"
         ) from exc
 
 

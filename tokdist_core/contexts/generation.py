@@ -10,15 +10,15 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..cancel import check_cancel
-from ..snippet import Snippet
-from ..vocab import WordSplit
-from .mining import _check_count, _check_seed, _continues_word, _validate_snippet_len
+from ..foundations.cancel import check_cancel
+from ..foundations.snippet import Snippet
+from ..foundations.vocab import WordSplit
+from .mining import check_seed, check_snippet_count, check_snippet_len, continues_word
 
 if TYPE_CHECKING:  # models imports torch/transformers; only needed for type hints here
     from transformers import PreTrainedTokenizerBase
 
-    from ..models import LoadedModel
+    from ..foundations.models import LoadedModel
 
 GENERATE_BATCH = 32
 
@@ -43,7 +43,7 @@ def _first_token_bans(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
     special = set(tokenizer.all_special_ids)
     banned = [
-        i for i, t in enumerate(texts) if i in special or not t or t[0] == "\ufffd" or _continues_word(t[0])
+        i for i, t in enumerate(texts) if i in special or not t or t[0] == "\ufffd" or continues_word(t[0])
     ]
     _FIRST_TOKEN_BANS[id(tokenizer)] = (tokenizer, len(tokenizer), banned)
     return banned
@@ -99,9 +99,9 @@ def generate_snippets(
     """
     import torch
 
-    _check_count("n", n, 1)
-    _validate_snippet_len(snippet_len, [split])
-    _check_seed(seed)
+    check_snippet_count("n", n, 1)
+    check_snippet_len(snippet_len, [split])
+    check_seed(seed)
     sampler = _Sampler(lm, split, snippet_len, cancel)
     device = lm.device
     fork_devices = [device.index or 0] if device.type == "cuda" else []

@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import ahocorasick
 
-from ..snippet import Snippet
-from ..vocab import WordSplit
+from ..foundations.limits import MAX_SNIPPET_LEN, MAX_SNIPPETS_PER_TOKEN
+from ..foundations.snippet import Snippet
+from ..foundations.vocab import WordSplit
 from .sources import CorpusError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-MAX_SNIPPET_LEN = 1024
-MAX_SNIPPETS_PER_TOKEN = 1000
 # Occurrences kept per word (reservoir sample) before tokenizing: frequent words never blow up memory/time.
 MAX_OCCURRENCES_PER_WORD = 4096
 
@@ -34,30 +33,30 @@ _Docs = dict[int, tuple[str, str]]  # document index -> (label, text), only docu
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _continues_word(ch: str) -> bool:
+def continues_word(ch: str) -> bool:
     # Letters, digits and combining marks would make the match part of a longer word.
     return ch.isalnum() or unicodedata.category(ch).startswith("M")
 
 
-def _word_rng(seed: int, word: str, purpose: str) -> random.Random:
+def word_rng(seed: int, word: str, purpose: str) -> random.Random:
     # String seeds hash with SHA-512 inside random: stable across runs and independent of PYTHONHASHSEED,
     # and each word's selection does not depend on which other words were requested.
     return random.Random(f"{seed}:{purpose}:{word}")
 
 
-def _check_count(name: str, value: int, minimum: int) -> None:
+def check_snippet_count(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_SNIPPETS_PER_TOKEN:
         raise ValueError(
             f"{name} must be an integer between {minimum} and {MAX_SNIPPETS_PER_TOKEN}, got {value!r}."
         )
 
 
-def _check_seed(seed: int) -> None:
+def check_seed(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}.")
 
 
-def _validate_snippet_len(snippet_len: int, splits: list[WordSplit]) -> None:
+def check_snippet_len(snippet_len: int, splits: list[WordSplit]) -> None:
     if isinstance(snippet_len, bool) or not isinstance(snippet_len, int):
         raise ValueError(f"snippet_len must be an integer, got {snippet_len!r}.")
     if snippet_len > MAX_SNIPPET_LEN:
@@ -70,7 +69,7 @@ def _validate_snippet_len(snippet_len: int, splits: list[WordSplit]) -> None:
             )
 
 
-def _validate_splits(splits: list[WordSplit]) -> list[WordSplit]:
+def check_splits(splits: list[WordSplit]) -> list[WordSplit]:
     splits = list(splits)
     seen: set[str] = set()
     for split in splits:
@@ -89,8 +88,8 @@ def _validate_splits(splits: list[WordSplit]) -> list[WordSplit]:
 def _check_mining_args(
     tokenizer: PreTrainedTokenizerBase, splits: list[WordSplit], snippet_len: int, max_per_word: int | None
 ) -> list[WordSplit]:
-    splits = _validate_splits(splits)
-    _validate_snippet_len(snippet_len, splits)
+    splits = check_splits(splits)
+    check_snippet_len(snippet_len, splits)
     if max_per_word is not None and (
         isinstance(max_per_word, bool) or not isinstance(max_per_word, int) or max_per_word < 1
     ):
@@ -182,8 +181,8 @@ def mine_snippets(
         if max_per_word is None
         else min(MAX_OCCURRENCES_PER_WORD, max(8 * max_per_word, 256))
     )
-    rngs = [_word_rng(seed, s.word, "mine") for s in splits]
-    reservoirs, docs = _sample_occurrences(documents, _automaton(splits), rngs, cap)
+    rngs = [word_rng(seed, s.word, "mine") for s in splits]
+    reservoirs, docs = _sample_occurrences(documents, word_automaton(splits), rngs, cap)
     words = []
     for split, rng, occurrences in zip(splits, rngs, reservoirs, strict=True):
         occurrences.sort(key=lambda o: (o.doc, o.start))  # reservoir order depends on arrival; normalize first
@@ -194,7 +193,7 @@ def mine_snippets(
     return {w.split.word: w.snippets for w in words}
 
 
-def _automaton(splits: list[WordSplit]) -> Any:
+def word_automaton(splits: list[WordSplit]) -> Any:
     """Aho-Corasick over the surfaces: surface -> (length, mid-sentence word indexes, word-initial ones)."""
     by_surface: dict[str, tuple[list[int], list[int]]] = {}
     for i, split in enumerate(splits):
@@ -208,7 +207,7 @@ def _automaton(splits: list[WordSplit]) -> Any:
     return automaton
 
 
-def _boundary_matches(text: str, automaton: Any) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+def boundary_matches(text: str, automaton: Any) -> Iterator[tuple[int, int, tuple[int, ...]]]:
     """(start, end, word indexes) of every match with a word boundary on both sides (the rules above).
 
     Multi-word tokens (" New York") follow the same rules: the surface, inner spaces included, matches
@@ -217,7 +216,7 @@ def _boundary_matches(text: str, automaton: Any) -> Iterator[tuple[int, int, tup
     length = len(text)
     for end, (size, mid_words, initial_words) in automaton.iter(text):
         b = end + 1
-        if b < length and _continues_word(text[b]):
+        if b < length and continues_word(text[b]):
             continue
         a = b - size
         prev = text[a - 1] if a > 0 else ""
@@ -241,7 +240,7 @@ def _sample_occurrences(
     for doc_index, (label, text) in enumerate(documents):
         if not text:
             continue
-        for a, b, matched in _boundary_matches(text, automaton):
+        for a, b, matched in boundary_matches(text, automaton):
             for wi in matched:
                 k = seen_counts[wi]
                 seen_counts[wi] = k + 1
@@ -264,9 +263,9 @@ def count_occurrences(documents: Iterable[tuple[str, str]], words: list[str]) ->
     counts = [0] * len(words)
     if not words:
         return counts
-    automaton = _automaton([WordSplit(word=w, pieces=(), ids=()) for w in words])
+    automaton = word_automaton([WordSplit(word=w, pieces=(), ids=()) for w in words])
     for _label, text in documents:
-        for _a, _b, matched in _boundary_matches(text, automaton):
+        for _a, _b, matched in boundary_matches(text, automaton):
             for wi in matched:
                 counts[wi] += 1
     return counts

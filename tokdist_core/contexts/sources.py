@@ -39,7 +39,7 @@ FILE_BUILDERS: dict[str, str] = {
     ".csv": "csv",
 }
 
-_RE_PARAGRAPHS = re.compile(r"\n\s*\n")
+RE_PARAGRAPHS = re.compile(r"\n\s*\n")
 _RE_HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
 
 
@@ -294,7 +294,7 @@ def _split_text_block(block: str) -> list[str]:
     lee.cor); otherwise the lines are hard-wrapped prose and are joined with spaces into one paragraph.
     """
     out: list[str] = []
-    for para in _RE_PARAGRAPHS.split(block):
+    for para in RE_PARAGRAPHS.split(block):
         lines = [ln.strip() for ln in para.splitlines() if ln.strip()]
         if not lines:
             continue
@@ -305,7 +305,7 @@ def _split_text_block(block: str) -> list[str]:
     return out
 
 
-def _iter_local_file(path: Path, text_column: str) -> Iterator[tuple[str, str]]:
+def iter_local_file(path: Path, text_column: str) -> Iterator[tuple[str, str]]:
     from datasets import load_dataset
 
     label = f"file:{path.name}"
@@ -316,7 +316,7 @@ def _iter_local_file(path: Path, text_column: str) -> Iterator[tuple[str, str]]:
         else:
             ds = load_dataset(builder, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types (DatasetGenerationError, ArrowInvalid, ...)
-        raise CorpusError(f"Could not read {str(path)!r} as {builder}: {_first_line(exc)}") from exc
+        raise CorpusError(f"Could not read {str(path)!r} as {builder}: {first_line(exc)}") from exc
     column = "text" if builder == "text" else text_column
     if column not in ds.column_names:
         raise CorpusError(
@@ -334,6 +334,6 @@ def _iter_local_file(path: Path, text_column: str) -> Iterator[tuple[str, str]]:
                 yield label, value
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     return (msg[0] if msg else type(exc).__name__)[:300]

@@ -1,17 +1,25 @@
-"""What every init method gets and returns, and the one registry they live in."""
+"""What every init method gets and returns, and the one registry they live in.
+
+The registry loads without torch (each method imports it when it runs), so the command line checks
+method names before any heavy import.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+from ..foundations.snippet import Snippet
+from ..foundations.vocab import WordSplit
+from ..training.config import LOGIT_LOSSES, DistillationConfig, StepRecord
 
-from ..models import LoadedModel
-from ..snippet import Snippet
-from ..training import LOGIT_LOSSES, DistillationConfig, StepRecord, TeacherCache
-from ..vocab import WordSplit
+if TYPE_CHECKING:
+    import torch
+
+    from ..foundations.models import LoadedModel
+    from ..training.teacher import TeacherCache
 
 
 @dataclass
@@ -48,6 +56,8 @@ class MethodContext:
         for (cached_layer, cached_final), cache in self._caches.items():
             if cached_layer == layer and (cached_final or not with_final):
                 return cache
+        from ..training.teacher import TeacherCache
+
         cache = TeacherCache(self.lm, self.train_snippets, self.words, layer, with_final,
                              mixed_precision=self.config.mixed_precision, cancel=self.cancel)
         self._caches[(layer, with_final)] = cache
@@ -113,6 +123,8 @@ def register(name: str, *, label: str, description: str, colour: str, order: int
 
 def subword_rows(ctx: MethodContext, weights: Callable[[int], torch.Tensor] | None = None) -> torch.Tensor:
     """Per word, a (weighted) mean of its subwords' input rows."""
+    import torch
+
     matrix = ctx.lm.model.get_input_embeddings().weight.detach()
     rows = []
     for split in ctx.splits:

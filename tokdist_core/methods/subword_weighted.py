@@ -4,12 +4,19 @@ Later pieces weigh more (weight 2^i, normalised): in a causal model the last sub
 the word's meaning has been assembled, and it is the position the new token replaces.
 """
 
-import torch
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from .base import MethodContext, MethodOutput, register, subword_rows
 
+if TYPE_CHECKING:
+    import torch
+
 
 def exponential_weights(n: int) -> torch.Tensor:
+    import torch
+
     w = torch.pow(2.0, torch.arange(n, dtype=torch.float32))
     return w / w.sum()
 

@@ -7,7 +7,7 @@ their size (αNTP).
 
 from dataclasses import replace
 
-from ..training import DISTILL_LOSSES, DistillationConfig, DistillationTrainer, subword_mean_output_rows
+from ..training.config import DISTILL_LOSSES, DistillationConfig
 from .base import REGISTRY, MethodContext, MethodOutput, register
 
 
@@ -17,6 +17,8 @@ def start_rows(ctx: MethodContext):
 
 
 def _train(ctx: MethodContext, name: str) -> MethodOutput:
+    from ..training import DistillationTrainer, subword_mean_output_rows
+
     if not ctx.train_snippets:
         raise ValueError(f"{name} needs training snippets; none were given")
     losses = REGISTRY[name].losses_for(ctx.config)

@@ -1,16 +1,17 @@
 """Token Distillation training: configuration, teacher cache, batching, the loop and new output rows.
 
-    config       DistillationConfig (fields carry help and bounds: config_fields()), StepRecord, the stop
+    config       DistillationConfig (fields carry help and bounds: config_fields()), OutputPolicy, StepRecord,
+                 the stop; imports no torch, so the command line reads it before any heavy import
     teacher      TeacherCache: teacher hidden states and prefix key/values, computed once
     batching     the batch plan and student batch assembly
     trainer      DistillationTrainer: Adam on the new input rows only
     trajectory   RowRecorder: the rows at evenly spaced steps while they train (opt-in, for the Replay view)
-    output_rows  OutputPolicy and the new LM-head rows of untied models
+    output_rows  the new LM-head rows of untied models
 """
 
 from __future__ import annotations
 
-from ..lazy import lazy_exports
+from ..foundations.lazy import lazy_exports
 
 # Loaded on first use: `config` imports no torch, so the command line reads the fields' metadata without it.
 _EXPORTS = {
@@ -19,7 +20,7 @@ _EXPORTS = {
     "FieldSpec": "config", "StepRecord": "config", "config_fields": "config",
     "steps_per_epoch": "config",
     "SPLIT_MIN_SAVED_TOKENS": "batching", "STUDENT_PASS_TOKENS": "batching",
-    "OUTPUT_POLICIES": "output_rows", "OutputPolicy": "output_rows", "fit_output_rows": "output_rows",
+    "OUTPUT_POLICIES": "config", "OutputPolicy": "config", "fit_output_rows": "output_rows",
     "new_output_rows": "output_rows", "subword_mean_output_rows": "output_rows",
     "TEACHER_BATCH_TOKENS": "teacher", "TeacherCache": "teacher",
     "DistillationTrainer": "trainer", "TrainResult": "trainer", "masked_mse": "trainer",

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from ..models import LoadedModel
+from ..foundations.models import LoadedModel
 from .teacher import CachedSnippet, PrefixKV
 
 # Splitting a student batch into two passes costs a pass's fixed overhead (30 layers of dispatch, about the

@@ -20,12 +20,14 @@ import math
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ..cancel import Cancelled
+from ..foundations.cancel import Cancelled
+from ..foundations.limits import PRECISIONS
 
 if TYPE_CHECKING:
-    from ..models import LoadedModel
+    from ..foundations.models import LoadedModel
 
 # This module imports no torch: the command line reads the fields' defaults, bounds and help before any
 # heavy import. The checks that need the model import what they need when they run.
@@ -36,7 +38,6 @@ LOSSES = DISTILL_LOSSES + NEXT_TOKEN_LOSSES
 LOGIT_LOSSES = ("logit_mse", "logit_kl", *NEXT_TOKEN_LOSSES)  # these read the LM head
 INITS = ("subword_mean", "subword_weighted", "random", "vocab_mean")  # the baselines' row functions
 SCHEDULES = ("constant", "linear")
-PRECISIONS = ("auto", "bf16", "no")  # "auto": bf16 autocast on CUDA, fp32 on CPU
 # Loss names of earlier versions; a config that still uses one is refused with what to write instead.
 RENAMED_LOSSES = {"distill": "hidden_mse"}
 
@@ -78,6 +79,28 @@ def lr_factor(schedule: str, update: int, total_updates: int, warmup_updates: in
 
 class DistillationCancelled(Cancelled):
     """The cancel flag was set; the run stopped between steps and returned nothing half-trained."""
+
+
+class OutputPolicy(str, Enum):
+    """How an untied model's new LM-head rows are made; the plain strings work wherever a policy is asked."""
+
+    NTP = "ntp"  # the subword mean, then fitted so the model predicts the word where it occurs (fit_output_rows)
+    ZERO = "zero"
+    SUBWORD_MEAN = "subword_mean"  # the mean of the word's subwords' output rows
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: OutputPolicy | str) -> OutputPolicy:
+        """The policy named by `value`; ValueError naming the choices otherwise."""
+        try:
+            return cls(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {value!r}") from None
+
+
+OUTPUT_POLICIES = tuple(policy.value for policy in OutputPolicy)
 
 
 @dataclass
@@ -127,7 +150,7 @@ class DistillationConfig:
         for spec in config_fields():
             spec.check(getattr(self, spec.name))
         if lm is not None:
-            from ..forward import cpu_has_fast_bf16, resolve_layer
+            from ..foundations.forward import cpu_has_fast_bf16, resolve_layer
 
             resolve_layer(lm.model, self.target_layer)
             if self.mixed_precision == "bf16" and lm.device.type == "cpu" and not cpu_has_fast_bf16():

@@ -9,39 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from enum import Enum
 
 import torch
 
-from ..cancel import check_cancel
-from ..forward import output_logits, softcap
-from ..models import LoadedModel
-from ..snippet import Snippet
-from ..vocab import WordSplit
-from .config import DistillationConfig
+from ..foundations.cancel import check_cancel
+from ..foundations.forward import output_logits, softcap
+from ..foundations.models import LoadedModel
+from ..foundations.snippet import Snippet
+from ..foundations.vocab import WordSplit
+from .config import DistillationConfig, OutputPolicy
 from .teacher import TeacherCache
-
-
-class OutputPolicy(str, Enum):
-    """How an untied model's new LM-head rows are made; the plain strings work wherever a policy is asked."""
-
-    NTP = "ntp"  # the subword mean, then fitted so the model predicts the word where it occurs (fit_output_rows)
-    ZERO = "zero"
-    SUBWORD_MEAN = "subword_mean"  # the mean of the word's subwords' output rows
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def parse(cls, value: OutputPolicy | str) -> OutputPolicy:
-        """The policy named by `value`; ValueError naming the choices otherwise."""
-        try:
-            return cls(value)
-        except (ValueError, TypeError):
-            raise ValueError(f"output policy must be one of {OUTPUT_POLICIES}, got {value!r}") from None
-
-
-OUTPUT_POLICIES = tuple(policy.value for policy in OutputPolicy)
 
 
 def subword_mean_output_rows(lm: LoadedModel, splits: Sequence[WordSplit]) -> torch.Tensor:

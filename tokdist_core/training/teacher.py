@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from ..forward import autocast_for, decoder_forward, embed_ids, resolve_layer
-from ..models import LoadedModel
-from ..snippet import Snippet
+from ..foundations.forward import autocast_for, decoder_forward, embed_ids, resolve_layer
+from ..foundations.models import LoadedModel
+from ..foundations.snippet import Snippet
 from .config import DistillationCancelled
 
 # Teacher batches hold about this many tokens: large matmuls without a big key/value cache at once.

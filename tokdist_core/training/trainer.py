@@ -13,7 +13,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from ..forward import (
+from ..foundations.forward import (
     autocast_for,
     decoder_forward,
     embed_ids,
@@ -22,7 +22,7 @@ from ..forward import (
     own_row_logits,
     resolve_layer,
 )
-from ..models import LoadedModel
+from ..foundations.models import LoadedModel
 from .batching import (
     StudentBatch,
     WordOrder,

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .cancel import Cancelled
-from .estimate import teacher_cache_bytes
-from .export import atomic_path
-from .rows import NewTokenRows
-from .snippet import Snippet
-from .vocab import WordSplit
+from ..estimate import teacher_cache_bytes
+from ..foundations.cancel import Cancelled
+from ..foundations.files import atomic_path
+from ..foundations.rows import NewTokenRows
+from ..foundations.snippet import Snippet
+from ..foundations.vocab import WordSplit
 
 if TYPE_CHECKING:
-    from .api import TokenDistillation
-    from .training import DistillationConfig, StepRecord
+    from ..api import TokenDistillation
+    from ..training import DistillationConfig, StepRecord
 
 GB = 1 << 30
 MANIFEST = "manifest.json"
@@ -216,7 +216,7 @@ def train_in_chunks(td: TokenDistillation, splits: Sequence[WordSplit], train: S
     its words times the share of the chunk's steps done), so a single large chunk still shows an ETA.
     Returns rows in the order of `splits`.
     """
-    from .methods import get_method
+    from ..methods import get_method
 
     chosen = [get_method(m) for m in dict.fromkeys(methods)]
     with_final = any(m.needs_lm_head(config) for m in chosen if m.trains) or not td.lm.tied

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .limits import MAX_PHRASE_WORDS, MAX_WORD_CHARS
+
 if TYPE_CHECKING:  # the word rules import no torch: the CLI checks words files before loading anything
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-MAX_WORD_CHARS = 64
-MAX_PHRASE_WORDS = 3  # a new token is one word or a phrase of up to 3 words (" New York", " Prime Minister")
 
 
 class WordError(ValueError):

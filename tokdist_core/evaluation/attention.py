@@ -33,11 +33,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .cancel import check_cancel
-from .evaluate import _pad, _student_embeds
-from .models import LoadedModel
-from .rows import NewTokenRows
-from .snippet import Snippet
+from ..foundations.cancel import check_cancel
+from ..foundations.models import LoadedModel
+from ..foundations.rows import NewTokenRows
+from ..foundations.snippet import Snippet
+from .metrics import pad_rows, student_embeds
 
 ATTENTION_PARTS = ("word", "prefix", "later")
 ORIGINAL_PIECES = "original pieces"  # the key of the teacher's shares in attention_to_word's report
@@ -93,11 +93,11 @@ def attention_parts(lm: LoadedModel, snippets: Sequence[Snippet], rows: NewToken
         check_cancel(cancel, f"stopped while reading attention ({b} of {len(snippets)} snippets)")
         batch = list(snippets[b : b + batch_size])
         if rows is None:
-            ids, mask = _pad([list(s.token_ids) for s in batch], pad)
+            ids, mask = pad_rows([list(s.token_ids) for s in batch], pad)
             inputs = {"input_ids": ids.to(lm.device)}
             mask = mask.to(lm.device)
         else:
-            embeds, mask = _student_embeds(lm, batch, rows)
+            embeds, mask = student_embeds(lm, batch, rows)
             inputs = {"inputs_embeds": embeds}
         # Right padding: padded keys come after every real query, so the causal mask already hides them.
         attentions = twin(**inputs, attention_mask=mask, output_attentions=True, use_cache=False).attentions

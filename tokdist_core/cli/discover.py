@@ -10,20 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .cli import (
-    DEFAULT_MODEL,
-    MAX_PHRASE_WORDS,
-    MAX_TOP,
-    MAX_WORD_CHARS,
-    UsageError,
-    _check_data,
-    _check_json_file,
-    _data,
-    _int_range,
-)
+from ..foundations.limits import DEFAULT_MODEL, MAX_PHRASE_WORDS, MAX_TOP, MAX_WORD_CHARS
+from .common import UsageError, check_data, check_json_file, data_arg, int_range
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser("discover", help="find words worth adding: most tokens saved in a corpus",
                        description="Rank candidate new tokens by tokens saved = count x (pieces - 1) under the "
                                    "model's tokenizer: words (and phrases) counted in a corpus, another "
@@ -39,27 +30,27 @@ def add_parser(sub: Any) -> None:
                    help="candidates from another tokenizer's vocabulary: a local folder or hub id")
     p.add_argument("--frequency-list", metavar="FILE",
                    help="candidates from a UTF-8 file of word<TAB>count lines or JSONL {\"word\": ..., \"count\": ...}")
-    p.add_argument("--top", type=_int_range(1, MAX_TOP), default=50, metavar="N",
+    p.add_argument("--top", type=int_range(1, MAX_TOP), default=50, metavar="N",
                    help=f"how many candidates to list, 1..{MAX_TOP} (default: %(default)s)")
-    p.add_argument("--min-count", type=_int_range(1, 10**12), default=2, metavar="N",
+    p.add_argument("--min-count", type=int_range(1, 10**12), default=2, metavar="N",
                    help="skip candidates counted fewer times (default: %(default)s)")
-    p.add_argument("--min-chars", type=_int_range(1, MAX_WORD_CHARS), default=3, metavar="N",
+    p.add_argument("--min-chars", type=int_range(1, MAX_WORD_CHARS), default=3, metavar="N",
                    help=f"skip candidates shorter than N characters, 1..{MAX_WORD_CHARS} (default: %(default)s)")
-    p.add_argument("--phrases", type=_int_range(1, MAX_PHRASE_WORDS), default=1, metavar="N",
+    p.add_argument("--phrases", type=int_range(1, MAX_PHRASE_WORDS), default=1, metavar="N",
                    help=f"also count phrases of up to N words, 1..{MAX_PHRASE_WORDS} (1: words only; phrases "
                         "that start or end with an English stop word are skipped) (default: %(default)s)")
-    p.add_argument("--max-documents", type=_int_range(1, 10**12), default=None, metavar="N",
+    p.add_argument("--max-documents", type=int_range(1, 10**12), default=None, metavar="N",
                    help="read at most N documents of the corpus (default: all; hf: datasets stop at 20000)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="print the report as JSON instead of a table, or with FILE write it there as well")
     p.add_argument("--words-out", metavar="FILE",
                    help="also write the candidates one per line, a words file for --words-file")
-
+    p.set_defaults(run=run)
 
 
 def check(args: argparse.Namespace) -> dict:
     """Every check of `tokdist discover` that needs no model; -> the keyword arguments of td.discover."""
-    from .discovery import corpus_sources, load_tokenizer, read_frequency_list
+    from ..discovery import corpus_sources, load_tokenizer, read_frequency_list
 
     if args.from_tokenizer is not None and args.frequency_list is not None:
         raise UsageError("give --from-tokenizer or --frequency-list, not both")
@@ -70,18 +61,18 @@ def check(args: argparse.Namespace) -> dict:
                          "--frequency-list are given (phrases in them are kept as they are)")
     for name, flag in ((args.json, "--json"), (args.words_out, "--words-out")):
         if name is not None and name != "-":
-            _check_json_file(name, flag)
+            check_json_file(name, flag)
     kwargs: dict[str, Any] = {"top": args.top, "min_count": args.min_count, "min_chars": args.min_chars,
                               "max_words": args.phrases, "max_documents": args.max_documents}
     data = args.data if args.data is not None or args.from_tokenizer or args.frequency_list else "bundled"
     try:
         if data is not None:
-            _check_data(data)
+            check_data(data)
             if "generated" in [item.strip() for item in data.split(",")]:
                 raise UsageError("--data generated: discovery counts words in existing text; give bundled, "
                                  "files, folders or hf:<dataset>")
-            corpus_sources(_data(data))  # binary, non-UTF-8 or empty files, before loading the model
-            kwargs["data"] = _data(data)
+            corpus_sources(data_arg(data))  # binary, non-UTF-8 or empty files, before loading the model
+            kwargs["data"] = data_arg(data)
         if args.frequency_list is not None:
             kwargs["frequency_list"] = read_frequency_list(args.frequency_list)
         if args.from_tokenizer is not None:
@@ -93,7 +84,7 @@ def check(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     kwargs = check(args)
-    from .api import TokenDistillation
+    from ..api import TokenDistillation
 
     td = TokenDistillation(args.model, device=args.device)
     report = td.discover(**kwargs).to_json()

@@ -18,14 +18,14 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from .contexts import WordContexts
-from .contexts.mining import MAX_SNIPPET_LEN, _automaton, _boundary_matches
-from .evaluate import heldout_snippet_losses
-from .models import LoadedModel
-from .rows import NewTokenRows
-from .snippet import Snippet
-from .training import DistillationConfig, DistillationTrainer, StepRecord, TeacherCache
-from .vocab import WordSplit
+from ..contexts import WordContexts
+from ..contexts.mining import MAX_SNIPPET_LEN, boundary_matches, word_automaton
+from ..foundations.models import LoadedModel
+from ..foundations.rows import NewTokenRows
+from ..foundations.snippet import Snippet
+from ..foundations.vocab import WordSplit
+from ..training import DistillationConfig, DistillationTrainer, StepRecord, TeacherCache
+from .metrics import heldout_snippet_losses
 
 PARTS = ("train", "heldout")
 MAX_USER_SNIPPET_CHARS = 5_000
@@ -174,7 +174,7 @@ def snippet_from_text(tokenizer, split: WordSplit, text: str, max_tokens: int = 
 def _locate_word(tokenizer, split: WordSplit, text: str) -> tuple[list[int], int]:
     """(token ids of `text`, index of the word's first subword) for the first usable occurrence."""
     shown = split.word.strip()
-    matches = list(_boundary_matches(text, _automaton([split])))
+    matches = list(boundary_matches(text, word_automaton([split])))
     if not matches:
         raise ValueError(_why_absent(split, text))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False)

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cancel import check_cancel
-from .export import atomic_path
-from .forward import autocast_dtype, autocast_for, decoder_forward, embed_ids, output_logits
-from .models import LoadedModel
-from .rows import NewTokenRows, tokenizer_with_words
-from .vocab import WordError
+from ..foundations.cancel import check_cancel
+from ..foundations.files import atomic_path
+from ..foundations.forward import autocast_dtype, autocast_for, decoder_forward, embed_ids, output_logits
+from ..foundations.models import LoadedModel
+from ..foundations.rows import NewTokenRows, tokenizer_with_words
+from ..foundations.vocab import WordError
 
 Progress = Callable[[float, str], None]
 DEFAULT_MAX_LENGTH = 2048  # window length when the model allows it (lm-eval's HF default)
@@ -391,7 +391,7 @@ def report_figure(report: DomainReport):
 
 
 def _method_meta(name: str) -> dict:
-    from .methods import REGISTRY
+    from ..methods import REGISTRY
 
     method = REGISTRY.get(name)
     return {"label": method.label if method else name, "colour": method.colour if method else "#6b7280"}

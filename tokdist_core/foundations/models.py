@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from .forward import autocast_dtype, num_layers
+from .limits import DEFAULT_MODEL
 
 
 class ModelLoadError(ValueError):
@@ -50,7 +51,6 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         install_hint="make gemma",
     ),
 }
-DEFAULT_MODEL = "smollm2-135m"
 
 
 def cache_dir() -> Path:

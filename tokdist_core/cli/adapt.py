@@ -14,7 +14,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import cli
+from ..foundations.limits import MAX_TOP
+from .common import (
+    UsageError,
+    add_common,
+    check_data,
+    check_out_folder,
+    data_arg,
+    int_range,
+    parse_methods,
+    training_config,
+    words_of,
+)
 
 MAX_HELDOUT_DOCUMENTS = 100_000
 
@@ -39,16 +50,16 @@ def _fraction(text: str) -> float:
     return value
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser("adapt", help="adapt the vocabulary to a corpus: candidates, training, export, report",
                        description="Pick new tokens for a corpus, learn their rows with each method, save a model "
                                    "per method and report tokens saved and bits per byte on held-out text.")
-    cli._add_common(p)
+    add_common(p)
     source = p.add_argument_group("which words (one of these, or --words/--words-file)")
-    source.add_argument("--top", type=cli._int_range(1, cli.MAX_TOP), metavar="N",
-                        help=f"the N candidates of --data that save the most tokens, 1..{cli.MAX_TOP}; with "
+    source.add_argument("--top", type=int_range(1, MAX_TOP), metavar="N",
+                        help=f"the N candidates of --data that save the most tokens, 1..{MAX_TOP}; with "
                              "--from-tokenizer or --frequency-list: keep their N best")
-    source.add_argument("--phrases", type=cli._int_range(1, 3), default=1, metavar="K",
+    source.add_argument("--phrases", type=int_range(1, 3), default=1, metavar="K",
                         help="with --top: also count phrases of up to K words, 1..3 (default: %(default)s)")
     source.add_argument("--from-tokenizer", metavar="T",
                         help="candidates from another tokenizer (local folder or hub id): its tokens this model splits")
@@ -60,7 +71,7 @@ def add_parser(sub: Any) -> None:
     held.add_argument("--heldout-fraction", type=_fraction, default=0.1, metavar="F",
                       help="without --heldout-data: this fraction of --data's documents (chosen by their text) is "
                            "held out of mining and discovery for the report (default: %(default)s)")
-    held.add_argument("--heldout-documents", type=cli._int_range(1, MAX_HELDOUT_DOCUMENTS), default=200, metavar="N",
+    held.add_argument("--heldout-documents", type=int_range(1, MAX_HELDOUT_DOCUMENTS), default=200, metavar="N",
                       help="at most this many held-out documents are scored (default: %(default)s)")
     p.add_argument("--methods", default="subword_mean,tokdist",
                    help="comma-separated methods, each exported and reported (default: %(default)s)")
@@ -72,65 +83,68 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: finished chunks are read from its checkpoints")
     p.add_argument("--no-export", action="store_true", help="skip the save_pretrained models (rows and report only)")
+    p.set_defaults(run=run)
 
 
 def check(args: argparse.Namespace) -> None:
-    """Every check that needs no model (run by cli.main before any import of torch)."""
-    cli._check_data(args.data)
+    """Every check that needs no model (before any import of torch)."""
+    check_data(args.data)
     if args.heldout_data is not None:
-        cli._check_data(args.heldout_data)
-    args.method_list = cli._methods(args.methods)
-    cli._check_out_folder(args.out)
+        check_data(args.heldout_data)
+    args.method_list = parse_methods(args.methods)
+    check_out_folder(args.out)
     chosen = [name for name, value in (("--from-tokenizer", args.from_tokenizer),
                                        ("--frequency-list", args.frequency_list),
                                        ("--words/--words-file", args.words or args.words_file)) if value]
     if len(chosen) > 1 or (not chosen and args.top is None):
-        raise cli.UsageError("give one source of words: --top N (discovered in --data), --from-tokenizer, "
+        raise UsageError("give one source of words: --top N (discovered in --data), --from-tokenizer, "
                              f"--frequency-list or --words/--words-file (got {', '.join(chosen) or 'none'})")
     if args.top is not None and chosen == ["--words/--words-file"]:
-        raise cli.UsageError("--top picks words from --data, --from-tokenizer or --frequency-list; "
+        raise UsageError("--top picks words from --data, --from-tokenizer or --frequency-list; "
                              "with --words/--words-file every word given is added")
     if args.phrases > 1 and chosen:
-        raise cli.UsageError("--phrases counts phrases in --data: use it with --top alone")
+        raise UsageError("--phrases counts phrases in --data: use it with --top alone")
     if args.frequency_list is not None and not Path(args.frequency_list).is_file():
-        raise cli.UsageError(f"--frequency-list {args.frequency_list}: no such file")
-    from .adapt import check_out_folder  # imports no torch
+        raise UsageError(f"--frequency-list {args.frequency_list}: no such file")
+    from ..pipelines import adapt as pipeline  # imports no torch
 
     try:
-        check_out_folder(args.out, args.resume)
+        pipeline.check_out_folder(args.out, args.resume)  # a new folder, or one to --resume
     except ValueError as exc:
-        raise cli.UsageError(str(exc)) from None
-    args.word_list = cli._words(args) if (args.words or args.words_file) else None
+        raise UsageError(str(exc)) from None
+    args.word_list = words_of(args) if (args.words or args.words_file) else None
     _check_candidate_sources(args)
 
 
 def _check_candidate_sources(args: argparse.Namespace) -> None:
     """A binary or empty corpus, a junk frequency list, an unloadable tokenizer: refused before the model loads."""
-    from .discovery import corpus_sources, load_tokenizer, read_frequency_list
+    from ..discovery import corpus_sources, load_tokenizer, read_frequency_list
 
     text = [item for item in args.data.split(",") if item.strip() not in ("generated", "auto")]
     if "auto" in [item.strip() for item in args.data.split(",")]:
         text.append("bundled")
     try:
         if text:
-            corpus_sources(cli._data(",".join(text)))
+            corpus_sources(data_arg(",".join(text)))
         if args.frequency_list is not None:
             args.frequency_list = read_frequency_list(args.frequency_list)
         if args.from_tokenizer is not None:
             args.from_tokenizer = load_tokenizer(args.from_tokenizer)
     except ValueError as exc:  # DiscoveryError, CorpusError
-        raise cli.UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
-def run(args: argparse.Namespace, config: Any) -> int:
-    from .adapt import AdaptSettings, adapt
-    from .api import TokenDistillation
-    from .scale import init_distributed
+def run(args: argparse.Namespace) -> int:
+    check(args)
+    config = training_config(args)
+    from ..api import TokenDistillation
+    from ..pipelines.adapt import AdaptSettings, adapt
+    from ..pipelines.scale import init_distributed
 
     shard = init_distributed(args.device)
     td = TokenDistillation(args.model, device=_rank_device(args.device, shard))
     config.validate(td.lm)
-    data = cli._data(args.data)
+    data = data_arg(args.data)
     settings = AdaptSettings(data=data, methods=tuple(args.method_list), snippets_per_token=args.snippets_per_token,
                              snippet_len=args.snippet_len, mid_sentence=not args.no_space,
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
@@ -164,7 +178,7 @@ def _choose_words(args: argparse.Namespace, td: Any, settings: Any) -> tuple[lis
     """The words to add and, for candidates, their table (kept in adapt.json)."""
     if args.word_list is not None:
         return args.word_list, None
-    top = args.top or cli.MAX_TOP
+    top = args.top or MAX_TOP
     if args.frequency_list is not None:
         found = td.discover(frequency_list=args.frequency_list, top=top)
     else:
@@ -183,10 +197,10 @@ def _choose_words(args: argparse.Namespace, td: Any, settings: Any) -> tuple[lis
 
 def _heldout_documents(args: argparse.Namespace, settings: Any) -> list[str]:
     """--heldout-data's documents, or the held-out part of --data; an empty set is an error before training."""
-    from .contexts.documents import iter_documents, iter_split_documents
+    from ..contexts.documents import iter_documents, iter_split_documents
 
     if args.heldout_data is not None:
-        docs = iter_documents(cli._data(args.heldout_data), max_documents=args.heldout_documents)
+        docs = iter_documents(data_arg(args.heldout_data), max_documents=args.heldout_documents)
         where = f"--heldout-data {args.heldout_data}"
     else:
         if not settings.text_data():

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 # Only the standard library at import time: the command line checks --out with check_out_folder before torch.
 if TYPE_CHECKING:
-    from .api import TokenDistillation
+    from ..api import TokenDistillation
+    from ..training import DistillationConfig
     from .scale import Shard
-    from .training import DistillationConfig
 
 CHECKPOINT_DIR = "checkpoints"
 ADAPT_FILE = "adapt.json"
@@ -50,7 +50,7 @@ class AdaptSettings:
         return ["bundled" if str(i).strip() == "auto" else i for i in items if str(i).strip() != "generated"]
 
     def document_split(self):
-        from .contexts.documents import DocumentSplit
+        from ..contexts.documents import DocumentSplit
 
         return None if self.heldout_fraction is None else DocumentSplit(self.heldout_fraction)
 
@@ -137,7 +137,7 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
           out: str | Path, heldout_documents: Sequence[str] | None = None, resume: bool = False,
           shard: Shard | None = None, show_progress: bool = True, candidates: dict | None = None) -> AdaptResult:
     """Add `words` to the model with every method in `settings.methods`; see the module docstring."""
-    from .contexts import snippets_of
+    from ..contexts import snippets_of
     from .scale import GB, CheckpointStore, Shard, gather_rows, train_in_chunks
 
     out = Path(out)
@@ -208,7 +208,7 @@ def _export(td: TokenDistillation, rows, final: Path) -> None:
 
 def _write_summary(result: AdaptResult, settings: AdaptSettings, config: DistillationConfig,
                    td: TokenDistillation, candidates: dict | None) -> None:
-    from .export import atomic_path
+    from ..foundations.files import atomic_path
 
     summary = {
         "model": td.lm.describe(), "settings": asdict(settings), "config": config.to_dict(),

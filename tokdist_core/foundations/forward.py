@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .training.config import PRECISIONS
+from .limits import PRECISIONS
 
 _tap_state = threading.local()
 

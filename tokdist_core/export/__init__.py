@@ -1,0 +1,8 @@
+"""Where an adapted model goes: the `hf` folder (or its zip), the new rows alone, reproduce.py."""
+
+from .hf import estimate_model_bytes, export_model_zip, save_model, zip_folder
+from .reproduce import reproduce_snippet
+from .rows import META_FILE, ROWS_FILE, load_rows, save_rows
+
+__all__ = ["META_FILE", "ROWS_FILE", "estimate_model_bytes", "export_model_zip", "load_rows", "reproduce_snippet",
+           "save_model", "save_rows", "zip_folder"]

@@ -1,0 +1,17 @@
+"""The bounds and choices the library enforces, in one module that imports nothing heavy.
+
+The command line checks its arguments against these before torch is imported, and the library's own
+checks use the same names, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MODEL = "smollm2-135m"  # the bundled model used when none is named
+PRECISIONS = ("auto", "bf16", "no")  # "auto": bf16 autocast on CUDA, fp32 on CPU
+MAX_WORD_CHARS = 64
+MAX_PHRASE_WORDS = 3  # a new token is one word or a phrase of up to 3 words (" New York", " Prime Minister")
+MAX_SNIPPET_LEN = 1024
+# A new token has at least 2 subwords and needs context around it, so shorter snippets never work.
+MIN_SNIPPET_LEN = 4
+MAX_SNIPPETS_PER_TOKEN = 1000
+MAX_TOP = 100_000  # candidates one discovery lists
