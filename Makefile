@@ -35,7 +35,7 @@ test: install browser-deps
 	$(BIN)/python -m pytest -q -rs $(ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not integration and not app and not browser" $(ARGS)
+	$(BIN)/python -m pytest -q tests/unit $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

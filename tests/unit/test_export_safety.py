@@ -1,0 +1,349 @@
+"""Export safety (issue 8, item 5): atomic files, one copy per export, start-up clean-up, the disk cap.
+
+Real components throughout: a tiny in-process model over the real tokenizer, the real save/zip code, the real
+`ui.export.run_export`, a real Gradio server for the copy count and a real SIGKILL of a subprocess mid-export.
+Everything lives under a per-test GRADIO_TEMP_DIR, so nothing outside tmp_path is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+
+from tests.helpers import REPO, make_tiny
+from tokdist_core.export import (
+    META_FILE,
+    ROWS_FILE,
+    estimate_model_bytes,
+    export_model_zip,
+    load_rows,
+    save_model,
+    save_rows,
+)
+from tokdist_core.foundations.files import atomic_path
+from tokdist_core.foundations.rows import NewTokenRows
+from ui import export
+from ui.runtime import Runtime
+from ui.state import SessionState
+
+WORD = " Krankenwagen"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A private Gradio cache folder (and legacy export folder); returns the export root inside it."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr(export, "LEGACY_ROOT", tmp_path / "legacy-tokdist-exports")
+    return export.export_root()
+
+
+def tiny_runtime(tokenizer, max_export_bytes: int = 2 * 1024**3) -> Runtime:
+    rt = Runtime(default_model="tiny", device="cpu", max_export_bytes=max_export_bytes)
+    rt._models["tiny"] = make_tiny(tokenizer, "tied")  # served from the runtime's cache, like a loaded model
+    return rt
+
+
+def tiny_state(rt: Runtime) -> SessionState:
+    lm = rt.model("tiny")
+    rows = NewTokenRows("subword_mean", [WORD], torch.randn(1, lm.hidden_size, generator=torch.Generator().manual_seed(0)))
+    return SessionState(model_name="tiny", rows={"subword_mean": rows}, train_config={"epochs": 1, "seed": 0})
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def hidden(path: Path, root: Path) -> bool:
+    """A temporary: some component of its path inside the export root starts with a dot."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def age(folder: Path, seconds: float) -> None:
+    """Make an export look `seconds` older (the marker's own clock, as the clean-up reads it)."""
+    marker = json.loads((folder / export.MARKER).read_text())
+    for key in ("created", "finished"):
+        if key in marker:
+            marker[key] -= seconds
+    (folder / export.MARKER).write_text(json.dumps(marker))
+
+
+# --- the core: atomic files ---------------------------------------------------------------------------------
+
+def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
+    with atomic_path(tmp_path / "a.bin") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".a.bin.") and tmp.name.endswith(".partial")
+        tmp.write_bytes(b"x" * 10)
+        assert not (tmp_path / "a.bin").exists()  # nothing under the final name until done
+    assert (tmp_path / "a.bin").read_bytes() == b"x" * 10
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_save_rows_and_export_model_zip_leave_only_final_files(tokenizer, tmp_path):
+    rt = tiny_runtime(tokenizer)
+    lm, rows = rt.model("tiny"), tiny_state(rt).rows["subword_mean"]
+    save_rows(rows, lm, tmp_path / "rows")
+    assert sorted(p.name for p in (tmp_path / "rows").iterdir()) == sorted([ROWS_FILE, META_FILE])
+    assert torch.equal(load_rows(tmp_path / "rows", lm).input_rows, rows.input_rows)
+    model, tok = rt.engine("tiny").with_new_tokens(rows)
+    zip_path = export_model_zip(model, tok, tmp_path / "m.zip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.zip", "rows"]  # the unzipped folder is gone
+    with zipfile.ZipFile(zip_path) as z:
+        assert "model.safetensors" in z.namelist() and "tokenizer.json" in z.namelist()
+
+
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_estimate_is_an_upper_bound_of_the_saved_folder(tokenizer, tmp_path, kind):
+    lm = make_tiny(tokenizer, kind)
+    rows = NewTokenRows("x", [WORD], torch.zeros(1, lm.hidden_size), None if kind == "tied" else torch.zeros(1, 32))
+    estimate = estimate_model_bytes(lm.model, lm.tokenizer, new_rows=1)
+    from tokdist_core.api import TokenDistillation
+
+    model, tok = TokenDistillation(lm).with_new_tokens(rows)
+    folder = save_model(model, tok, tmp_path / "m")
+    saved = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert saved <= estimate <= saved * 1.2 + 200_000, (saved, estimate)
+
+
+# --- run_export: layout, content, the cap ---------------------------------------------------------------------
+
+def test_full_export_is_one_final_folder_that_loads_with_transformers(tokenizer, cache, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rt = tiny_runtime(tokenizer)
+    state = tiny_state(rt)
+    files, model_zip, code, details = export.run_export(rt, "subword_mean", True, state)
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    assert Path(model_zip).parent == folder and [Path(f).parent for f in files] == [folder / "rows"] * 2
+    assert details["model_zip"] == "tokdist-subword_mean-model.zip" and details["files"] == [ROWS_FILE, META_FILE]
+    # No temporaries left: only the marker (and the lock) are dot-named.
+    assert [p.name for p in files_under(cache) if hidden(p, cache)] == [export.LOCK_FILE, export.MARKER]
+    assert json.loads((folder / export.MARKER).read_text())["state"] == "done"
+    with zipfile.ZipFile(model_zip) as z:
+        z.extractall(tmp_path / "model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "model")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    (new_id,) = tok.encode(WORD, add_special_tokens=False)
+    assert torch.equal(model.get_input_embeddings().weight[new_id], state.rows["subword_mean"].input_rows[0])
+
+
+def test_disk_cap_refuses_the_zip_with_a_clear_message_and_rows_only_still_works(tokenizer, cache, tmp_path):
+    rt = tiny_runtime(tokenizer, max_export_bytes=1024**2)  # 1 MiB: far below the tiny model's zip
+    state = tiny_state(rt)
+    with pytest.raises(gr.Error) as err:
+        export.run_export(rt, "subword_mean", True, state)
+    message = str(err.value.message)
+    assert "export space is too small" in message and "export only the new rows" in message
+    assert "MiB" in message and "1 MiB for exports" in message
+    assert str(tmp_path) not in message and "/" not in message  # no server paths
+    assert not [p for p in cache.iterdir() if p.is_dir()]  # a refusal leaves nothing behind
+    files, model_zip, _, details = export.run_export(rt, "subword_mean", False, state)  # rows: always allowed
+    assert model_zip is None and details["model_zip"] is None
+    assert all(Path(f).is_file() for f in files)
+
+
+def test_full_cap_evicts_only_exports_older_than_a_few_minutes(tokenizer, cache):
+    rt = tiny_runtime(tokenizer)
+    state = tiny_state(rt)
+    lm = rt.model("tiny")
+    need = 2 * estimate_model_bytes(lm.model, lm.tokenizer, new_rows=1)
+    first_zip = Path(export.run_export(rt, "subword_mean", True, state)[1])
+    first = first_zip.parent
+    used = sum(p.stat().st_size for p in files_under(first))
+    rt.max_export_bytes = need + used - 1  # the next zip fits only without the first export
+
+    with pytest.raises(gr.Error, match="export space is full") as err:  # the first one is still fresh: kept
+        export.run_export(rt, "subword_mean", True, state)
+    assert "only the new rows" in str(err.value.message) and first_zip.is_file()
+
+    age(first, export.EXPORT_MIN_KEEP_S + 60)  # now nobody is likely to be downloading it
+    second_zip = Path(export.run_export(rt, "subword_mean", True, state)[1])
+    assert second_zip.is_file() and not first.exists()
+    assert [p for p in files_under(cache) if p.suffix == ".zip"] == [second_zip]
+
+
+# --- start-up clean-up --------------------------------------------------------------------------------------
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def fake_export(root: Path, marker: dict | None, payload: bool = True) -> Path:
+    folder = root / os.urandom(16).hex()
+    (folder / "rows").mkdir(parents=True)
+    if payload:
+        (folder / "rows" / ROWS_FILE).write_bytes(b"0" * 100)
+    if marker is not None:
+        (folder / export.MARKER).write_text(json.dumps(marker))
+    return folder
+
+
+def test_startup_cleanup_removes_only_clearly_stale_leftovers(cache, tmp_path):
+    now, host = time.time(), socket.gethostname()
+    me = {"host": host, "pid": os.getpid(), "start": export._process_start(os.getpid())}
+    cache.mkdir(parents=True)
+    keep = {
+        "mine, fresh": fake_export(cache, {**me, "created": now, "state": "done", "finished": now}),
+        "mine, building": fake_export(cache, {**me, "created": now, "state": "building", "reserved": 9}),
+        "other host, fresh": fake_export(cache, {"host": "elsewhere", "pid": 1, "created": now, "state": "done"}),
+    }
+    gone = {
+        "dead process": fake_export(cache, {"host": host, "pid": dead_pid(), "created": now, "state": "building"}),
+        "too old": fake_export(cache, {"host": "elsewhere", "pid": 1, "created": now - export.EXPORT_MAX_AGE_S - 1,
+                                       "state": "done"}),
+        "emptied by gradio": fake_export(cache, {**me, "created": now - 3600, "finished": now - 3600,
+                                                 "state": "done"}, payload=False),
+        "no marker": fake_export(cache, None),
+    }
+    if me["start"] is not None:  # Linux: the process start time tells a reused pid apart
+        gone["reused pid"] = fake_export(cache, {**me, "start": "1", "created": now, "state": "building"})
+    old = now - export.EXPORT_MAX_AGE_S - 60
+    os.utime(gone["no marker"], (old, old))
+    # The earlier layout: <tmp>/tokdist-exports/<method>-xxxx (needed only during its own request).
+    legacy_old = export.LEGACY_ROOT / "tokdist-ab12cd34"
+    (legacy_old / "tokdist-tokdist").mkdir(parents=True)
+    (legacy_old / "tokdist-tokdist-model.zip").write_bytes(b"corrupt")
+    os.utime(legacy_old, (old, old))
+    legacy_new = export.LEGACY_ROOT / "tokdist-ef56gh78"
+    legacy_new.mkdir()
+    # Gradio's own copies of earlier exports, in its <sha256> folders; other cached files are not ours.
+    hashdir = cache.parent / ("a" * 64)
+    hashdir.mkdir()
+    for name in ("tokdist-tokdist-model.zip", ".tokdist-tokdist-model.zip.k2j3h4", "new_rows.json"):
+        (hashdir / name).write_bytes(b"x")
+        os.utime(hashdir / name, (old, old))
+    young = cache.parent / ("b" * 64)
+    young.mkdir()
+    (young / "tokdist-ntp-model.zip").write_bytes(b"x")
+    other = cache.parent / ("c" * 64)
+    other.mkdir()
+    (other / "photo.png").write_bytes(b"x")
+    os.utime(other / "photo.png", (old, old))
+
+    removed = export.clean_stale_exports()
+    assert removed == len(gone) + 1 + 3  # export folders, the old legacy folder, Gradio's three stale copies
+    assert all(p.exists() for p in keep.values()), [k for k, p in keep.items() if not p.exists()]
+    assert not any(p.exists() for p in gone.values()), [k for k, p in gone.items() if p.exists()]
+    assert not legacy_old.exists() and legacy_new.exists()
+    assert not hashdir.exists() and (young / "tokdist-ntp-model.zip").exists() and (other / "photo.png").exists()
+    assert export.clean_stale_exports() == 0  # idempotent
+
+
+# --- a kill in the middle of writing --------------------------------------------------------------------------
+
+CHILD = """
+import os, sys, time, zipfile
+from pathlib import Path
+import transformers
+from tests.unit.test_export_safety import tiny_runtime, tiny_state
+from tokdist_core.foundations import models
+from ui import export
+
+point, ready = sys.argv[1], Path(sys.argv[2])
+tokenizer = transformers.AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
+if tokenizer.pad_token_id is None:
+    tokenizer.pad_token = tokenizer.eos_token
+rt = tiny_runtime(tokenizer)
+
+def pause():  # a deterministic "middle of writing": tell the test, then wait for its SIGKILL
+    ready.write_text(str(os.getpid()))
+    time.sleep(600)
+
+if point == "save":  # the model is saved (unzipped), the zip not started
+    original = transformers.PreTrainedModel.save_pretrained
+    def save_then_pause(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pause()
+    transformers.PreTrainedModel.save_pretrained = save_then_pause
+else:  # the zip is half written: the weights are in, the tokenizer not yet
+    original = zipfile.ZipFile.write
+    def write_then_pause(self, filename, arcname=None, *args, **kwargs):
+        original(self, filename, arcname, *args, **kwargs)
+        if str(arcname) == "model.safetensors":
+            self.fp.flush()
+            pause()
+    zipfile.ZipFile.write = write_then_pause
+export.run_export(rt, "subword_mean", True, tiny_state(rt))
+"""
+
+
+@pytest.mark.parametrize("point", ["save", "zip"])
+def test_kill_mid_export_leaves_no_final_name_and_startup_cleanup_removes_it(cache, tmp_path, point):
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CHILD), point, str(ready)], cwd=REPO, env=env)
+    try:
+        deadline = time.time() + 180
+        while not ready.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), f"the export child did not reach {point!r} (exit code {proc.poll()})"
+        files = files_under(cache)
+        temporaries = [p for p in files if p.name not in (export.LOCK_FILE, export.MARKER)]
+        if point == "save":
+            assert any(p.name == "model.safetensors" and p.parent.name.startswith(".unzipped-") for p in temporaries)
+        else:
+            partial = [p for p in temporaries if p.name.startswith(".tokdist-subword_mean-model.zip.")]
+            assert len(partial) == 1 and partial[0].name.endswith(".partial") and partial[0].stat().st_size > 0
+        # Another process's export in progress is not touched by a clean-up (here: ours, the parent's).
+        assert export.clean_stale_exports() == 0
+        assert files_under(cache) == files
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    files = files_under(cache)  # what the kill left: only temporaries, no file under a final name
+    assert files and all(hidden(p, cache) for p in files), [str(p.relative_to(cache)) for p in files]
+    assert export.clean_stale_exports() == 1  # the killed process's whole .building- folder
+    assert [p.name for p in cache.iterdir()] == [export.LOCK_FILE]
+
+
+# --- one copy per export, through a real Gradio server ------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gradio_serves_the_export_without_copying_it(tokenizer, cache):
+    from gradio_client import Client
+
+    rt = tiny_runtime(tokenizer)
+    with gr.Blocks() as demo:
+        state = gr.State(tiny_state(rt))
+        tab = export.build(rt)
+        event = export.wire(rt, tab, state)
+    assert event is not None
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        files, model_zip, _, details = client.predict("subword_mean", True, api_name="/export")
+        served = Path(model_zip["path"])
+        assert served.parent.parent == cache and served.is_file()
+        size = served.stat().st_size
+        everything = [p for p in Path(os.environ["GRADIO_TEMP_DIR"]).rglob("*") if p.is_file()]
+        assert [p for p in everything if p.stat().st_size == size] == [served]  # one zip on disk, not two
+        assert len([p for p in everything if p.name == ROWS_FILE]) == 1
+        assert [Path(f["path"]).parent.parent for f in files] == [served.parent] * 2
+    finally:
+        demo.close()
