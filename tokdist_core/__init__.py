@@ -41,6 +41,7 @@ _EXPORTS = {
     "ATTENTION_PARTS": "attention", "ORIGINAL_PIECES": "attention",
     "WordInspection": "inspection", "SnippetLoss": "inspection", "with_word_history": "inspection",
     "apply_snippet_edits": "inspection",
+    "ExportStore": "export_store", "ExportStoreError": "export_store", "ExportSpaceError": "export_store",
 }
 
 __all__ = sorted(_EXPORTS)
