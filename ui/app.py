@@ -8,13 +8,13 @@ import gradio as gr
 
 from tokdist_core import DEFAULT_MODEL
 
-from . import compare, contexts, distill, export, generate, lens, replay, vocabulary, words
-from . import html as H
-from . import inspect as inspector
-from .figures import method_label
+from .components import html as H
+from .components.figures import method_label
 from .jobs import HEAVY
 from .runtime import MAX_UPLOAD_MB, Runtime, device_label
 from .state import SessionState
+from .tabs import compare, contexts, distill, export, generate, lens, replay, vocabulary, words
+from .tabs import inspect as inspector
 
 HEADER = """
 # tokdist-studio · teach a language model new words

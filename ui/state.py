@@ -14,7 +14,15 @@ from typing import Any
 
 import gradio as gr
 
-from tokdist_core import NewTokenRows, StepRecord, Trajectory, WordContexts, WordSplit
+from tokdist_core import (
+    NewTokenRows,
+    StepRecord,
+    TrainOutcome,
+    Trajectory,
+    WordContexts,
+    WordSplit,
+    with_word_history,
+)
 
 
 @dataclass
@@ -68,6 +76,42 @@ class SessionState:
         self.trajectories, self.word_trajectories = {}, {}
         self.metrics, self.cancelled = None, None
         self.stale_words, self.retrained = {}, {}
+
+    # -- a word re-trained alone (Inspect tab) -------------------------------------------------------
+    def merge_retrained(self, word: str, outcome: TrainOutcome, methods: list[str], n_train: int) -> dict:
+        """Put the word's re-trained rows, held-out numbers, loss history and path in place of its old ones; the
+        other words keep theirs (a word's row never depends on the words trained beside it).
+
+        -> what the re-train did, also kept in `retrained[word]`: row change, final loss, hidden MSE before/after.
+        """
+        before = {m: dict((self.metrics or {}).get(m, {}).get(word, {})) for m in methods}
+        moved = {}
+        for m in methods:
+            old = self.rows[m]
+            self.rows[m] = old.with_word_rows(outcome.rows[m])
+            moved[m] = old.row_distance(self.rows[m], word)
+        if self.metrics is not None and outcome.metrics:
+            for m in methods:
+                self.metrics.setdefault(m, {})[word] = outcome.metrics[m][word]
+        # Compare's loss curves and the Replay's path of this word now show the training its rows came from.
+        for m, history in outcome.histories.items():
+            self.histories[m] = with_word_history(self.histories.get(m, []), history, word)
+        self.word_trajectories[word] = dict(outcome.trajectories)
+        after = {m: dict((self.metrics or {}).get(m, {}).get(word, {})) for m in methods}
+        self.stale_words.pop(word, None)
+        # The rows now hold this word's snippet edits so far (the reproduce script replays them); others' stay.
+        run_contexts = self.train_config.setdefault("contexts", {})
+        run_contexts["snippet_edits"] = (
+            [e for e in run_contexts.get("snippet_edits", []) if e[0] != word]
+            + [e for e in self.context_settings.get("snippet_edits", []) if e[0] == word])
+        self.retrained[word] = {
+            "methods": methods, "train_snippets": n_train, "seconds": round(sum(outcome.seconds.values()), 3),
+            "row_change": moved,
+            "final_loss": {m: h[-1].word_losses[word] for m, h in outcome.histories.items() if h},
+            "hidden_mse_before": {m: v.get("hidden_mse") for m, v in before.items()},
+            "hidden_mse_after": {m: v.get("hidden_mse") for m, v in after.items()},
+        }
+        return self.retrained[word]
 
     # -- guards with messages that tell the user what to do next --------------------------------------
     def require_idle(self, action: str) -> None:

@@ -1,7 +1,8 @@
 """Export safety (issue 8, item 5): atomic files, one copy per export, start-up clean-up, the disk cap.
 
 Real components throughout: a tiny in-process model over the real tokenizer, the real save/zip code, the real
-`ui.export.run_export`, a real Gradio server for the copy count and a real SIGKILL of a subprocess mid-export.
+`ui.tabs.export.run_export` over the core's `ExportStore`, a real Gradio server for the copy count and a real
+SIGKILL of a subprocess mid-export.
 Everything lives under a per-test GRADIO_TEMP_DIR, so nothing outside tmp_path is touched.
 """
 
@@ -32,11 +33,20 @@ from tokdist_core.export import (
     save_model,
     save_rows,
 )
+from tokdist_core.export.store import (
+    EXPORT_MAX_AGE_S,
+    EXPORT_MIN_KEEP_S,
+    LOCK_FILE,
+    MARKER,
+    ExportSpaceError,
+    ExportStore,
+    current_owner,
+)
 from tokdist_core.foundations.files import atomic_path
 from tokdist_core.foundations.rows import NewTokenRows
-from ui import export
 from ui.runtime import Runtime
 from ui.state import SessionState
+from ui.tabs import export as export_tab
 
 WORD = " Krankenwagen"
 
@@ -45,8 +55,8 @@ WORD = " Krankenwagen"
 def cache(tmp_path, monkeypatch) -> Path:
     """A private Gradio cache folder (and legacy export folder); returns the export root inside it."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    monkeypatch.setattr(export, "LEGACY_ROOT", tmp_path / "legacy-tokdist-exports")
-    return export.export_root()
+    monkeypatch.setattr(export_tab, "LEGACY_ROOT", tmp_path / "legacy-tokdist-exports")
+    return export_tab.export_store().root
 
 
 def tiny_runtime(tokenizer, max_export_bytes: int = 2 * 1024**3) -> Runtime:
@@ -72,11 +82,11 @@ def hidden(path: Path, root: Path) -> bool:
 
 def age(folder: Path, seconds: float) -> None:
     """Make an export look `seconds` older (the marker's own clock, as the clean-up reads it)."""
-    marker = json.loads((folder / export.MARKER).read_text())
+    marker = json.loads((folder / MARKER).read_text())
     for key in ("created", "finished"):
         if key in marker:
             marker[key] -= seconds
-    (folder / export.MARKER).write_text(json.dumps(marker))
+    (folder / MARKER).write_text(json.dumps(marker))
 
 
 # --- the core: atomic files ---------------------------------------------------------------------------------
@@ -126,13 +136,13 @@ def test_full_export_is_one_final_folder_that_loads_with_transformers(tokenizer,
 
     rt = tiny_runtime(tokenizer)
     state = tiny_state(rt)
-    files, model_zip, code, details = export.run_export(rt, "subword_mean", True, state)
+    files, model_zip, code, details = export_tab.run_export(rt, "subword_mean", True, state)
     (folder,) = [p for p in cache.iterdir() if p.is_dir()]
     assert Path(model_zip).parent == folder and [Path(f).parent for f in files] == [folder / "rows"] * 2
     assert details["model_zip"] == "tokdist-subword_mean-model.zip" and details["files"] == [ROWS_FILE, META_FILE]
     # No temporaries left: only the marker (and the lock) are dot-named.
-    assert [p.name for p in files_under(cache) if hidden(p, cache)] == [export.LOCK_FILE, export.MARKER]
-    assert json.loads((folder / export.MARKER).read_text())["state"] == "done"
+    assert [p.name for p in files_under(cache) if hidden(p, cache)] == [LOCK_FILE, MARKER]
+    assert json.loads((folder / MARKER).read_text())["state"] == "done"
     with zipfile.ZipFile(model_zip) as z:
         z.extractall(tmp_path / "model")
     tok = AutoTokenizer.from_pretrained(tmp_path / "model")
@@ -145,13 +155,13 @@ def test_disk_cap_refuses_the_zip_with_a_clear_message_and_rows_only_still_works
     rt = tiny_runtime(tokenizer, max_export_bytes=1024**2)  # 1 MiB: far below the tiny model's zip
     state = tiny_state(rt)
     with pytest.raises(gr.Error) as err:
-        export.run_export(rt, "subword_mean", True, state)
+        export_tab.run_export(rt, "subword_mean", True, state)
     message = str(err.value.message)
     assert "export space is too small" in message and "export only the new rows" in message
     assert "MiB" in message and "1 MiB for exports" in message
     assert str(tmp_path) not in message and "/" not in message  # no server paths
     assert not [p for p in cache.iterdir() if p.is_dir()]  # a refusal leaves nothing behind
-    files, model_zip, _, details = export.run_export(rt, "subword_mean", False, state)  # rows: always allowed
+    files, model_zip, _, details = export_tab.run_export(rt, "subword_mean", False, state)  # rows: always allowed
     assert model_zip is None and details["model_zip"] is None
     assert all(Path(f).is_file() for f in files)
 
@@ -161,19 +171,39 @@ def test_full_cap_evicts_only_exports_older_than_a_few_minutes(tokenizer, cache)
     state = tiny_state(rt)
     lm = rt.model("tiny")
     need = 2 * estimate_model_bytes(lm.model, lm.tokenizer, new_rows=1)
-    first_zip = Path(export.run_export(rt, "subword_mean", True, state)[1])
+    first_zip = Path(export_tab.run_export(rt, "subword_mean", True, state)[1])
     first = first_zip.parent
     used = sum(p.stat().st_size for p in files_under(first))
     rt.max_export_bytes = need + used - 1  # the next zip fits only without the first export
 
     with pytest.raises(gr.Error, match="export space is full") as err:  # the first one is still fresh: kept
-        export.run_export(rt, "subword_mean", True, state)
+        export_tab.run_export(rt, "subword_mean", True, state)
     assert "only the new rows" in str(err.value.message) and first_zip.is_file()
 
-    age(first, export.EXPORT_MIN_KEEP_S + 60)  # now nobody is likely to be downloading it
-    second_zip = Path(export.run_export(rt, "subword_mean", True, state)[1])
+    age(first, EXPORT_MIN_KEEP_S + 60)  # now nobody is likely to be downloading it
+    second_zip = Path(export_tab.run_export(rt, "subword_mean", True, state)[1])
     assert second_zip.is_file() and not first.exists()
     assert [p for p in files_under(cache) if p.suffix == ".zip"] == [second_zip]
+
+
+def test_store_is_plain_file_management_with_its_own_errors(tmp_path):
+    """The core's store needs no web framework, and says 'no space' with its own ValueError."""
+    code = ("import sys; from tokdist_core import ExportStore, ExportSpaceError; "
+            "assert 'gradio' not in sys.modules, 'the core store imported gradio'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    store = ExportStore(tmp_path / "exports")
+    with pytest.raises(ExportSpaceError) as err:
+        store.reserve(3 * 1024**2, 1024**2, advice="Export less.")
+    assert isinstance(err.value, ValueError) and (err.value.need, err.value.cap) == (3 * 1024**2, 1024**2)
+    assert str(err.value).startswith("The server's export space is too small") and str(err.value).endswith(
+        "this server allows 1 MiB for exports. Export less.")
+    building = store.reserve(0, 1024**2)  # rows only: always allowed
+    assert building.name.startswith(".") and json.loads((building / MARKER).read_text())["state"] == "building"
+    (building / ExportStore.ROWS_DIR).mkdir()
+    done = store.publish(building)
+    assert not building.exists() and not done.name.startswith(".")
+    assert json.loads((done / MARKER).read_text())["state"] == "done"
+    assert store.clean_stale() == 0  # ours, fresh and alive: kept
 
 
 # --- start-up clean-up --------------------------------------------------------------------------------------
@@ -190,13 +220,13 @@ def fake_export(root: Path, marker: dict | None, payload: bool = True) -> Path:
     if payload:
         (folder / "rows" / ROWS_FILE).write_bytes(b"0" * 100)
     if marker is not None:
-        (folder / export.MARKER).write_text(json.dumps(marker))
+        (folder / MARKER).write_text(json.dumps(marker))
     return folder
 
 
 def test_startup_cleanup_removes_only_clearly_stale_leftovers(cache, tmp_path):
     now, host = time.time(), socket.gethostname()
-    me = {"host": host, "pid": os.getpid(), "start": export._process_start(os.getpid())}
+    me = current_owner()
     cache.mkdir(parents=True)
     keep = {
         "mine, fresh": fake_export(cache, {**me, "created": now, "state": "done", "finished": now}),
@@ -205,7 +235,7 @@ def test_startup_cleanup_removes_only_clearly_stale_leftovers(cache, tmp_path):
     }
     gone = {
         "dead process": fake_export(cache, {"host": host, "pid": dead_pid(), "created": now, "state": "building"}),
-        "too old": fake_export(cache, {"host": "elsewhere", "pid": 1, "created": now - export.EXPORT_MAX_AGE_S - 1,
+        "too old": fake_export(cache, {"host": "elsewhere", "pid": 1, "created": now - EXPORT_MAX_AGE_S - 1,
                                        "state": "done"}),
         "emptied by gradio": fake_export(cache, {**me, "created": now - 3600, "finished": now - 3600,
                                                  "state": "done"}, payload=False),
@@ -213,14 +243,14 @@ def test_startup_cleanup_removes_only_clearly_stale_leftovers(cache, tmp_path):
     }
     if me["start"] is not None:  # Linux: the process start time tells a reused pid apart
         gone["reused pid"] = fake_export(cache, {**me, "start": "1", "created": now, "state": "building"})
-    old = now - export.EXPORT_MAX_AGE_S - 60
+    old = now - EXPORT_MAX_AGE_S - 60
     os.utime(gone["no marker"], (old, old))
     # The earlier layout: <tmp>/tokdist-exports/<method>-xxxx (needed only during its own request).
-    legacy_old = export.LEGACY_ROOT / "tokdist-ab12cd34"
+    legacy_old = export_tab.LEGACY_ROOT / "tokdist-ab12cd34"
     (legacy_old / "tokdist-tokdist").mkdir(parents=True)
     (legacy_old / "tokdist-tokdist-model.zip").write_bytes(b"corrupt")
     os.utime(legacy_old, (old, old))
-    legacy_new = export.LEGACY_ROOT / "tokdist-ef56gh78"
+    legacy_new = export_tab.LEGACY_ROOT / "tokdist-ef56gh78"
     legacy_new.mkdir()
     # Gradio's own copies of earlier exports, in its <sha256> folders; other cached files are not ours.
     hashdir = cache.parent / ("a" * 64)
@@ -236,13 +266,13 @@ def test_startup_cleanup_removes_only_clearly_stale_leftovers(cache, tmp_path):
     (other / "photo.png").write_bytes(b"x")
     os.utime(other / "photo.png", (old, old))
 
-    removed = export.clean_stale_exports()
+    removed = export_tab.clean_stale_exports()
     assert removed == len(gone) + 1 + 3  # export folders, the old legacy folder, Gradio's three stale copies
     assert all(p.exists() for p in keep.values()), [k for k, p in keep.items() if not p.exists()]
     assert not any(p.exists() for p in gone.values()), [k for k, p in gone.items() if p.exists()]
     assert not legacy_old.exists() and legacy_new.exists()
     assert not hashdir.exists() and (young / "tokdist-ntp-model.zip").exists() and (other / "photo.png").exists()
-    assert export.clean_stale_exports() == 0  # idempotent
+    assert export_tab.clean_stale_exports() == 0  # idempotent
 
 
 # --- a kill in the middle of writing --------------------------------------------------------------------------
@@ -253,7 +283,7 @@ from pathlib import Path
 import transformers
 from tests.unit.test_export_safety import tiny_runtime, tiny_state
 from tokdist_core.foundations import models
-from ui import export
+from ui.tabs import export as export_tab
 
 point, ready = sys.argv[1], Path(sys.argv[2])
 tokenizer = transformers.AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
@@ -279,7 +309,7 @@ else:  # the zip is half written: the weights are in, the tokenizer not yet
             self.fp.flush()
             pause()
     zipfile.ZipFile.write = write_then_pause
-export.run_export(rt, "subword_mean", True, tiny_state(rt))
+export_tab.run_export(rt, "subword_mean", True, tiny_state(rt))
 """
 
 
@@ -295,14 +325,14 @@ def test_kill_mid_export_leaves_no_final_name_and_startup_cleanup_removes_it(cac
             time.sleep(0.05)
         assert ready.exists(), f"the export child did not reach {point!r} (exit code {proc.poll()})"
         files = files_under(cache)
-        temporaries = [p for p in files if p.name not in (export.LOCK_FILE, export.MARKER)]
+        temporaries = [p for p in files if p.name not in (LOCK_FILE, MARKER)]
         if point == "save":
             assert any(p.name == "model.safetensors" and p.parent.name.startswith(".unzipped-") for p in temporaries)
         else:
             partial = [p for p in temporaries if p.name.startswith(".tokdist-subword_mean-model.zip.")]
             assert len(partial) == 1 and partial[0].name.endswith(".partial") and partial[0].stat().st_size > 0
         # Another process's export in progress is not touched by a clean-up (here: ours, the parent's).
-        assert export.clean_stale_exports() == 0
+        assert export_tab.clean_stale_exports() == 0
         assert files_under(cache) == files
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -312,8 +342,8 @@ def test_kill_mid_export_leaves_no_final_name_and_startup_cleanup_removes_it(cac
             proc.wait()
     files = files_under(cache)  # what the kill left: only temporaries, no file under a final name
     assert files and all(hidden(p, cache) for p in files), [str(p.relative_to(cache)) for p in files]
-    assert export.clean_stale_exports() == 1  # the killed process's whole .building- folder
-    assert [p.name for p in cache.iterdir()] == [export.LOCK_FILE]
+    assert export_tab.clean_stale_exports() == 1  # the killed process's whole .building- folder
+    assert [p.name for p in cache.iterdir()] == [LOCK_FILE]
 
 
 # --- one copy per export, through a real Gradio server ------------------------------------------------------
@@ -330,8 +360,8 @@ def test_gradio_serves_the_export_without_copying_it(tokenizer, cache):
     rt = tiny_runtime(tokenizer)
     with gr.Blocks() as demo:
         state = gr.State(tiny_state(rt))
-        tab = export.build(rt)
-        event = export.wire(rt, tab, state)
+        tab = export_tab.build(rt)
+        event = export_tab.wire(rt, tab, state)
     assert event is not None
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

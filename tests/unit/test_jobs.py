@@ -133,3 +133,38 @@ def test_a_view_waits_behind_its_sessions_run_and_the_run_after_it_but_one_view_
     assert drain(run)[1] == "done"
     assert drain(view)[1] == "drawn"
     assert session.job is None and session.view_job is None and not line.busy()
+
+
+def test_merge_retrained_replaces_only_that_words_rows_numbers_and_history():
+    """A word re-trained alone (Inspect tab) takes its new rows, held-out numbers and loss curve into the session;
+    the other word keeps everything; the record says what changed."""
+    import torch
+
+    from tokdist_core import NewTokenRows, StepRecord, TrainOutcome
+
+    def record(step, losses):
+        return StepRecord("tokdist", step, 2, 0, sum(losses.values()) / len(losses), losses, 0.0)
+
+    a, b = " Alpha", " Beta"
+    state = SessionState(
+        rows={"tokdist": NewTokenRows("tokdist", [a, b], torch.zeros(2, 4))},
+        histories={"tokdist": [record(1, {a: 1.0, b: 2.0}), record(2, {a: 0.5, b: 1.5})]},
+        metrics={"tokdist": {a: {"hidden_mse": 0.3}, b: {"hidden_mse": 0.4}}},
+        train_config={"contexts": {"snippet_edits": [(a, None, "old"), (b, None, "kept")]}},
+        context_settings={"snippet_edits": [(a, None, "old"), (a, 0, "new"), (b, None, "kept")]},
+        stale_words={b: "Its snippets changed"},
+    )
+    outcome = TrainOutcome(rows={"tokdist": NewTokenRows("tokdist", [b], torch.ones(1, 4))},
+                           histories={"tokdist": [record(1, {b: 0.9}), record(2, {b: 0.2})]},
+                           seconds={"tokdist": 1.23456}, metrics={"tokdist": {b: {"hidden_mse": 0.1}}})
+    done = state.merge_retrained(b, outcome, ["tokdist"], n_train=3)
+    rows = state.rows["tokdist"]
+    assert torch.equal(rows.input_rows[rows.index(a)], torch.zeros(4))
+    assert torch.equal(rows.input_rows[rows.index(b)], torch.ones(4))
+    assert state.metrics["tokdist"] == {a: {"hidden_mse": 0.3}, b: {"hidden_mse": 0.1}}
+    assert [r.word_losses for r in state.histories["tokdist"]] == [{a: 1.0, b: 0.9}, {a: 0.5, b: 0.2}]
+    assert b not in state.stale_words and state.word_trajectories[b] == {}
+    assert state.train_config["contexts"]["snippet_edits"] == [(a, None, "old"), (b, None, "kept")]
+    assert done == state.retrained[b] and done["seconds"] == 1.235 and done["train_snippets"] == 3
+    assert done["row_change"] == {"tokdist": pytest.approx(2.0)} and done["final_loss"] == {"tokdist": 0.2}
+    assert (done["hidden_mse_before"], done["hidden_mse_after"]) == ({"tokdist": 0.4}, {"tokdist": 0.1})

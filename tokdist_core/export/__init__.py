@@ -1,4 +1,5 @@
-"""Where an adapted model goes: the `hf` folder (or its zip), the new rows alone, reproduce.py."""
+"""Where an adapted model goes: the `hf` folder (or its zip), the new rows alone, reproduce.py, and the store
+that keeps a server's exports on disk (store: locks, owners, a size cap, clean-up after a kill)."""
 
 from .hf import estimate_model_bytes, export_model_zip, save_model, zip_folder
 from .reproduce import reproduce_snippet

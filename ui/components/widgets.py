@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from .runtime import MAX_UPLOAD_FILES, MAX_UPLOAD_MB, UPLOAD_TYPES
+from ..runtime import MAX_UPLOAD_FILES, MAX_UPLOAD_MB, UPLOAD_TYPES
 
 
 def _name(component: gr.components.Component) -> str:

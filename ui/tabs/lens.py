@@ -11,14 +11,14 @@ import plotly.graph_objects as go
 
 from tokdist_core import Snippet, TokenDistillation, WordSplit
 
-from . import html as H
-from . import widgets as W
-from .compare import pick_split
-from .contexts import as_int, snippet_html
-from .figures import attention_figure, empty_figure, lens_figure, method_label
-from .jobs import HEAVY, Job, answer_when_done, check_view_now
-from .runtime import MAX_APP_SNIPPETS, Runtime, gpu, user_errors
-from .state import SessionState
+from ..components import html as H
+from ..components import widgets as W
+from ..components.figures import attention_figure, empty_figure, lens_figure, method_label
+from ..components.parsing import as_int, pick_split
+from ..components.snippets import snippet_html
+from ..jobs import HEAVY, Job, answer_when_done, check_view_now
+from ..runtime import MAX_APP_SNIPPETS, Runtime, gpu, user_errors
+from ..state import SessionState
 
 INTRO = """
 ### 7 · Lens

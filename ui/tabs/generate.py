@@ -10,13 +10,13 @@ import gradio as gr
 
 from tokdist_core import METHOD_NAMES, TokenDistillation
 
-from . import html as H
-from . import widgets as W
-from .contexts import as_int
-from .figures import colour, method_label
-from .jobs import HEAVY, Job, answer_when_done, check_view_now
-from .runtime import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Runtime, gpu, user_errors
-from .state import SessionState
+from ..components import html as H
+from ..components import widgets as W
+from ..components.figures import colour, method_label
+from ..components.parsing import as_int
+from ..jobs import HEAVY, Job, answer_when_done, check_view_now
+from ..runtime import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Runtime, gpu, user_errors
+from ..state import SessionState
 
 INTRO = """
 ### 6 · Generate

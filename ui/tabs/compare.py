@@ -10,13 +10,13 @@ import plotly.graph_objects as go
 
 from tokdist_core import LOWER_IS_BETTER, TokenDistillation, WordSplit, snippets_of
 
-from . import html as H
-from . import widgets as W
-from .contexts import as_int
-from .figures import empty_figure, loss_figure, method_label, pca_figure
-from .jobs import HEAVY, Job, answer_when_done
-from .runtime import Runtime, gpu, user_errors
-from .state import SessionState
+from ..components import html as H
+from ..components import widgets as W
+from ..components.figures import empty_figure, loss_figure, method_label, pca_figure
+from ..components.parsing import as_int, pick_split
+from ..jobs import HEAVY, Job, answer_when_done
+from ..runtime import Runtime, gpu, user_errors
+from ..state import SessionState
 
 INTRO = """
 ### 4 · Compare
@@ -69,19 +69,6 @@ class CompareTab:
     pca: gr.Plot
     losses: gr.Plot
     details: gr.JSON
-
-
-def pick_split(state: SessionState, word: str | None) -> WordSplit:
-    """The chosen word's split; accepts ' word', 'word' or the ␣-display form. Defaults to the first."""
-    trained = [s for s in state.splits if any(s.word in r.words for r in state.rows.values())] or state.splits
-    if not word:
-        return trained[0]
-    wanted = str(word).replace("␣", " ").strip()
-    for s in trained:
-        if s.word.strip() == wanted:
-            return s
-    raise gr.Error(f"{word!r} is not one of this session's trained words: "
-                   f"{', '.join(s.display for s in trained)}.")
 
 
 def best_methods(metrics: dict[str, dict[str, dict]], word: str) -> dict[str, str]:

@@ -8,11 +8,11 @@ import gradio as gr
 
 from tokdist_core import TokenDistillation, WordError
 
-from . import html as H
-from . import widgets as W
-from .jobs import LIGHT
-from .runtime import MAX_APP_WORDS, MAX_INPUT_CHARS, Runtime, device_label, user_errors
-from .state import SessionState
+from ..components import html as H
+from ..components import widgets as W
+from ..jobs import LIGHT
+from ..runtime import MAX_APP_WORDS, MAX_INPUT_CHARS, Runtime, device_label, user_errors
+from ..state import SessionState
 
 INTRO = """
 ### 1 · Words

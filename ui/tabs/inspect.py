@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from tokdist_core import (
-    METHOD_NAMES,
-    REGISTRY,
-    DistillationConfig,
-    Snippet,
-    TokenDistillation,
-    WordInspection,
-    WordSplit,
-    apply_snippet_edits,
-    format_seconds,
-    with_word_history,
-)
+from tokdist_core import TokenDistillation, WordInspection, WordSplit
 
-from . import html as H
-from . import widgets as W
-from .compare import pick_split
-from .contexts import snippet_html, snippet_text
-from .figures import SET_COLOURS, empty_figure, method_label, snippet_loss_figure
-from .jobs import HEAVY, LIGHT, Job, answer_when_done, check_view_now
-from .runtime import MAX_APP_SNIPPET_LEN, MAX_APP_SNIPPETS, MAX_INPUT_CHARS, Runtime, gpu, user_errors
-from .state import SessionState
+from ..components import html as H
+from ..components import widgets as W
+from ..components.figures import SET_COLOURS, empty_figure, method_label, snippet_loss_figure
+from ..components.parsing import pick_split
+from ..components.snippet_editor import (
+    NEW_SNIPPET,
+    add_snippet,
+    replace_index,
+    retrain_word,
+    run_config,
+    save_as_choices,
+    trained_methods,
+    word_contexts,
+)
+from ..components.snippets import snippet_html, snippet_preview, snippet_text
+from ..jobs import HEAVY, LIGHT, Job, answer_when_done, check_view_now
+from ..runtime import Runtime, gpu, user_errors
+from ..state import SessionState
 
 INTRO = """
 ### 8 · Inspect
@@ -62,9 +61,7 @@ row. **Re-train this word** then trains this one word again with the settings of
 method, and replaces only its rows and numbers: the other words keep theirs, since a word's row never depends on
 the other words trained beside it. Held-out snippets stay as they are, so the held-out loss stays a fair test.
 """
-NEW_SNIPPET = "new"
 TABLE_HEADERS = ["snippet", "set", "loss", "positions", "text (the word is highlighted)"]
-PREVIEW_CHARS = 90
 
 
 @dataclass
@@ -84,13 +81,6 @@ class InspectTab:
     edit_details: gr.JSON
 
 
-# -- what the session has --------------------------------------------------------------------------------
-def trained_methods(state: SessionState, word: str) -> list[str]:
-    """The session's methods with a row for `word`, in the registry's order."""
-    have = [m for m, rows in state.rows.items() if word in rows.words]
-    return [m for m in METHOD_NAMES if m in have] + [m for m in have if m not in METHOD_NAMES]
-
-
 def pick_method(state: SessionState, split: WordSplit, method: object) -> str:
     methods = trained_methods(state, split.word)
     if not methods:
@@ -103,24 +93,6 @@ def pick_method(state: SessionState, split: WordSplit, method: object) -> str:
     return method
 
 
-def run_config(state: SessionState) -> DistillationConfig:
-    """The settings of the session's last run (new config fields keep their defaults)."""
-    saved = state.train_config
-    return DistillationConfig(**{f.name: saved[f.name] for f in fields(DistillationConfig) if f.name in saved})
-
-
-def _contexts_of(state: SessionState, split: WordSplit):
-    ctx = state.contexts.get(split.word)
-    if ctx is None or not (ctx.train or ctx.heldout):
-        raise gr.Error(f"No snippets for {split.display!r}; collect contexts first.")
-    return ctx
-
-
-def _sentence(message: str) -> str:
-    message = message.strip()
-    return message[:1].upper() + message[1:] + ("" if message.endswith((".", "!", "?")) else ".")
-
-
 # -- /inspect ----------------------------------------------------------------------------------------------
 def run_inspect(rt: Runtime, word: str | None, method: object, state: SessionState,
                 progress: gr.Progress | None = None) -> Iterator[tuple]:
@@ -128,7 +100,7 @@ def run_inspect(rt: Runtime, word: str | None, method: object, state: SessionSta
         state.require_rows()
         split = pick_split(state, word)
         chosen = pick_method(state, split, method)
-        _contexts_of(state, split)
+        word_contexts(state, split)
         return split, chosen
 
     check_view_now(state, checked)
@@ -153,7 +125,7 @@ def inspect_views(td: TokenDistillation, split: WordSplit, method: str, state: S
         columns=TABLE_HEADERS,
     )
     entries = [{"id": s.label, "set": s.part, "loss": s.losses[method], "positions": s.positions,
-                "preview": H.esc(_preview(tok, s.snippet))} for s in worst]
+                "preview": H.esc(snippet_preview(tok, s.snippet))} for s in worst]
     means = {part: report.mean(method, part) for part in ("train", "heldout")}
     figure = snippet_loss_figure(entries, means, split.word, method)
     compare_mse = ((state.metrics or {}).get(method) or {}).get(split.word, {}).get("hidden_mse")
@@ -167,15 +139,6 @@ def inspect_views(td: TokenDistillation, split: WordSplit, method: str, state: S
         "retrained": state.retrained.get(split.word),
     }
     return _inspect_summary(split, method, report, worst, compare_mse, state), figure, table, details
-
-
-def _preview(tokenizer, snip: Snippet) -> str:
-    """About PREVIEW_CHARS characters of the snippet around the word (for hover text)."""
-    text = snippet_text(tokenizer, snip)
-    before = tokenizer.decode(list(snip.prefix), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    start = max(0, len(before) - PREVIEW_CHARS // 2)
-    piece = text[start:start + PREVIEW_CHARS].replace("\n", " ")
-    return ("…" if start else "") + piece + ("…" if start + PREVIEW_CHARS < len(text) else "")
 
 
 def _inspect_summary(split: WordSplit, method: str, report: WordInspection, worst: list, compare_mse: float | None,
@@ -201,157 +164,6 @@ def _inspect_summary(split: WordSplit, method: str, report: WordInspection, wors
         lines.append(f"⚠ {H.esc(stale)} since this word was trained: these losses are under its old row. "
                      "Press **Re-train this word** to learn from the current snippets.")
     return lines[0] + "\n\n" + "\n".join(f"- {line}" for line in lines[1:])
-
-
-# -- /add_snippet ------------------------------------------------------------------------------------------
-def save_as_choices(state: SessionState, split: WordSplit | None) -> list[tuple[str, str]]:
-    ctx = state.contexts.get(split.word) if split else None
-    count = len(ctx.train) if ctx else 0
-    return [("a new training snippet", NEW_SNIPPET)] + [(f"replace train {i}", f"train {i}")
-                                                       for i in range(1, count + 1)]
-
-
-def _replace_index(save_as: object, n_train: int) -> int | None:
-    """None to add a snippet, else the index of the training snippet to replace."""
-    if save_as in (None, "", NEW_SNIPPET):
-        return None
-    if not isinstance(save_as, str):
-        raise gr.Error(f"'Save as' must be '{NEW_SNIPPET}' or 'train N', got {save_as!r}.")
-    part, _, number = save_as.strip().rpartition(" ")
-    if part in ("held-out", "heldout"):
-        raise gr.Error("Held-out snippets are kept aside to test the new row, so they are not edited; save your "
-                       f"text as a new training snippet instead ('Save as': {NEW_SNIPPET}).")
-    if part != "train" or not number.isdigit():
-        raise gr.Error(f"'Save as' must be '{NEW_SNIPPET}' or 'train N' (e.g. 'train 2'), got {save_as!r}.")
-    index = int(number)
-    if not 1 <= index <= n_train:
-        raise gr.Error(f"There are {n_train} training snippets; pick 'train 1' to 'train {n_train}'.")
-    return index - 1
-
-
-def add_snippet(rt: Runtime, word: str | None, text: object, save_as: object, state: SessionState
-                ) -> tuple[str, dict]:
-    """Add (or replace) one training snippet of the word from text; nothing is trained."""
-    state.require_idle("change this word's snippets")
-    state.require_rows()
-    split = pick_split(state, word)
-    ctx = _contexts_of(state, split)
-    if text is not None and not isinstance(text, str):
-        raise gr.Error("The snippet must be text.")
-    if text and len(text) > MAX_INPUT_CHARS:
-        raise gr.Error(f"The snippet is {len(text):,} characters long; the limit is {MAX_INPUT_CHARS:,}.")
-    index = _replace_index(save_as, len(ctx.train))
-    if index is None and len(ctx.train) >= MAX_APP_SNIPPETS:
-        raise gr.Error(f"{split.display!r} already has {MAX_APP_SNIPPETS} training snippets, the most this app "
-                       "keeps; replace one instead.")
-    td = rt.engine(state.model_name)
-    try:
-        snip = td.snippet_from_text(split, text or "", max_tokens=MAX_APP_SNIPPET_LEN)
-    except ValueError as exc:
-        raise gr.Error(_sentence(str(exc))) from None
-    for part, pool in (("training", ctx.train), ("held-out", ctx.heldout)):
-        replaced = index if part == "training" else None  # saving a snippet over itself is fine
-        same = [i for i, s in enumerate(pool) if s.token_ids == snip.token_ids and i != replaced]
-        if same:
-            raise gr.Error(f"That text is already {part} snippet {same[0] + 1} of {split.display!r}; "
-                           "write something different.")
-    edit = (split.word, index, text or "")
-
-    def change() -> None:
-        state.contexts[split.word] = apply_snippet_edits(td.lm.tokenizer, state.contexts, [split], [edit],
-                                                         MAX_APP_SNIPPET_LEN)[split.word]
-        # Kept with the context settings, so the exported reproduce script writes the same snippets again.
-        state.context_settings["snippet_edits"] = [*state.context_settings.get("snippet_edits", []), edit]
-        what = "a training snippet was added" if index is None else f"training snippet {index + 1} was replaced"
-        earlier = state.stale_words.get(split.word)
-        state.stale_words[split.word] = "Its snippets changed" if earlier else _sentence(what)[:-1]
-
-    rt.jobs.change_session(state, "change this word's snippets", change)
-    n = len(state.contexts[split.word].train)
-    label = f"train {n}" if index is None else f"train {index + 1}"
-    done = "Added" if index is None else "Replaced"
-    status = (f"**{done} {label}** for {H.esc(split.display)} ({len(snip.token_ids)} tokens, the word at token "
-              f"{snip.start + 1}); the word now has {n} training snippets. Press **Re-train this word** to learn "
-              "from them.")
-    return status, {"word": split.word, "action": done.lower(), "snippet": label, "train_snippets": n,
-                    "tokens": len(snip.token_ids), "start": snip.start, "text": snippet_text(td.lm.tokenizer, snip),
-                    "stale": True}
-
-
-# -- /retrain_word -----------------------------------------------------------------------------------------
-def retrain_word(rt: Runtime, word: str | None, state: SessionState, progress: gr.Progress | None = None
-                 ) -> Iterator[tuple]:
-    """Train this one word again (every trained method, the last run's settings); replace only its rows."""
-    state.require_idle("re-train a word")
-    state.require_rows()
-    split = pick_split(state, word)
-    ctx = _contexts_of(state, split)
-    if not ctx.train:
-        raise gr.Error(f"{split.display!r} has no training snippets; add one first.")
-    methods = trained_methods(state, split.word)
-    config = run_config(state)
-    policy = state.train_config.get("output_policy", "ntp")
-    td = rt.engine(state.model_name)
-    rt.check_estimate(td.estimate_training(ctx.train, ctx.heldout, methods, config), "Re-training this word")
-
-    def work(job: Job) -> tuple[str, dict]:
-        current = state.contexts[split.word]  # the session is ours now: nothing changes it under us
-        trained = [m for m in methods if REGISTRY[m].trains] or methods
-        steps = max(1, td.training_steps(current.train, config))
-
-        def report(record) -> None:
-            done = trained.index(record.method) + record.step / steps if record.method in trained else 0.0
-            job.report(min(1.0, done / len(trained)), f"{method_label(record.method)} · step {record.step}/{steps}")
-
-        outcome = td.retrain_word(split, current.train, methods, config, policy, heldout=current.heldout or None,
-                                  callback=report, cancel=job.cancel, record_trajectory=bool(state.trajectories))
-        if outcome.cancelled:
-            raise gr.Error(f"Stopped ({job.stop_reason or outcome.cancelled}); {split.display!r} keeps its rows.")
-        return _apply_retrain(td, split, outcome, methods, len(current.train), state)
-
-    yield from answer_when_done(rt.jobs, state, "re-training one word", work, 2, progress)
-
-
-def _apply_retrain(td: TokenDistillation, split: WordSplit, outcome, methods: list[str], n_train: int,
-                   state: SessionState) -> tuple[str, dict]:
-    word = split.word
-    before = {m: dict((state.metrics or {}).get(m, {}).get(word, {})) for m in methods}
-    moved = {}
-    for m in methods:
-        old = state.rows[m]
-        state.rows[m] = old.with_word_rows(outcome.rows[m])
-        moved[m] = old.row_distance(state.rows[m], word)
-    if state.metrics is not None and outcome.metrics:
-        for m in methods:
-            state.metrics.setdefault(m, {})[word] = outcome.metrics[m][word]
-    # Compare's loss curves and the Replay's path of this word now show the training its rows came from.
-    for m, history in outcome.histories.items():
-        state.histories[m] = with_word_history(state.histories.get(m, []), history, word)
-    state.word_trajectories[word] = dict(outcome.trajectories)
-    after = {m: dict((state.metrics or {}).get(m, {}).get(word, {})) for m in methods}
-    state.stale_words.pop(word, None)
-    # The rows now hold this word's snippet edits so far (the reproduce script replays them); others' stay.
-    run_contexts = state.train_config.setdefault("contexts", {})
-    run_contexts["snippet_edits"] = (
-        [e for e in run_contexts.get("snippet_edits", []) if e[0] != word]
-        + [e for e in state.context_settings.get("snippet_edits", []) if e[0] == word])
-    seconds = sum(outcome.seconds.values())
-    state.retrained[word] = {
-        "methods": methods, "train_snippets": n_train, "seconds": round(seconds, 3),
-        "row_change": moved,
-        "final_loss": {m: h[-1].word_losses[word] for m, h in outcome.histories.items() if h},
-        "hidden_mse_before": {m: v.get("hidden_mse") for m, v in before.items()},
-        "hidden_mse_after": {m: v.get("hidden_mse") for m, v in after.items()},
-    }
-    lines = [f"**Re-trained {H.esc(split.display)}** alone on its {n_train} training snippets with "
-             f"{', '.join(method_label(m) for m in methods)} in {format_seconds(seconds)}. "
-             "Only this word's rows changed; the other words keep theirs."]
-    for m in methods:
-        b, a = before[m].get("hidden_mse"), after[m].get("hidden_mse")
-        if b is not None and a is not None:
-            same = " (reads no snippets)" if not REGISTRY[m].trains else ""
-            lines.append(f"- {H.esc(method_label(m))}: held-out hidden MSE {b:.4f} → **{a:.4f}**{same}")
-    return "\n".join(lines), {"word": word, **state.retrained[word]}
 
 
 # -- the page ----------------------------------------------------------------------------------------------
@@ -426,7 +238,7 @@ def _wire_editor(rt: Runtime, tab: InspectTab, state: gr.State) -> None:
         if not st.rows:
             return gr.skip()
         split = pick_split(st, word)
-        index = _replace_index(save_as, len(st.contexts[split.word].train)) if split.word in st.contexts else None
+        index = replace_index(save_as, len(st.contexts[split.word].train)) if split.word in st.contexts else None
         if index is None:
             return gr.skip()
         return snippet_text(rt.model(st.model_name).tokenizer, st.contexts[split.word].train[index])

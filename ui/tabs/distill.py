@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,23 +16,20 @@ from tokdist_core import (
     OUTPUT_POLICIES,
     REGISTRY,
     DistillationConfig,
-    JobEstimate,
-    NewTokenRows,
-    StepRecord,
     TokenDistillation,
     config_fields,
     format_seconds,
-    method_losses,
     snippets_of,
 )
 
-from . import html as H
-from . import widgets as W
-from .contexts import as_int
-from .figures import empty_figure, loss_figure, method_label
-from .jobs import HEAVY, LIGHT, Job, Posted, Waiting
-from .runtime import MAX_APP_BATCH, MAX_APP_EPOCHS, Runtime, device_label, gpu, user_errors
-from .state import SessionState
+from ..components import html as H
+from ..components import widgets as W
+from ..components.figures import empty_figure
+from ..components.parsing import as_int
+from ..components.training_run import RunPlan, RunView, closing_lines, train_job
+from ..jobs import HEAVY, LIGHT
+from ..runtime import MAX_APP_BATCH, MAX_APP_EPOCHS, Runtime, device_label, gpu, user_errors
+from ..state import SessionState
 
 INTRO = """
 ### 3 · Distill
@@ -100,15 +97,6 @@ class DistillTab:
     details: gr.JSON
 
 
-@dataclass
-class _MethodDone:
-    method: str
-
-
-class _Evaluating:
-    pass
-
-
 def check_methods(methods: list[str] | str | None) -> list[str]:
     chosen = [methods] if isinstance(methods, str) else list(methods or [])
     if not chosen:
@@ -168,27 +156,9 @@ def _precision(value: object) -> str:
     return str(value)
 
 
-def _status(lines: list[str]) -> str:
-    return "\n\n".join(lines)
-
-
-@dataclass
-class _Plan:
-    """Everything one run needs, checked before it joins the line."""
-
-    chosen: list[str]
-    config: DistillationConfig
-    policy: str
-    splits: list
-    train: list
-    heldout: list
-    estimate: JobEstimate
-    total_steps: int
-
-
 def plan_run(rt: Runtime, td: TokenDistillation, methods: object, epochs: object, learning_rate: object,
              batch_size: object, target_layer: object, output_policy: object, seed: object, precision: object,
-             state: SessionState, variant: tuple = ()) -> _Plan:
+             state: SessionState, variant: tuple = ()) -> RunPlan:
     """`variant`: the form's (losses, ntp_weight, init, schedule, warmup); empty for the defaults."""
     state.require_contexts()
     chosen = check_methods(methods)
@@ -206,89 +176,7 @@ def plan_run(rt: Runtime, td: TokenDistillation, methods: object, epochs: object
     rt.check_estimate(estimate, "This run")
     steps_per_method = td.training_steps(train, config)
     total_steps = max(1, sum(steps_per_method for m in chosen if REGISTRY[m].trains))
-    return _Plan(chosen, config, policy, splits, train, heldout, estimate, total_steps)
-
-
-def _train_job(td: TokenDistillation, plan: _Plan, state: SessionState) -> Callable[[Job], str | None]:
-    """The work of one run. It writes the session's results itself, before the session is free again."""
-
-    def work(job: Job) -> str | None:
-        start = time.monotonic()
-        state.reset_from_contexts()
-        state.train_config = {**plan.config.to_dict(), "methods": plan.chosen, "output_policy": plan.policy,
-                              "method_losses": method_losses(plan.chosen, plan.config),
-                              "model": state.model_name, "mid_sentence": state.mid_sentence,
-                              "words": [s.word for s in plan.splits], "contexts": dict(state.context_settings)}
-
-        def method_done(rows: NewTokenRows, secs: float) -> None:
-            state.rows[rows.method] = rows  # kept even if a later method is stopped or fails
-            state.seconds[rows.method] = secs
-            job.post(_MethodDone(rows.method))
-            if rows.method == plan.chosen[-1] and plan.heldout:
-                job.post(_Evaluating())  # train() evaluates right after the last method
-
-        # The Replay tab draws each trained row's path: keep the rows at (up to 101) steps of every run.
-        outcome = td.train(plan.splits, plan.train, plan.chosen, plan.config, plan.policy, callback=job.post,
-                           cancel=job.cancel, on_method_done=method_done, heldout=plan.heldout,
-                           record_trajectory=True)
-        state.histories, state.metrics = dict(outcome.histories), outcome.metrics
-        state.trajectories = dict(outcome.trajectories)
-        if outcome.cancelled:
-            state.cancelled = f"{job.stop_reason}; {outcome.cancelled}" if job.stop_reason else outcome.cancelled
-        if not job.cancel.is_set():
-            td.record_job_time(plan.estimate, time.monotonic() - start)
-        return state.cancelled
-
-    return work
-
-
-class _RunView:
-    """What the page shows of one run: the progress bar, the live loss curves and the details."""
-
-    def __init__(self, rt: Runtime, td: TokenDistillation, plan: _Plan, state: SessionState) -> None:
-        self.plan, self.state = plan, state
-        self.device = device_label(td.lm)
-        self.words = [s.word for s in plan.splits]
-        self.histories: dict[str, list[StepRecord]] = {}
-        self.done, self.current, self.finished = 0, "waiting for its turn", False
-        self.header = (f"**Training {len(self.words)} word(s)** on {len(plan.train)} snippets with "
-                       f"{', '.join(method_label(m) for m in plan.chosen)} · running on **{self.device}** · "
-                       f"estimated {plan.estimate.describe()} (limit {format_seconds(rt.max_job_seconds)} per job)")
-
-    def track(self, update: object) -> str:
-        """Take in one update from the line; -> a line to show at once (or "")."""
-        if isinstance(update, Waiting):
-            return f"Waiting in line: {update.ahead} job(s) ahead of this one."
-        item = update.item if isinstance(update, Posted) else None
-        if isinstance(item, StepRecord):
-            self.histories.setdefault(item.method, []).append(item)
-            self.done += 1
-            self.current = f"{method_label(item.method)} · epoch {item.epoch + 1}/{self.plan.config.epochs}"
-        elif isinstance(item, _MethodDone):
-            self.current = f"{method_label(item.method)} done"
-        elif isinstance(item, _Evaluating):
-            self.current = "evaluating on held-out snippets"
-        elif self.done == 0 and self.current.startswith("waiting"):
-            self.current = "preparing the teacher (the model reading the original pieces)"
-        return ""
-
-    def finish(self, cancelled: str | None) -> None:
-        self.finished = True
-        self.done = self.plan.total_steps if not cancelled else self.done
-        self.current = "stopped" if cancelled else "finished"
-
-    def frame(self, extra: str = "") -> tuple[str, str, go.Figure, dict, SessionState]:
-        label = f"{self.current} · step {self.done}/{self.plan.total_steps}"
-        job = self.state.job
-        if job is not None and job.cancel.is_set() and not self.finished:
-            label += " · stopping after this step…"
-        trains = any(REGISTRY[m].trains for m in self.plan.chosen)
-        fig = loss_figure(self.histories, self.words) if self.histories else empty_figure(
-            "The loss curves appear here after the first training step." if trains
-            else "These methods do not train, so there is no loss curve.")
-        return (_status([self.header, extra] if extra else [self.header]),
-                H.progress_bar(self.done / self.plan.total_steps, label), fig,
-                _details(self.state, self.plan.chosen, self.device, self.histories), self.state)
+    return RunPlan(chosen, config, policy, splits, train, heldout, estimate, total_steps)
 
 
 def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning_rate: object, batch_size: object,
@@ -301,9 +189,9 @@ def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning
     td = rt.engine(state.model_name)
     plan = plan_run(rt, td, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
                     precision, state, variant)
-    view = _RunView(rt, td, plan, state)
+    view = RunView(rt, td, plan, state)
     yield view.frame("Waiting for the server…")
-    updates = rt.jobs.run(state, "a training run", _train_job(td, plan, state))
+    updates = rt.jobs.run(state, "a training run", train_job(td, plan, state))
     last = 0.0
     try:
         while True:
@@ -321,7 +209,7 @@ def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning
     finally:
         updates.close()  # a closed page stops the run now, not when the garbage collector gets to it
     view.finish(cancelled)
-    yield view.frame("\n\n".join(_closing_lines(state, cancelled, bool(plan.heldout))))
+    yield view.frame("\n\n".join(closing_lines(state, cancelled, bool(plan.heldout))))
 
 
 def _runs_on(rt: Runtime, lm) -> str:
@@ -349,39 +237,6 @@ def estimate_note(rt: Runtime, methods: object, epochs: object, batch_size: obje
     estimate = TokenDistillation(lm).estimate_training(train, heldout, chosen, config)
     verdict = "" if estimate.seconds <= rt.max_job_seconds else " **That is over the limit**: lower the epochs or methods."
     return note + f" These settings: {estimate.describe()} (estimate).{verdict}"
-
-
-def _closing_lines(state: SessionState, cancelled: str | None, heldout: bool) -> list[str]:
-    lines = []
-    if cancelled:
-        kept = ", ".join(method_label(m) for m in state.rows) or "nothing"
-        lines.append(f"**Stopped** ({cancelled}). Kept the methods that finished: {kept}.")
-        gr.Info("Training stopped; finished methods are kept.")
-    if state.rows and state.metrics is not None:
-        lines.append(("The finished methods were checked on the held-out snippets." if cancelled else "**Done.**")
-                     + " Open the **Compare** tab to see which method matches the original best.")
-    elif state.rows and not heldout:
-        lines.append("**Done**, but there are no held-out snippets, so the Compare tab shows no quality numbers.")
-    elif state.rows:
-        lines.append("The **Compare** tab checks the finished methods on the held-out snippets when you open it.")
-    timing = ", ".join(f"{method_label(m)} {s:.1f} s" for m, s in state.seconds.items())
-    if timing:
-        lines.append(f"Time per method: {timing}.")
-    return lines
-
-
-def _details(state: SessionState, chosen: list[str], device: str, histories: dict[str, list[StepRecord]]) -> dict:
-    return {
-        "device": device,
-        "methods": chosen,
-        "finished": list(state.rows),
-        "cancelled": state.cancelled,
-        "seconds": {m: round(s, 3) for m, s in state.seconds.items()},
-        "steps": {m: len(h) for m, h in histories.items()},
-        "final_loss": {m: h[-1].word_losses for m, h in histories.items() if h},
-        "evaluated": state.metrics is not None,
-        "config": state.train_config,
-    }
 
 
 def stop(state: SessionState) -> str:

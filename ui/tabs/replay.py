@@ -10,13 +10,13 @@ import plotly.graph_objects as go
 
 from tokdist_core import TokenDistillation, WordSplit
 
-from . import html as H
-from . import widgets as W
-from .compare import pick_split
-from .figures import empty_figure, method_label, replay_figure, word_losses
-from .jobs import HEAVY, Job, answer_when_done, check_view_now
-from .runtime import Runtime, gpu, user_errors
-from .state import SessionState
+from ..components import html as H
+from ..components import widgets as W
+from ..components.figures import empty_figure, method_label, replay_figure, word_losses
+from ..components.parsing import pick_split
+from ..jobs import HEAVY, Job, answer_when_done, check_view_now
+from ..runtime import Runtime, gpu, user_errors
+from ..state import SessionState
 
 INTRO = """
 ### 5 · Replay

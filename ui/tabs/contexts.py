@@ -4,37 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
-from tokdist_core import (
-    GENSIM_HINT,
-    Cancelled,
-    CorpusError,
-    HFDataSource,
-    Snippet,
-    bundled_available,
-    parse_hf_spec,
-)
+from tokdist_core import GENSIM_HINT, Cancelled, HFDataSource, bundled_available
 
-from . import html as H
-from . import widgets as W
-from .jobs import HEAVY, Job, answer_when_done
-from .runtime import (
+from ..components import html as H
+from ..components import widgets as W
+from ..components.parsing import CONTEXT_SOURCES, as_int, data_spec
+from ..components.snippets import snippet_html, snippet_text
+from ..jobs import HEAVY, Job, answer_when_done
+from ..runtime import (
     MAX_APP_HELDOUT,
     MAX_APP_SNIPPET_LEN,
     MAX_APP_SNIPPETS,
     MAX_INPUT_CHARS,
-    MAX_UPLOAD_FILES,
-    MAX_UPLOAD_MB,
     MIN_APP_SNIPPET_LEN,
-    UPLOAD_TYPES,
     Runtime,
     gpu,
     user_errors,
 )
-from .state import SessionState
+from ..state import SessionState
 
 INTRO = """
 ### 2 · Contexts
@@ -43,13 +33,6 @@ To learn what a word means, we need **example sentences** that contain it. Each 
 aside (**held-out**) to check afterwards whether the learned token really behaves like the original word.
 """
 
-SOURCES = [
-    ("Bundled corpus, topped up with text the model writes (auto)", "auto"),
-    ("Bundled corpus only (news + 106 Wikipedia articles)", "bundled"),
-    ("Text the model writes itself, starting with the word", "generated"),
-    ("My uploaded files (.txt, .jsonl, .json, .parquet, .csv)", "files"),
-    ("A Hugging Face dataset (needs internet)", "hf"),
-]
 SHOWN_PER_WORD = 6  # snippets shown in the table per word (all are used)
 
 
@@ -66,96 +49,6 @@ class ContextsTab:
     summary: gr.Markdown
     view: gr.HTML
     details: gr.JSON
-
-
-def as_int(value: object, name: str, low: int, high: int) -> int:
-    """Numbers from sliders and API clients may arrive as floats or strings; reject anything odd."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a whole number, got {value!r}.") from None
-    if number != number or not number.is_integer():
-        raise gr.Error(f"{name} must be a whole number, got {value!r}.")
-    if not low <= number <= high:
-        raise gr.Error(f"{name} must be between {low} and {high}, got {int(number)}.")
-    return int(number)
-
-
-def check_uploads(files: list | None) -> list[str]:
-    """Paths of the uploaded files after checking count, type, size and that text files are text."""
-    paths = [str(f) for f in (files or []) if f]
-    if not paths:
-        raise gr.Error("Source 'My uploaded files' is selected but no file was uploaded.")
-    if len(paths) > MAX_UPLOAD_FILES:
-        raise gr.Error(f"{len(paths)} files uploaded; the limit is {MAX_UPLOAD_FILES}.")
-    for p in paths:
-        path = Path(p)
-        name = path.name
-        if path.suffix.lower() not in UPLOAD_TYPES:
-            raise gr.Error(f"{name!r}: unsupported file type; use one of {', '.join(UPLOAD_TYPES)}.")
-        size = path.stat().st_size
-        if size > MAX_UPLOAD_MB * 1024 * 1024:
-            raise gr.Error(f"{name!r} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_MB} MB per file.")
-        if size == 0:
-            raise gr.Error(f"{name!r} is empty.")
-        head = path.read_bytes()[:8192]
-        if path.suffix.lower() == ".parquet":
-            if not head.startswith(b"PAR1"):
-                raise gr.Error(f"{name!r} is not a Parquet file (it lacks the PAR1 header).")
-            continue
-        if b"\x00" in head:
-            raise gr.Error(f"{name!r} looks like a binary file, not text. Upload plain UTF-8 text.")
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if exc.start < len(head) - 4:  # a multi-byte character cut at the 8 KB boundary is fine
-                raise gr.Error(f"{name!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
-    return paths
-
-
-def data_spec(source: object, files: list | None, hf_name: str | None) -> tuple[str | list[str] | HFDataSource, str]:
-    """-> (the `data` argument for the library, a label for the page and the export snippet).
-
-    A remote user reaches the server's disk only through uploads: a dataset name must be a hub id.
-    """
-    if source is not None and not isinstance(source, str):
-        raise gr.Error(f"Unknown source {source!r}; choose one of: {', '.join(v for _, v in SOURCES)}.")
-    source = (source or "auto").strip()
-    if source in ("auto", "bundled", "generated"):
-        if source == "bundled" and not bundled_available():
-            raise gr.Error(f"The bundled corpus is not installed ({GENSIM_HINT}). "
-                           "Choose 'auto', 'generated' or upload files.")
-        return source, source
-    if source == "files":
-        paths = check_uploads(files)
-        return paths, ", ".join(Path(p).name for p in paths)
-    if source == "hf":
-        name = (hf_name or "").strip()
-        if not name:
-            raise gr.Error("Type a Hugging Face dataset name, e.g. 'wikitext:wikitext-2-raw-v1:train'.")
-        if len(name) > 200 or any(ch.isspace() for ch in name):
-            raise gr.Error("A dataset name is one short id without spaces, e.g. 'wikitext:wikitext-2-raw-v1'.")
-        spec = name if name.startswith("hf:") else f"hf:{name}"
-        try:
-            dataset = parse_hf_spec(spec, hub_only=True)
-        except CorpusError as exc:
-            raise gr.Error(str(exc)) from None
-        return dataset, spec
-    raise gr.Error(f"Unknown source {source!r}; choose one of: {', '.join(v for _, v in SOURCES)}.")
-
-
-def _decode(tokenizer, ids) -> str:
-    # Generated snippets start with the BOS token; people should see text, not "<|im_start|>".
-    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-
-def snippet_html(tokenizer, snip: Snippet) -> str:
-    return H.highlight_snippet(_decode(tokenizer, snip.prefix), _decode(tokenizer, snip.word_ids),
-                               _decode(tokenizer, snip.suffix))
-
-
-def snippet_text(tokenizer, snip: Snippet) -> str:
-    return _decode(tokenizer, snip.token_ids)
 
 
 def find_contexts(rt: Runtime, source: str | None, files: list | None, hf_name: str | None,
@@ -249,7 +142,7 @@ def build(rt: Runtime) -> ContextsTab:  # noqa: ARG001 - same signature as the o
                 "Use generated text, uploaded files or a Hugging Face dataset.</div>")
     with gr.Row():
         with gr.Column(scale=3):
-            source = gr.Radio(SOURCES, value="auto", label="Where should the snippets come from?", elem_id="source")
+            source = gr.Radio(CONTEXT_SOURCES, value="auto", label="Where should the snippets come from?", elem_id="source")
             files, hf_name = W.upload_inputs()
         with gr.Column(scale=2):
             snippets = W.Slider(1, MAX_APP_SNIPPETS, value=8, step=1, label="Training snippets per word",

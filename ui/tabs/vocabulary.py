@@ -11,19 +11,19 @@ import gradio as gr
 
 from tokdist_core import Cancelled, Discovery, HFDataSource
 
-from . import html as H
-from . import widgets as W
-from .contexts import as_int, data_spec
-from .figures import empty_figure, savings_figure
-from .jobs import HEAVY, LIGHT, Job, answer_when_done
-from .runtime import (
+from ..components import html as H
+from ..components import widgets as W
+from ..components.figures import empty_figure, savings_figure
+from ..components.parsing import as_int, data_spec
+from ..jobs import HEAVY, LIGHT, Job, answer_when_done
+from ..runtime import (
     MAX_APP_CANDIDATES,
     MAX_APP_WORDS,
     MAX_INPUT_CHARS,
     Runtime,
     user_errors,
 )
-from .state import SessionState
+from ..state import SessionState
 
 INTRO = """
 ### 0 · Find words (optional)
