@@ -396,3 +396,20 @@ def test_estimates_grow_with_the_work_and_learn_from_finished_jobs(tiny, two_wor
     td.record_job_time(eight, 10 * eight.seconds / estimate.machine_speed(tiny).correction + 1.0)
     assert td.estimate_training(snippets, snippets, ["tokdist"], DistillationConfig(epochs=8)).seconds > eight.seconds
     assert estimate.format_seconds(0.2) == "1 s" and estimate.format_seconds(300) == "5 min"
+
+
+def test_training_is_repeatable_to_the_last_bit(tokenizer, two_words):
+    """Student batches gather their rows in the teacher blocks' own order, never by memory address: the same
+    snippets give the same batches, so the same run twice gives the same rows bit for bit."""
+    lm = make_tiny(tokenizer, "tied")
+    splits, snippets = two_words
+    words = [s.word for s in splits]
+    results = []
+    for _ in range(2):
+        cache = TeacherCache(lm, snippets, words, -1, with_final=False, batch_size=2)  # 3 teacher blocks
+        trainer = DistillationTrainer(lm, words, DistillationConfig(epochs=3, batch_size=4), cache)
+        results.append(trainer.train(subword_init(lm, splits)).rows)
+    assert all(torch.equal(results[0][w], results[1][w]) for w in words)
+    assert len({it.kv.block for it in cache.items}) == 3
+    batch = student_batch(lm, list(reversed(cache.items)), need_targets=True)
+    assert [(it.kv.block, it.row) for it in batch.items] == sorted((it.kv.block, it.row) for it in cache.items)

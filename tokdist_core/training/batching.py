@@ -116,8 +116,9 @@ def student_batch(lm: LoadedModel, items: list[CachedSnippet], need_targets: boo
     distances equal token distances (sliding windows), positions continue from p_i (RoPE).
     """
     device = lm.device
-    # Rows from the same teacher block are gathered with one index per block.
-    items = sorted(items, key=lambda it: (id(it.kv), it.row))
+    # Rows from the same teacher block are gathered with one index per block. The order is the blocks' own
+    # (never memory addresses): the same snippets give the same batch, so the same rows, in every run.
+    items = sorted(items, key=lambda it: (it.kv.block, it.row))
     bsz = len(items)
     prefix = max(it.snippet.start for it in items)
     width = max(it.width for it in items)
@@ -159,7 +160,7 @@ def _prefix_cache(items: list[CachedSnippet], prefix: int, device: torch.device)
     """The rows' prefix key/values, right-aligned in `prefix` slots, as the student's key/value cache."""
     blocks: dict[int, tuple[PrefixKV, list[int]]] = {}
     for it in items:
-        blocks.setdefault(id(it.kv), (it.kv, []))[1].append(it.row)
+        blocks.setdefault(it.kv.block, (it.kv, []))[1].append(it.row)
     keys, values = [], []
     for kv, rows in blocks.values():
         index = torch.tensor(rows, device=device)

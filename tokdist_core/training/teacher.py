@@ -35,6 +35,7 @@ class PrefixKV:
 
     keys: torch.Tensor
     values: torch.Tensor
+    block: int = 0  # its teacher batch's place in the cache: the order student batches gather rows in
 
 
 @dataclass
@@ -92,11 +93,11 @@ class TeacherCache:
         for b in range(0, len(ordered), batch_size):
             if cancel is not None and cancel.is_set():
                 raise DistillationCancelled(f"stopped while preparing the teacher ({b} of {len(ordered)} snippets)")
-            self.items.extend(self._run(ordered[b : b + batch_size], word_index))
+            self.items.extend(self._run(ordered[b : b + batch_size], word_index, block=b // batch_size))
         self.seconds = time.perf_counter() - start
 
     @torch.no_grad()
-    def _run(self, batch: list[Snippet], word_index: dict[str, int]) -> list[CachedSnippet]:
+    def _run(self, batch: list[Snippet], word_index: dict[str, int], block: int) -> list[CachedSnippet]:
         lm, device = self.lm, self.lm.device
         pad = lm.tokenizer.pad_token_id or 0
         width = max(len(s.token_ids) for s in batch)
@@ -121,7 +122,7 @@ class TeacherCache:
             stacked = torch.stack([getattr(layer, name)[:, :, :longest] for layer in layers])
             return stacked.gather(3, index[None, :, None, :, None].expand_as(stacked))
 
-        kv = PrefixKV(keys=right_aligned("keys"), values=right_aligned("values"))
+        kv = PrefixKV(keys=right_aligned("keys"), values=right_aligned("values"), block=block)
         out = []
         for i, s in enumerate(batch):
             p, n, length = s.start, s.n_subwords, len(s.token_ids)
