@@ -66,6 +66,14 @@ def two_words(tokenizer):
 
 
 @pytest.fixture(scope="session")
+def bundled_docs():
+    """The bundled corpus's documents, read once (parsing its Wikipedia text takes seconds)."""
+    from tokdist_core import contexts
+
+    return list(contexts.iter_documents("bundled"))
+
+
+@pytest.fixture(scope="session")
 def bundled_lm():
     """The embedded SmolLM2, loaded once for the whole run: no request changes it (tests check that), so every
     integration test, app and page can share this one copy of its weights."""

@@ -24,9 +24,6 @@ def lm(bundled_lm):
     return bundled_lm
 
 
-@pytest.fixture(scope="module")
-def bundled_docs():
-    return list(contexts.iter_documents("bundled"))
 
 
 def test_generate_snippets_deterministic_and_start_with_word(lm):

@@ -1,4 +1,4 @@
-"""The embedded SmolLM2 model on the bundled corpus: the paper's ordering on held-out snippets, the CLI."""
+"""The embedded SmolLM2 model on the bundled corpus: the paper's ordering on held-out snippets, run() end to end."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from tokdist_core.training import DistillationConfig
 WORDS = ["Agassi", "Schopenhauer", "Andorra", "anarchism", "Tarkovsky"]
 
 
-@pytest.fixture(scope="module")
-def td() -> TokenDistillation:
-    return TokenDistillation("smollm2-135m", device="cpu")
+@pytest.fixture
+def td(bundled_lm) -> TokenDistillation:
+    return TokenDistillation(bundled_lm)
 
 
 def test_tokdist_beats_baselines_on_heldout_snippets(td):
     before = td.lm.model.get_input_embeddings().weight.clone()
     comparison = td.compare(WORDS, data="bundled", methods=["random", "subword_mean", "ntp", "tokdist"],
-                            snippets_per_token=12, heldout_per_token=6, snippet_len=36,
-                            training=DistillationConfig(epochs=6, learning_rate=1e-2))
+                            snippets_per_token=12, heldout_per_token=6, snippet_len=32,
+                            training=DistillationConfig(epochs=4, learning_rate=1e-2))
     report = comparison.to_json()
     assert not report["skipped"]
     assert [w["word"] for w in report["words"]] == [" " + w for w in WORDS]

@@ -1,4 +1,5 @@
-"""Load test: 16 sessions at once through the whole flow on one app (loopback only, bounded).
+"""Load test: 8 sessions at once through the whole flow on one app whose line holds 4 waiting jobs (loopback
+only, bounded): sessions may be told the server is busy, and every one still gets through.
 
 Every session learns its own word. The only errors allowed are the line's clear "server is busy"
 answers (retried after a pause, a bounded number of times); no session may see another's words; the
@@ -24,8 +25,8 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from tests.helpers import assert_base_unchanged, base_state, bundled_runtime, launched_app  # noqa: E402
 
 # Words of the bundled corpus with enough occurrences, each split into several pieces by SmolLM2.
-WORDS = ["Agassi", "Schopenhauer", "Andorra", "Tarkovsky", "Azerbaijani", "Afroasiatic", "Taggart", "Rearden",
-         "Qantas", "Kandahar", "Gershwin", "Ueshiba", "Sampras", "Athabasca", "Wimbledon", "Karzai"]
+WORDS = ["Agassi", "Schopenhauer", "Andorra", "Tarkovsky", "Azerbaijani", "Qantas", "Kandahar", "Wimbledon"]
+LINE = 4  # waiting heavy jobs the app accepts: half the sessions, so the line really fills
 MAX_TRIES = 20  # per call, when the line is full
 
 
@@ -68,8 +69,8 @@ def flow(url: str, word: str) -> dict:
     return stats
 
 
-def test_sixteen_sessions_at_once_through_the_whole_flow(bundled_lm):
-    rt = bundled_runtime(bundled_lm)
+def test_sessions_at_once_through_the_whole_flow_with_a_full_line(bundled_lm):
+    rt = bundled_runtime(bundled_lm, max_waiting_jobs=LINE)
     before = base_state(rt)
     with launched_app(rt) as url:
         start = time.monotonic()

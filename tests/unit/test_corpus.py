@@ -40,14 +40,6 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(models.dequantized_copy(models.BUNDLED_MODELS["smollm2-135m"]))
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return models.load_model("smollm2-135m", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def bundled_docs():
-    return list(contexts.iter_documents("bundled"))
 
 
 def _filler(i: int) -> str:
