@@ -31,11 +31,15 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
 
+# Two workers (pytest-xdist), a test file each at a time; torch takes one thread per worker (tests/conftest.py).
+# A fixed mmap threshold hands freed tensors back to the system at once (glibc would keep them).
+PYTEST := MALLOC_MMAP_THRESHOLD_=131072 $(BIN)/python -m pytest -n 2 --dist loadfile
+
 test: install browser-deps
-	$(BIN)/python -m pytest -q -rs $(ARGS)
+	$(PYTEST) -q -rs $(ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q tests/unit $(ARGS)
+	$(PYTEST) -q tests/unit $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

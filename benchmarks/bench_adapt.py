@@ -76,7 +76,21 @@ def run_one(args: argparse.Namespace) -> dict:
         "bits_per_byte": {"original": report["original"]["bits_per_byte"],
                           **{m: v["bits_per_byte"] for m, v in report["methods"].items()}},
         "bits_per_byte_change_pct": {m: v["bits_per_byte_change_pct"] for m, v in report["methods"].items()},
+        "recovered_pct": recovered_pct(report),
+        # bits per byte of each part (evaluation.parts), and its bytes
+        "parts": {m: {p: {"bytes": v["bytes"], "bits_per_byte": v["bits"] / v["bytes"] if v["bytes"] else None}
+                      for p, v in scores.get("parts", {}).items()}
+                  for m, scores in {"original": report["original"], **report["methods"]}.items()},
     }
+
+
+def recovered_pct(report: dict) -> float | None:
+    """The share of subword mean's bits-per-byte gap to the original that Token Distillation closes (%)."""
+    methods, original = report["methods"], report["original"]["bits_per_byte"]
+    if "subword_mean" not in methods or "tokdist" not in methods:
+        return None
+    gap = methods["subword_mean"]["bits_per_byte"] - original
+    return 100 * (methods["subword_mean"]["bits_per_byte"] - methods["tokdist"]["bits_per_byte"]) / gap if gap else None
 
 
 def main() -> None:

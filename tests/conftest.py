@@ -13,13 +13,22 @@ from pathlib import Path
 # Threads sleep instead of spinning when the 2 cores are shared (app server + tests): far less contention.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Under pytest-xdist each worker has a core of its own: one torch thread each (and in the CLIs they start),
+# instead of two workers fighting over both cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from tests.helpers import BUNDLED, DEVICE, bundled_runtime, launched_app, make_tiny, snippets_for  # noqa: E402
 from tokdist_core.foundations import models  # noqa: E402
 from tokdist_core.foundations.vocab import check_new_word  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration", "app", "browser", "load", "gpu")

@@ -14,6 +14,7 @@ from transformers import AddedToken, AutoTokenizer
 
 from tests.helpers import TEXTS, make_tiny, method_rows
 from tokdist_core.contexts.documents import DocumentSplit, iter_documents, iter_split_documents
+from tokdist_core.evaluation.parts import PARTS
 from tokdist_core.evaluation.report import SUMMARY_ABSENT_SHOWN, domain_report, report_figure, rolling_windows
 from tokdist_core.foundations import models
 from tokdist_core.foundations.cancel import Cancelled
@@ -119,6 +120,52 @@ def test_windowed_scoring_equals_per_window_forwards_and_batching_changes_nothin
         if key == "methods":
             a, b = a["subword_mean"], b["subword_mean"]
         assert a["nll_nats"] == pytest.approx(b["nll_nats"], rel=1e-5)
+
+
+def window_nats(model, ids: list[int], start: int, max_length: int) -> list[tuple[float, int]]:
+    """Per token: (its NLL in nats, the doc index of its window's first input), by one forward per window."""
+    out = [None] * len(ids)
+    for inputs, first, count in rolling_windows(ids, start, max_length):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([inputs])).logits[0].float(), -1)
+        for k, j in enumerate(range(first, first + count)):
+            position = len(inputs) - count + k
+            out[j] = (-float(logp[position, ids[j]]), j - position)  # input 0 holds doc token j - position
+    return out
+
+
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_parts_add_up_and_match_a_direct_per_position_split(tokenizer, kind):
+    lm = make_tiny(tokenizer, kind)
+    rows = method_rows(lm, "subword_mean")
+    docs = [" ".join(TEXTS[:3]), TEXTS[3], TEXTS[4][:16]]  # several windows, and a document with no new word
+    report = domain_report(lm, docs, [rows], max_length=12)
+    start = tokenizer.bos_token_id
+    original, method = report.original["parts"], report.methods["subword_mean"]["parts"]
+    for parts, scores in ((original, report.original), (method, report.methods["subword_mean"])):
+        assert set(parts) == set(PARTS)
+        assert sum(p["bytes"] for p in parts.values()) == report.bytes
+        assert sum(p["bits"] for p in parts.values()) == pytest.approx(scores["nll_nats"] / LN2, rel=1e-6)
+    assert {k: v["bytes"] for k, v in original.items()} == {k: v["bytes"] for k, v in method.items()}
+    # The new words' bytes: each occurrence's characters (3 x " Krankenwagen", 1 x " Schadenfreude").
+    assert method["new_words"]["bytes"] == 3 * len(WORDS[0]) + len(WORDS[1])
+    # The adapted model, token by token: a new token, a token with a new token earlier in its window, the rest.
+    model, ext = exported(lm, rows)
+    new_ids = set(ext.convert_tokens_to_ids(WORDS))
+    direct = dict.fromkeys(PARTS, 0.0)
+    for doc in docs:
+        ids = ext.encode(doc, add_special_tokens=False)
+        for j, (nats, first_input) in enumerate(window_nats(model, ids, start, 12)):
+            seen = any(ids[k] in new_ids for k in range(max(first_input, 0), j))
+            part = "new_words" if ids[j] in new_ids else "after_new" if seen else "elsewhere"
+            direct[part] += nats / LN2
+    assert direct["after_new"] > 0 and direct["elsewhere"] > 0
+    for part in PARTS:
+        assert method[part]["bits"] == pytest.approx(direct[part], rel=1e-5), part
+    # The original model's new_words part: the bits of the pieces that tile each occurrence.
+    pieces = sum(w["bits_original"] * w["aligned"] for w in report.words if w["aligned"])
+    assert original["new_words"]["bits"] == pytest.approx(pieces, rel=1e-5)
+    assert "Where the bits go" in report.summary() and "after_new" in report.summary()
 
 
 def test_bf16_autocast_path_stays_close_to_fp32(tokenizer):

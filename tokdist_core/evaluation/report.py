@@ -5,6 +5,8 @@ of the text (every token of every document, each document scored from a start to
 bytes. The original model reads the original tokenization; each method's adapted model reads the
 extended one. The adapted model is never built: new ids take the method's input rows as embeddings and
 its output rows as extra logits over the shared, unmodified base model (as `evaluate.generate` does).
+Each model's bits are also split into parts (`evaluation.parts`): the new words themselves, the text read
+after them, and elsewhere, so a loss of quality can be traced to where it arises.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import torch.nn.functional as F
 
 from ..foundations.cancel import check_cancel
 from ..foundations.files import atomic_path
-from ..foundations.forward import autocast_dtype, autocast_for, decoder_forward, embed_ids, output_logits
+from ..foundations.forward import autocast_for, decoder_forward, embed_ids, output_logits
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows, tokenizer_with_words
 from ..foundations.vocab import WordError
+from .parts import bits_by_part, part_labels, parts_table
+from .report_inputs import check_documents, check_rows, check_settings
 
 Progress = Callable[[float, str], None]
-DEFAULT_MAX_LENGTH = 2048  # window length when the model allows it (lm-eval's HF default)
 DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per forward batch
 _LOGIT_ELEMENTS = 1 << 25  # logits held at once (128 MiB fp32), whatever the vocabulary size
 _ENCODE_BATCH = 256  # documents per tokenizer call (cancel is checked between calls)
@@ -179,82 +182,6 @@ def _tally_words(words: list[str], vocab: _Vocab, original: dict, adapted: dict,
     return tallies
 
 
-def _check_documents(documents: Sequence[str]) -> list[str]:
-    if isinstance(documents, str):
-        raise ValueError("documents must be a list of texts, not one string: wrap a single text as [text].")
-    try:
-        docs = list(documents)
-    except TypeError:
-        raise ValueError(f"documents must be a list of texts, got {type(documents).__name__}.") from None
-    if not docs:
-        raise ValueError("No documents given: the report needs held-out text the training never saw "
-                         "(e.g. DocumentSplit(0.05).select(texts, 'heldout')).")
-    not_text = [f"#{i} ({type(d).__name__})" for i, d in enumerate(docs) if not isinstance(d, str)]
-    if not_text:
-        raise ValueError(f"{len(not_text)} document(s) are not text: {', '.join(not_text[:5])}.")
-    empty = [str(i) for i, d in enumerate(docs) if not d]
-    if empty:
-        raise ValueError(f"{len(empty)} document(s) are empty (index {', '.join(empty[:5])}); remove them.")
-    return docs
-
-
-def _check_one(lm: LoadedModel, rows: NewTokenRows, words: list[str]) -> None:
-    if len(rows.words) != len(words) or set(rows.words) != set(words):
-        raise ValueError(f"every method must have the same words: {rows.method!r} has {rows.words[:5]}, "
-                         f"the first method has {words[:5]}.")
-    if rows.input_rows.shape[1] != lm.hidden_size:
-        raise ValueError(f"{rows.method}: rows of width {rows.input_rows.shape[1]}, the model's hidden size is "
-                         f"{lm.hidden_size}: these rows belong to another model.")
-    if rows.output_rows is None and not lm.tied:
-        raise ValueError(f"{rows.method}: the model has an untied LM head, so the rows need output_rows.")
-    if rows.output_rows is not None and rows.output_rows.shape != rows.input_rows.shape:
-        raise ValueError(f"{rows.method}: output rows {tuple(rows.output_rows.shape)} do not match input rows "
-                         f"{tuple(rows.input_rows.shape)}.")
-    if not bool(torch.isfinite(rows.input_rows).all()) or not bool(torch.isfinite(rows.output_matrix()).all()):
-        raise ValueError(f"{rows.method}: the rows hold NaN or infinite values.")
-
-
-def _check_rows(lm: LoadedModel, rows: Sequence[NewTokenRows] | Mapping[str, NewTokenRows]) -> list[NewTokenRows]:
-    methods = list(rows.values()) if isinstance(rows, Mapping) else list(rows)
-    if not methods:
-        raise ValueError("No rows given: pass at least one method's NewTokenRows.")
-    wrong = [type(r).__name__ for r in methods if not isinstance(r, NewTokenRows)]
-    if wrong:
-        raise ValueError(f"rows must be NewTokenRows, got {', '.join(wrong)}.")
-    names = [r.method for r in methods]
-    if len(set(names)) != len(names):
-        raise ValueError(f"each method may appear once, got {names}.")
-    words = list(methods[0].words)
-    if not words or len(set(words)) != len(words) or not all(isinstance(w, str) and w for w in words):
-        raise ValueError(f"the rows need distinct, non-empty words, got {words[:10]}.")
-    for r in methods:
-        _check_one(lm, r, words)
-    return methods
-
-
-def _positive_int(name: str, value: object, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}.")
-    return value
-
-
-def _check_settings(lm: LoadedModel, max_length: int | None, token_budget: int, mixed_precision: str) -> dict:
-    limit = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-    max_length = _positive_int("max_length", min(DEFAULT_MAX_LENGTH, limit) if max_length is None else max_length, 2)
-    if max_length > limit:
-        raise ValueError(f"max_length={max_length} is over the model's {limit} positions.")
-    _positive_int("token_budget", token_budget, max_length)
-    autocast_dtype(lm.device, mixed_precision)  # ValueError naming the choices
-    tok = lm.tokenizer
-    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    if start is None:
-        raise ValueError("the tokenizer has neither a BOS nor an EOS token to start each document from.")
-    if lm.model.get_output_embeddings() is None:
-        raise ValueError("the model has no LM head (get_output_embeddings() is None): not a causal LM.")
-    return {"max_length": max_length, "token_budget": token_budget, "mixed_precision": mixed_precision,
-            "start_token_id": int(start), "start_token": tok.convert_ids_to_tokens(int(start))}
-
-
 def _extended(lm: LoadedModel, words: list[str]):
     """The base tokenizer's private copy with the words added as add_tokens_to_model adds them, and the ids."""
     extended = tokenizer_with_words(lm.tokenizer, tuple(words))
@@ -317,7 +244,7 @@ class DomainReport:
     bytes: int
     tokens_original: int
     tokens_adapted: int
-    original: dict  # bits_per_byte, bits_per_token, nll_nats
+    original: dict  # bits_per_byte, bits_per_token, nll_nats; parts (evaluation.parts) with a fast tokenizer
     methods: dict[str, dict]  # name -> the same plus label, colour, bits_per_byte_change_pct
     words: list[dict]
     seconds: float = 0.0
@@ -342,6 +269,8 @@ class DomainReport:
         ]
         for m in self.methods.values():
             lines.append(f"  {m['label']:<28}{m['bits_per_byte']:.4f}  ({m['bits_per_byte_change_pct']:+.2f}%)")
+        if self.original.get("parts"):
+            lines += parts_table(self.original["parts"], {n: m["parts"] for n, m in self.methods.items()})
         present = sorted((w for w in self.words if w["count"]), key=lambda w: (-w["tokens_saved"], -w["count"]))
         if present:
             lines.append("New tokens in the held-out text, most tokens saved first (bits: mean per occurrence whose "
@@ -407,9 +336,9 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
     model's positions, at most 2048), batches of at most `token_budget` padded tokens. A set `cancel`
     raises Cancelled between batches; `progress(fraction, message)` is called after each."""
     started = time.perf_counter()
-    docs = _check_documents(documents)
-    methods = _check_rows(lm, rows_by_method)
-    settings = _check_settings(lm, max_length, token_budget, mixed_precision)
+    docs = check_documents(documents)
+    methods = check_rows(lm, rows_by_method)
+    settings = check_settings(lm, max_length, token_budget, mixed_precision)
     words = list(methods[0].words)
     extended, vocab = _extended(lm, words)
     original = _encode(lm.tokenizer, docs, cancel)
@@ -439,6 +368,13 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
         s = _scores(float(sum(n.sum() for n in nll)), tokens_adapted, n_bytes)
         scored[name] = {**_method_meta(name), **s,
                         "bits_per_byte_change_pct": _change_pct(s["bits_per_byte"], base["bits_per_byte"])}
+    if original["offsets"] is not None:  # the parts need character offsets (fast tokenizers)
+        labels = [part_labels(doc, ids, offsets, set(vocab.new_ids),
+                              rolling_windows(ids, settings["start_token_id"], settings["max_length"]))
+                  for doc, ids, offsets in zip(docs, adapted["ids"], adapted["offsets"])]
+        base["parts"] = bits_by_part(docs, nll_original, original["offsets"], labels)
+        for name, nll in nll_methods.items():
+            scored[name]["parts"] = bits_by_part(docs, nll, adapted["offsets"], labels)
     tallies = _tally_words(words, vocab, original, adapted, nll_original, nll_methods)
     return DomainReport(model=lm.describe(), settings=settings, documents=len(docs), bytes=n_bytes,
                         tokens_original=tokens_original, tokens_adapted=tokens_adapted, original=base,

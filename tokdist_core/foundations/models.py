@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from platformdirs import user_cache_dir
 from transformers import (
     AutoConfig,
@@ -146,24 +147,36 @@ def _locate_bundled_gguf(spec: BundledModel) -> Path:
 
 
 def dequantized_copy(spec: BundledModel) -> Path:
-    """Dequantize the bundled GGUF once into a safetensors folder and return that folder."""
+    """Dequantize the bundled GGUF once into a safetensors folder and return that folder.
+
+    Processes that start together on a fresh machine (torchrun ranks, test workers) take a file lock: one
+    writes the folder, the others wait and read it.
+    """
     gguf_path = _locate_bundled_gguf(spec)
     target = cache_dir() / "models" / spec.name
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+
+    def complete() -> bool:
+        return (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file()
+
+    if complete():
         return target
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    # The weights are plain fp32 tensors now; drop the GGUF quantizer marker so save_pretrained works.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # atomic: a half-written cache is never picked up
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        if complete():  # another process wrote it while this one waited
+            return target
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        # The weights are plain fp32 tensors now; drop the GGUF quantizer marker so save_pretrained works.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)  # atomic: a half-written cache is never picked up
     return target
 
 

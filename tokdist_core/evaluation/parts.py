@@ -1,0 +1,105 @@
+"""Where a model's bits go on held-out text: on the new words, on the text read after them, and elsewhere.
+
+The parts are sets of characters of the held-out documents, the same for every model, so their bytes are
+the same for the original and for every method and their bits compare directly:
+
+- `new_words`: the characters of the new tokens' occurrences (in the extended tokenization): the bits
+  spent predicting the words themselves;
+- `after_new`: the characters of the other tokens whose scoring window holds an occurrence before them:
+  the reading side, the text the model reads with a new token in its context;
+- `elsewhere`: the rest: what the new rows cost where they do not belong (a tied or untied output row
+  taking probability from the original tokens) or nothing at all.
+
+A token's bits go to the parts of its characters in proportion to their UTF-8 bytes (a token of the
+original tokenization can straddle a word's edge when the word is matched inside a longer one), so each
+model's parts add up to its total bits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+PARTS = ("new_words", "after_new", "elsewhere")
+PART_CAPTIONS = {
+    "new_words": "the new words' own characters: the bits spent predicting them",
+    "after_new": "text read with a new token earlier in the window: the reading side",
+    "elsewhere": "all other text: what the new rows take where they do not belong",
+}
+NEW_WORDS, AFTER_NEW, ELSEWHERE = range(3)
+
+
+def char_bytes(text: str) -> np.ndarray:
+    """The UTF-8 length of each character of `text`."""
+    return np.fromiter((len(c.encode("utf-8")) for c in text), dtype=np.int64, count=len(text))
+
+
+def part_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]], new_ids: set[int],
+                windows: Sequence[tuple[list[int], int, int]]) -> np.ndarray:
+    """Each character's part (NEW_WORDS, AFTER_NEW or ELSEWHERE) from the extended tokenization of `text`.
+
+    `windows` are the scoring windows of `ids` (report.rolling_windows): a token is read after a new token
+    when an occurrence lies inside its window's context, from the window's first input to the token before it.
+    """
+    labels = np.full(len(text), ELSEWHERE, dtype=np.int8)
+    is_new = np.fromiter((t in new_ids for t in ids), dtype=bool, count=len(ids))
+    if not is_new.any():
+        return labels
+    # last_new[j]: the index of the last new token before j (-1 when none).
+    positions = np.where(is_new, np.arange(len(ids)), -1)
+    last_new = np.concatenate([[-1], np.maximum.accumulate(positions)[:-1]])
+    for inputs, first, count in windows:
+        context_start = first + count - 1 - len(inputs)  # the doc index of the window's first input (-1: the prefix)
+        for j in range(first, first + count):
+            if not is_new[j] and last_new[j] >= max(context_start, 0):
+                start, end = offsets[j]
+                labels[start:end] = AFTER_NEW
+    for j in np.flatnonzero(is_new):
+        start, end = offsets[j]
+        labels[start:end] = NEW_WORDS
+    return labels
+
+
+def split_bits(bits: np.ndarray, offsets: Sequence[tuple[int, int]], labels: np.ndarray,
+               weights: np.ndarray) -> np.ndarray:
+    """[3] the bits of one document's tokens shared out over the parts by the bytes of their characters."""
+    # cumulative[p][c]: bytes of part p in characters [0, c).
+    cumulative = np.zeros((3, len(labels) + 1))
+    for p in range(3):
+        cumulative[p, 1:] = np.cumsum(np.where(labels == p, weights, 0))
+    out = np.zeros(3)
+    for value, (start, end) in zip(bits, offsets):
+        share = cumulative[:, end] - cumulative[:, start]
+        total = share.sum()
+        if total > 0:
+            out += value * share / total
+        else:  # an empty span (a special token): the part of the character it stands at
+            out[labels[start] if start < len(labels) else ELSEWHERE] += value
+    return out
+
+
+def bits_by_part(texts: Sequence[str], nll: Sequence[np.ndarray], offsets: Sequence[Sequence[tuple[int, int]]],
+                 labels: Sequence[np.ndarray]) -> dict:
+    """{part: {"bytes", "bits"}} of one model: its per-token NLL (nats) and offsets over the documents."""
+    bits, n_bytes = np.zeros(3), np.zeros(3, dtype=np.int64)
+    for text, doc_nll, doc_offsets, doc_labels in zip(texts, nll, offsets, labels):
+        weights = char_bytes(text)
+        bits += split_bits(np.asarray(doc_nll) / math.log(2), doc_offsets, doc_labels, weights)
+        n_bytes += np.bincount(doc_labels, weights=weights, minlength=3).astype(np.int64)
+    return {name: {"bytes": int(n_bytes[p]), "bits": float(bits[p])} for p, name in enumerate(PARTS)}
+
+
+def parts_table(original: dict, methods: dict[str, dict]) -> list[str]:
+    """Readable lines: bits per byte of each part for the original and every method, with the captions."""
+    names = ["original", *methods]
+    lines = ["Where the bits go (bits per byte of each part; the same bytes for every model):",
+             f"  {'part':<11}{'bytes':>12}" + "".join(f"{n[:14]:>15}" for n in names)]
+    for part in PARTS:
+        n_bytes = original[part]["bytes"]
+        cells = [original[part], *(m[part] for m in methods.values())]
+        values = "".join(f"{c['bits'] / n_bytes:>15.4f}" if n_bytes else f"{'-':>15}" for c in cells)
+        lines.append(f"  {part:<11}{n_bytes:>12,}{values}")
+    lines += [f"  {part}: {PART_CAPTIONS[part]}" for part in PARTS]
+    return lines
