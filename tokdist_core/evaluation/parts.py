@@ -36,6 +36,14 @@ def char_bytes(text: str) -> np.ndarray:
     return np.fromiter((len(c.encode("utf-8")) for c in text), dtype=np.int64, count=len(text))
 
 
+def _covered(n_chars: int, spans: np.ndarray) -> np.ndarray:
+    """[n_chars] True where a character lies in one of `spans` [k, 2] (start, end)."""
+    depth = np.zeros(n_chars + 1, dtype=np.int64)
+    np.add.at(depth, spans[:, 0], 1)
+    np.add.at(depth, spans[:, 1], -1)
+    return np.cumsum(depth[:-1]) > 0
+
+
 def part_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]], new_ids: set[int],
                 windows: Sequence[tuple[list[int], int, int]]) -> np.ndarray:
     """Each character's part (NEW_WORDS, AFTER_NEW or ELSEWHERE) from the extended tokenization of `text`.
@@ -47,36 +55,38 @@ def part_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]
     is_new = np.fromiter((t in new_ids for t in ids), dtype=bool, count=len(ids))
     if not is_new.any():
         return labels
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     # last_new[j]: the index of the last new token before j (-1 when none).
     positions = np.where(is_new, np.arange(len(ids)), -1)
     last_new = np.concatenate([[-1], np.maximum.accumulate(positions)[:-1]])
+    # context_start[j]: the doc index of the first input of the window that predicts j (-1: the start token).
+    context_start = np.zeros(len(ids), dtype=np.int64)
     for inputs, first, count in windows:
-        context_start = first + count - 1 - len(inputs)  # the doc index of the window's first input (-1: the prefix)
-        for j in range(first, first + count):
-            if not is_new[j] and last_new[j] >= max(context_start, 0):
-                start, end = offsets[j]
-                labels[start:end] = AFTER_NEW
-    for j in np.flatnonzero(is_new):
-        start, end = offsets[j]
-        labels[start:end] = NEW_WORDS
+        context_start[first : first + count] = first + count - 1 - len(inputs)
+    after = ~is_new & (last_new >= np.maximum(context_start, 0))
+    labels[_covered(len(text), spans[after])] = AFTER_NEW
+    labels[_covered(len(text), spans[is_new])] = NEW_WORDS
     return labels
 
 
 def split_bits(bits: np.ndarray, offsets: Sequence[tuple[int, int]], labels: np.ndarray,
                weights: np.ndarray) -> np.ndarray:
     """[3] the bits of one document's tokens shared out over the parts by the bytes of their characters."""
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     # cumulative[p][c]: bytes of part p in characters [0, c).
     cumulative = np.zeros((3, len(labels) + 1))
     for p in range(3):
         cumulative[p, 1:] = np.cumsum(np.where(labels == p, weights, 0))
-    out = np.zeros(3)
-    for value, (start, end) in zip(bits, offsets):
-        share = cumulative[:, end] - cumulative[:, start]
-        total = share.sum()
-        if total > 0:
-            out += value * share / total
-        else:  # an empty span (a special token): the part of the character it stands at
-            out[labels[start] if start < len(labels) else ELSEWHERE] += value
+    share = cumulative[:, spans[:, 1]] - cumulative[:, spans[:, 0]]  # [3, tokens]
+    total = share.sum(0)
+    spread = np.divide(share, total, out=np.zeros_like(share), where=total > 0)
+    out = (spread * bits).sum(1)
+    # An empty span (a special token): all its bits to the part of the character it stands at.
+    empty = total == 0
+    if empty.any():
+        at = spans[empty, 0]
+        part = np.where(at < len(labels), labels[np.minimum(at, max(len(labels) - 1, 0))], ELSEWHERE)
+        out += np.bincount(part, weights=bits[empty], minlength=3)
     return out
 
 
