@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--losses", default="hidden_mse", help="Token Distillation's losses, comma-separated")
+    p.add_argument("--schedule", default="constant", choices=("constant", "linear"))
+    p.add_argument("--warmup", type=float, default=0.5, help="with --schedule linear: share of the first epoch")
     p.add_argument("--memory-budget-gb", type=float, default=0.5)
     p.add_argument("--heldout-fraction", type=float, default=0.05)
     p.add_argument("--heldout-documents", type=int, default=100)
@@ -52,7 +54,7 @@ def run_one(args: argparse.Namespace) -> dict:
                              heldout_fraction=args.heldout_fraction, memory_budget_gb=args.memory_budget_gb,
                              export=False)
     config = DistillationConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                                losses=tuple(args.losses.split(",")),
+                                losses=tuple(args.losses.split(",")), schedule=args.schedule, warmup=args.warmup,
                                 mixed_precision=args.mixed_precision)
     start = time.perf_counter()
     found = td.discover(data="bundled", top=args.words, max_words=args.phrases,
