@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-fraction", type=float, default=0.05)
     p.add_argument("--heldout-documents", type=int, default=100)
     p.add_argument("--mixed-precision", default="auto")
+    p.add_argument("--keep-numbers", action="store_true", help="discovery keeps words with digits")
+    p.add_argument("--keep-harmful", action="store_true", help="keep the words the harm check finds")
     return p
 
 
@@ -52,13 +54,13 @@ def run_one(args: argparse.Namespace) -> dict:
     settings = AdaptSettings(data="bundled", methods=tuple(args.methods.split(",")),
                              snippets_per_token=args.snippets_per_token, snippet_len=args.snippet_len,
                              heldout_fraction=args.heldout_fraction, memory_budget_gb=args.memory_budget_gb,
-                             export=False)
+                             export=False, keep_harmful=args.keep_harmful)
     config = DistillationConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                 losses=tuple(args.losses.split(",")), schedule=args.schedule, warmup=args.warmup,
                                 mixed_precision=args.mixed_precision)
     start = time.perf_counter()
     found = td.discover(data="bundled", top=args.words, max_words=args.phrases,
-                        document_split=settings.document_split())
+                        document_split=settings.document_split(), keep_numbers=args.keep_numbers)
     discover_seconds = time.perf_counter() - start
     heldout = [text for _, text in iter_split_documents(["bundled"], settings.document_split(), "heldout",
                                                         max_documents=args.heldout_documents)]
@@ -66,10 +68,12 @@ def run_one(args: argparse.Namespace) -> dict:
         result = adapt(td, found.words, settings, config, Path(out) / "adapted", heldout_documents=heldout,
                        show_progress=False)
     report = result.report.to_json()
-    trained = {m: len(r.words) for m, r in result.rows.items()}
+    added = {m: len(r.words) for m, r in result.rows.items()}
+    check = result.harm_check or {}
     return {
         "benchmark": "adapt", "model": td.lm.source, "environment": environment(td.lm.device),
-        "words": len(found.words), "trained": trained, "skipped": len(result.skipped),
+        "words": len(found.words), "trained": result.trained, "added": added, "skipped": len(result.skipped),
+        "harmful": check.get("harmful", []), "harm_check_documents": check.get("documents", 0),
         "settings": {k: v for k, v in vars(args).items() if k != "sizes"},
         "seconds": {"discover": round(discover_seconds, 2), **{k: round(v, 2) for k, v in result.seconds.items()},
                     "total": round(discover_seconds + sum(result.seconds.values()), 2)},

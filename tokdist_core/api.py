@@ -117,13 +117,14 @@ class TokenDistillation:
                  frequency_list: str | Path | FrequencyList | None = None, max_documents: int | None = None,
                  text_column: str = "text", stop_words: str | Sequence[str] | None = "english",
                  cancel: threading.Event | None = None,
-                 document_split: corpus.DocumentSplit | None = None) -> Discovery:
+                 document_split: corpus.DocumentSplit | None = None, keep_numbers: bool = False) -> Discovery:
         """Candidate new tokens ranked by tokens saved under this model's tokenizer (see tokdist_core.discovery).
 
         Words (``max_words`` 2 or 3: also phrases) counted in ``data`` ("bundled" when not given); or
         ``from_tokenizer``: another tokenizer's vocabulary (counted in ``data`` when given); or
         ``frequency_list``: a word<TAB>count or JSONL file, which brings its own counts.
         ``document_split``: count only its training documents (the held-out ones are for the report).
+        ``keep_numbers``: keep words with digits that this tokenizer reads digit by digit (docs/method.md).
         """
         tokenizer, name = self.lm.tokenizer, self.lm.name
         if from_tokenizer is not None and frequency_list is not None:
@@ -131,12 +132,13 @@ class TokenDistillation:
         if frequency_list is not None:
             if data is not None:
                 raise ValueError("a frequency list brings its own counts: do not also give data")
-            return candidates_from_frequency_list(tokenizer, frequency_list, top, min_count, min_chars, name)
+            return candidates_from_frequency_list(tokenizer, frequency_list, top, min_count, min_chars, name,
+                                                  keep_numbers)
         if from_tokenizer is not None:
             return candidates_from_tokenizer(tokenizer, from_tokenizer, data, top, min_count, min_chars,
-                                             max_documents, text_column, cancel, name, document_split)
+                                             max_documents, text_column, cancel, name, document_split, keep_numbers)
         return discover_words(tokenizer, "bundled" if data is None else data, top, min_count, min_chars, max_words,
-                              max_documents, text_column, stop_words, cancel, name, document_split)
+                              max_documents, text_column, stop_words, cancel, name, document_split, keep_numbers)
 
     # -- estimates: what a job will cost before it starts ----------------------------------------------
     def estimate_training(self, train: Sequence[Snippet], heldout: Sequence[Snippet], methods: Sequence[str],

@@ -55,6 +55,13 @@ def test_adapt_writes_models_rows_report_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "adapt.json").read_text())
     assert summary["trained"] == {"subword_mean": 3, "tokdist": 3} and summary["skipped"] == []
+    # The harm check read the training text (--data) with tokdist's rows: these words help there and stay.
+    check = summary["harm_check"]
+    assert check["method"] == "tokdist" and check["harmful"] == [] and check["documents"] > 0
+    assert [(c["word"], c["occurrences"]) for c in check["costs"]] == [
+        (" Krankenwagen", 3), (" Schadenfreude", 3), (" Zugspitze", 4)]
+    assert all(c["bits_change"] < 0 < c["bits_original"] for c in check["costs"])
+    assert summary["added"] == summary["trained"]
     report = json.loads((out / "report.json").read_text())
     assert report["tokens_adapted"] < report["tokens_original"] and report["tokens_saved_pct"] > 0
     assert set(report["methods"]) == {"subword_mean", "tokdist"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from tests.helpers import DISCOVERY_DOCS, cli_probe, make_tiny
+from tests.helpers import DISCOVERY_DOCS, cli_probe, error_line, make_tiny
 from tokdist_core import Cancelled, CorpusError, DiscoveryError, TokenDistillation, cli, discovery
 from tokdist_core.contexts import iter_documents
 from tokdist_core.contexts.mining import count_occurrences, mine_snippets
@@ -376,3 +376,34 @@ def test_cli_discover_mistakes_exit_2_before_loading_anything(tmp_path):
         assert "NO_TORCH" in proc.stderr, (args, proc.stderr)
 
 
+
+
+# -- numbers on tokenizers that read them digit by digit --------------------------------------------
+
+def test_numbers_are_left_out_where_the_tokenizer_reads_digits_one_by_one(td, tokenizer, tmp_path, trained):
+    text = ("Jazz of the 1960s and the 1960s charts, the 19th century and the 19th again; "
+            "a Krankenwagen came, then a Krankenwagen left in the 1960s.")
+    path = tmp_path / "numbers.txt"
+    path.write_text(text, encoding="utf-8")
+    assert discovery.candidates.reads_digits_one_by_one(tokenizer)  # SmolLM2: ' ', '1', '9', '6', '0', 's'
+    found = td.discover(str(path), min_count=1)
+    reason = discovery.candidates.DIGITS_REASON
+    assert " Krankenwagen" in found.words and not any(ch.isdigit() for w in found.words for ch in w)
+    assert found.filtered[reason] == 2  # " 1960s" and " 19th", counted where discovery says why
+    kept = td.discover(str(path), min_count=1, keep_numbers=True)
+    assert {" 1960s", " 19th", " Krankenwagen"} <= set(kept.words) and reason not in kept.filtered
+    # A frequency list names each entry it leaves out, with the reason.
+    listed = tmp_path / "freq.tsv"
+    listed.write_text("1960s\t50\nKrankenwagen\t3\n", encoding="utf-8")
+    from_list = td.discover(frequency_list=listed, min_count=1)
+    assert from_list.words == [" Krankenwagen"]
+    assert [(r.entry, r.reason, r.line) for r in from_list.rejected] == [(" 1960s", reason, 1)]
+    # A tokenizer that merges digits keeps them: the numbers are words like any other there.
+    merging = AutoTokenizer.from_pretrained(trained["bpe"])
+    assert not discovery.candidates.reads_digits_one_by_one(merging)
+    assert " 1960s" in discovery.discover_words(merging, str(path), min_count=1).words
+
+
+def test_cli_keep_numbers_is_for_discovered_candidates(tmp_path):
+    proc = cli_probe("adapt", "--words", "Krankenwagen", "--keep-numbers", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "--keep-numbers applies to discovered candidates" in error_line(proc)

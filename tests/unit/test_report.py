@@ -15,7 +15,13 @@ from transformers import AddedToken, AutoTokenizer
 from tests.helpers import TEXTS, make_tiny, method_rows
 from tokdist_core.contexts.documents import DocumentSplit, iter_documents, iter_split_documents
 from tokdist_core.evaluation.parts import PARTS
-from tokdist_core.evaluation.report import SUMMARY_ABSENT_SHOWN, domain_report, report_figure, rolling_windows
+from tokdist_core.evaluation.report import (
+    SUMMARY_ABSENT_SHOWN,
+    domain_report,
+    report_figure,
+    rolling_windows,
+    word_costs,
+)
 from tokdist_core.foundations import models
 from tokdist_core.foundations.cancel import Cancelled
 from tokdist_core.foundations.files import PARTIAL_SUFFIX
@@ -166,6 +172,29 @@ def test_parts_add_up_and_match_a_direct_per_position_split(tokenizer, kind):
     pieces = sum(w["bits_original"] * w["aligned"] for w in report.words if w["aligned"])
     assert original["new_words"]["bits"] == pytest.approx(pieces, rel=1e-5)
     assert "Where the bits go" in report.summary() and "after_new" in report.summary()
+
+
+def test_word_costs_charge_each_word_its_parts_and_match_the_report(tokenizer):
+    lm = make_tiny(tokenizer, "tied")
+    rows = method_rows(lm, "subword_mean")
+    docs = [" ".join(TEXTS[:3]), TEXTS[3], TEXTS[4][:16]]
+    report = domain_report(lm, docs, [rows], max_length=12)
+    costs = word_costs(lm, docs, rows, max_length=12)
+    assert [c.word for c in costs] == list(rows.words)
+    assert [c.occurrences for c in costs] == [w["count"] for w in report.words]
+    original, method = report.original["parts"], report.methods["subword_mean"]["parts"]
+    charged = ("new_words", "after_new")
+    # Every byte of the two parts is charged to exactly one word; elsewhere to none.
+    assert sum(c.bits_original for c in costs) == pytest.approx(sum(original[p]["bits"] for p in charged), rel=1e-6)
+    assert sum(c.bits_change for c in costs) == pytest.approx(
+        sum(method[p]["bits"] - original[p]["bits"] for p in charged), rel=1e-6)
+    assert all(c.bits_original > 0 for c in costs)
+    # One word alone in a document: its cost is the whole difference on the text from its occurrence on.
+    alone = TEXTS[3]
+    (single,) = [c for c in word_costs(lm, [alone], rows, max_length=12) if c.occurrences]
+    part = domain_report(lm, [alone], [rows], max_length=12)
+    assert single.bits_change == pytest.approx(sum(
+        part.methods["subword_mean"]["parts"][p]["bits"] - part.original["parts"][p]["bits"] for p in charged), rel=1e-6)
 
 
 def test_bf16_autocast_path_stays_close_to_fp32(tokenizer):

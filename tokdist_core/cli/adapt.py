@@ -61,6 +61,9 @@ def add_parsers(sub: Any) -> None:
                              "--from-tokenizer or --frequency-list: keep their N best")
     source.add_argument("--phrases", type=int_range(1, 3), default=1, metavar="K",
                         help="with --top: also count phrases of up to K words, 1..3 (default: %(default)s)")
+    source.add_argument("--keep-numbers", action="store_true",
+                        help="keep candidates with digits when the tokenizer reads numbers digit by digit (left "
+                             "out by default: they cost more quality than they save, docs/method.md)")
     source.add_argument("--from-tokenizer", metavar="T",
                         help="candidates from another tokenizer (local folder or hub id): its tokens this model splits")
     source.add_argument("--frequency-list", metavar="FILE",
@@ -75,6 +78,9 @@ def add_parsers(sub: Any) -> None:
                       help="at most this many held-out documents are scored (default: %(default)s)")
     p.add_argument("--methods", default="subword_mean,tokdist",
                    help="comma-separated methods, each exported and reported (default: %(default)s)")
+    p.add_argument("--keep-harmful", action="store_true",
+                   help="keep words that make a validation slice of the training documents worse (left out by "
+                        "default and listed, with what each costs, in adapt.json's harm_check)")
     p.add_argument("--memory-budget-gb", type=_positive_float, default=8.0, metavar="GB",
                    help="teacher-cache memory per chunk of words; peak memory does not grow with the number of "
                         "words (default: %(default)s)")
@@ -104,6 +110,8 @@ def check(args: argparse.Namespace) -> None:
                              "with --words/--words-file every word given is added")
     if args.phrases > 1 and chosen:
         raise UsageError("--phrases counts phrases in --data: use it with --top alone")
+    if args.keep_numbers and chosen == ["--words/--words-file"]:
+        raise UsageError("--keep-numbers applies to discovered candidates; every word of --words/--words-file is added")
     if args.frequency_list is not None and not Path(args.frequency_list).is_file():
         raise UsageError(f"--frequency-list {args.frequency_list}: no such file")
     from ..pipelines import adapt as pipeline  # imports no torch
@@ -149,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                              snippet_len=args.snippet_len, mid_sentence=not args.no_space,
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
                              heldout_fraction=None if args.heldout_data else args.heldout_fraction,
-                             export=not args.no_export)
+                             export=not args.no_export, keep_harmful=args.keep_harmful)
     words, candidates = _broadcast(_choose_words(args, td, settings) if shard.is_main else None, shard)
     heldout = _heldout_documents(args, settings) if shard.is_main else None
     result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,
@@ -157,13 +165,29 @@ def run(args: argparse.Namespace) -> int:
     if shard.is_main:
         for s in result.skipped:
             print(f"skipped {s['word']!r}: {s['reason']}", file=sys.stderr)
+        _print_harm_check(result.harm_check)
         if result.report is not None:
             print(result.report.summary())
         print(json.dumps({"out": str(result.out), "words": len(result.words),
-                          "trained": {m: len(r.words) for m, r in result.rows.items()},
+                          "trained": result.trained, "added": {m: len(r.words) for m, r in result.rows.items()},
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
                           "peak_rss_mb": round(result.peak_rss_mb, 1)}, ensure_ascii=False))
     return 0
+
+
+def _print_harm_check(check: dict | None) -> None:
+    if not check or not check["harmful"]:
+        return
+    costs = {c["word"]: c for c in check["costs"]}
+    what = "kept (--keep-harmful)" if check["kept"] else "left out (--keep-harmful keeps them)"
+    print(f"{len(check['harmful'])} words make {check['documents']} validation documents of the training text "
+          f"worse with {check['method']}'s rows; {what}:", file=sys.stderr)
+    for word in check["harmful"][:20]:
+        c = costs[word]
+        print(f"  {word!r}: +{c['bits_change']:.1f} bits over {c['occurrences']} occurrences and the text after "
+              f"them ({c['bits_original']:.1f} bits with its pieces)", file=sys.stderr)
+    if len(check["harmful"]) > 20:
+        print(f"  ... {len(check['harmful']) - 20} more in adapt.json", file=sys.stderr)
 
 
 def _rank_device(device: str, shard: Any) -> str:
@@ -180,13 +204,17 @@ def _choose_words(args: argparse.Namespace, td: Any, settings: Any) -> tuple[lis
         return args.word_list, None
     top = args.top or MAX_TOP
     if args.frequency_list is not None:
-        found = td.discover(frequency_list=args.frequency_list, top=top)
+        found = td.discover(frequency_list=args.frequency_list, top=top, keep_numbers=args.keep_numbers)
     else:
         data = settings.text_data() or None
         if args.from_tokenizer is None and data is None:
             raise ValueError("--top discovers words in --data; --data generated holds no text to count")
         found = td.discover(data=data, top=top, max_words=args.phrases, from_tokenizer=args.from_tokenizer,
-                            document_split=settings.document_split())
+                            document_split=settings.document_split(), keep_numbers=args.keep_numbers)
+    from ..discovery.candidates import DIGITS_REASON
+
+    if found.filtered.get(DIGITS_REASON):
+        print(f"left out {found.filtered[DIGITS_REASON]:,} candidates with digits: {DIGITS_REASON}", file=sys.stderr)
     for r in found.rejected[:20]:
         print(f"rejected line {r.line}: {r.entry!r}: {r.reason}", file=sys.stderr)
     if not found.candidates:

@@ -39,6 +39,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--phrases", type=int_range(1, MAX_PHRASE_WORDS), default=1, metavar="N",
                    help=f"also count phrases of up to N words, 1..{MAX_PHRASE_WORDS} (1: words only; phrases "
                         "that start or end with an English stop word are skipped) (default: %(default)s)")
+    p.add_argument("--keep-numbers", action="store_true",
+                   help="keep candidates with digits when the tokenizer reads numbers digit by digit (left out by "
+                        "default: such tokens cost more quality than they save, docs/method.md)")
     p.add_argument("--max-documents", type=int_range(1, 10**12), default=None, metavar="N",
                    help="read at most N documents of the corpus (default: all; hf: datasets stop at 20000)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
@@ -63,7 +66,8 @@ def check(args: argparse.Namespace) -> dict:
         if name is not None and name != "-":
             check_json_file(name, flag)
     kwargs: dict[str, Any] = {"top": args.top, "min_count": args.min_count, "min_chars": args.min_chars,
-                              "max_words": args.phrases, "max_documents": args.max_documents}
+                              "max_words": args.phrases, "max_documents": args.max_documents,
+                              "keep_numbers": args.keep_numbers}
     data = args.data if args.data is not None or args.from_tokenizer or args.frequency_list else "bundled"
     try:
         if data is not None:

@@ -271,6 +271,30 @@ def count_occurrences(documents: Iterable[tuple[str, str]], words: list[str]) ->
     return counts
 
 
+def documents_with_words(documents: Iterable[tuple[str, str]], words: list[str], per_word: int,
+                         max_bytes: int) -> list[str]:
+    """Texts that hold the words, in corpus order, for a validation slice: a document is taken while one of
+    its words has fewer than `per_word` occurrences in the slice so far; stops when every word has them or
+    at `max_bytes` of UTF-8 (mining's boundary rules)."""
+    if not words:
+        return []
+    automaton = word_automaton([WordSplit(word=w, pieces=(), ids=()) for w in words])
+    need = [per_word] * len(words)
+    wanting, taken, size = len(words), [], 0
+    for _label, text in documents:
+        found = [wi for _a, _b, matched in boundary_matches(text, automaton) for wi in matched]
+        if not any(need[wi] > 0 for wi in found):
+            continue
+        taken.append(text)
+        size += len(text.encode("utf-8"))
+        for wi in found:
+            need[wi] -= 1
+            wanting -= need[wi] == 0
+        if wanting == 0 or size >= max_bytes:
+            break
+    return taken
+
+
 def _tokenize_in_rounds(
     words: list[_Word], docs: _Docs, tokenizer: PreTrainedTokenizerBase, snippet_len: int
 ) -> None:

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 SNIFF_BYTES = 8192  # how much of a user's file is read to tell text from binary
+# Tokenizers that split numbers into single digits do it on purpose (arithmetic reads digit by digit); on
+# the bundled corpus " 1960s"-like tokens cost more bits than the other words (docs/method.md).
+DIGITS_REASON = "has digits, which this tokenizer reads one at a time on purpose (--keep-numbers keeps them)"
 
 
 class DiscoveryError(ValueError):
@@ -159,15 +162,27 @@ def _count_pieces(tokenizer: PreTrainedTokenizerBase, entries: list[PendingCandi
             entry.n_pieces = len(token_ids)
 
 
+def reads_digits_one_by_one(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when the tokenizer gives every digit of a number its own token (Llama 3, SmolLM2, Qwen, ...)."""
+    ids = tokenizer(" 1234567 2024 90210", add_special_tokens=False)["input_ids"]
+    pieces = [tokenizer.decode([i]) for i in ids]
+    return not any(sum(ch.isdigit() for ch in piece) > 1 for piece in pieces)
+
+
 def select_candidates(tokenizer: PreTrainedTokenizerBase, entries: list[PendingCandidate], top: int, ranked: bool,
-            corpus_tokens: int | None) -> tuple[list[Candidate], list[tuple[PendingCandidate, str]]]:
+            corpus_tokens: int | None, keep_numbers: bool = False) -> tuple[list[Candidate], list[tuple[PendingCandidate, str]]]:
     """The first `top` entries that pass every rule of check_new_word, in rank order.
 
     -> (candidates, [(entry, reason)] for those refused while looking). Ranked: by tokens saved, then
-    count, then the source's own order; otherwise in the source's order.
+    count, then the source's own order; otherwise in the source's order. Unless `keep_numbers`, entries
+    with a digit are refused when the tokenizer reads digits one at a time (DIGITS_REASON).
     """
+    refused: list[tuple[PendingCandidate, str]] = []
+    if not keep_numbers and reads_digits_one_by_one(tokenizer):
+        refused = [(e, DIGITS_REASON) for e in entries if any(ch.isdigit() for ch in e.token)]
+        entries = [e for e in entries if not any(ch.isdigit() for ch in e.token)]
     _count_pieces(tokenizer, entries)
-    refused = [(e, "already one token") for e in entries if e.n_pieces < 2]
+    refused += [(e, "already one token") for e in entries if e.n_pieces < 2]
     pool = [e for e in entries if e.n_pieces >= 2]
     if ranked:
         pool.sort(key=lambda e: (-e.saved, -(e.count or 0), e.rank if e.rank is not None else 0, e.token))

@@ -195,13 +195,15 @@ def discover_words(
     cancel: threading.Event | None = None,
     model_name: str = "",
     document_split: DocumentSplit | None = None,
+    keep_numbers: bool = False,
 ) -> Discovery:
     """The `top` words (and, with ``max_words`` 2 or 3, phrases) of a corpus that save the most tokens.
 
     ``data`` takes what contexts take ("auto"/"bundled", files, folders, "hf:<dataset>", typed sources or
     a list). Counting is case-sensitive and streams the documents in ~1 MB batches; memory holds the
     counts of distinct words/phrases, so ``max_documents`` caps very large corpora. Phrases whose first or last word is a stop word (" of the", " Minister of") are skipped unless
-    ``stop_words=None``.
+    ``stop_words=None``. Words with digits are left out when the tokenizer reads digits one at a time,
+    unless ``keep_numbers``.
     """
     check_options(top, min_count, min_chars, max_documents)
     check_int("max_words", max_words, 1, MAX_PHRASE_WORDS)
@@ -218,7 +220,8 @@ def discover_words(
             entries.append(PendingCandidate(token, count))
         else:
             filtered[reason] += 1
-    candidates, refused = select_candidates(tokenizer, entries, top, ranked=True, corpus_tokens=n_tokens)
+    candidates, refused = select_candidates(tokenizer, entries, top, ranked=True, corpus_tokens=n_tokens,
+                                            keep_numbers=keep_numbers)
     filtered.update(reason for _e, reason in refused)
     return Discovery(model_name, describe_data(data), "corpus", n_tokens, n_docs, candidates, dict(filtered))
 

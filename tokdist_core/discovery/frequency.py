@@ -123,6 +123,7 @@ def candidates_from_frequency_list(
     min_count: int = 2,
     min_chars: int = 3,
     model_name: str = "",
+    keep_numbers: bool = False,
 ) -> Discovery:
     """The list's words ranked by tokens saved = its count x (pieces - 1); every entry not kept is in
     ``rejected`` with its line and reason."""
@@ -137,7 +138,8 @@ def candidates_from_frequency_list(
             entries.append(PendingCandidate(token, count, number))
         else:
             refused.append(Rejection(token, reason, number))
-    candidates, unsplit = select_candidates(tokenizer, entries, top, ranked=True, corpus_tokens=None)
+    candidates, unsplit = select_candidates(tokenizer, entries, top, ranked=True, corpus_tokens=None,
+                                            keep_numbers=keep_numbers)
     refused += [Rejection(e.token, reason, e.rank) for e, reason in unsplit]
     filtered.update(r.reason for r in refused)
     rejected = sorted([*parsed.rejected, *refused], key=lambda r: r.line or 0)

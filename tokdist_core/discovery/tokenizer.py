@@ -107,6 +107,7 @@ def candidates_from_tokenizer(
     cancel: threading.Event | None = None,
     model_name: str = "",
     document_split: DocumentSplit | None = None,
+    keep_numbers: bool = False,
 ) -> Discovery:
     """Tokens of another tokenizer that the model's tokenizer splits into 2+ pieces.
 
@@ -141,7 +142,8 @@ def candidates_from_tokenizer(
     if data is not None:
         pool, n_docs, n_tokens = count_in_corpus(pool, data, tokenizer, text_column, max_documents, cancel,
                                                 min_count, filtered, document_split)
-    candidates, refused = select_candidates(tokenizer, pool, top, ranked=data is not None, corpus_tokens=n_tokens)
+    candidates, refused = select_candidates(tokenizer, pool, top, ranked=data is not None, corpus_tokens=n_tokens,
+                                            keep_numbers=keep_numbers)
     filtered.update(reason for _e, reason in refused)
     return Discovery(model_name, None if data is None else describe_data(data), f"tokenizer:{name}", n_tokens,
                      n_docs, candidates, dict(filtered))

@@ -44,6 +44,18 @@ def _covered(n_chars: int, spans: np.ndarray) -> np.ndarray:
     return np.cumsum(depth[:-1]) > 0
 
 
+def _read_after(is_new: np.ndarray, windows: Sequence[tuple[list[int], int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(after, last_new): which tokens are read with an occurrence in their window's context, and the index of
+    the last new token before each one (-1 when none)."""
+    positions = np.where(is_new, np.arange(len(is_new)), -1)
+    last_new = np.concatenate([[-1], np.maximum.accumulate(positions)[:-1]])
+    # context_start[j]: the doc index of the first input of the window that predicts j (-1: the start token).
+    context_start = np.zeros(len(is_new), dtype=np.int64)
+    for inputs, first, count in windows:
+        context_start[first : first + count] = first + count - 1 - len(inputs)
+    return ~is_new & (last_new >= np.maximum(context_start, 0)), last_new
+
+
 def part_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]], new_ids: set[int],
                 windows: Sequence[tuple[list[int], int, int]]) -> np.ndarray:
     """Each character's part (NEW_WORDS, AFTER_NEW or ELSEWHERE) from the extended tokenization of `text`.
@@ -56,14 +68,7 @@ def part_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]
     if not is_new.any():
         return labels
     spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    # last_new[j]: the index of the last new token before j (-1 when none).
-    positions = np.where(is_new, np.arange(len(ids)), -1)
-    last_new = np.concatenate([[-1], np.maximum.accumulate(positions)[:-1]])
-    # context_start[j]: the doc index of the first input of the window that predicts j (-1: the start token).
-    context_start = np.zeros(len(ids), dtype=np.int64)
-    for inputs, first, count in windows:
-        context_start[first : first + count] = first + count - 1 - len(inputs)
-    after = ~is_new & (last_new >= np.maximum(context_start, 0))
+    after, _last_new = _read_after(is_new, windows)
     labels[_covered(len(text), spans[after])] = AFTER_NEW
     labels[_covered(len(text), spans[is_new])] = NEW_WORDS
     return labels
@@ -113,3 +118,40 @@ def parts_table(original: dict, methods: dict[str, dict]) -> list[str]:
         lines.append(f"  {part:<11}{n_bytes:>12,}{values}")
     lines += [f"  {part}: {PART_CAPTIONS[part]}" for part in PARTS]
     return lines
+
+
+def char_bits(text: str, nll: np.ndarray, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """[len(text)] each character's bits: a token's NLL (nats) spread over its characters by their UTF-8 bytes.
+
+    Tokens with an empty span (special tokens) have no characters and are not counted."""
+    weights = char_bytes(text).astype(np.float64)
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    span_bytes = cumulative[spans[:, 1]] - cumulative[spans[:, 0]]
+    density = np.divide(np.asarray(nll, dtype=np.float64) / math.log(2), span_bytes,
+                        out=np.zeros(len(spans)), where=span_bytes > 0)
+    # One tokenization's spans do not overlap: a difference array paints each token's bits per byte.
+    paint = np.zeros(len(text) + 1)
+    np.add.at(paint, spans[:, 0], density)
+    np.add.at(paint, spans[:, 1], -density)
+    return np.cumsum(paint[:-1]) * weights
+
+
+def word_owners(ids: Sequence[int], offsets: Sequence[tuple[int, int]], n_chars: int, word_of: dict[int, int],
+                windows: Sequence[tuple[list[int], int, int]]) -> np.ndarray:
+    """[n_chars] the word each character's bits are charged to, -1 for none (extended tokenization).
+
+    A new token's characters go to its word; those of a token read after an occurrence in its window
+    (the `after_new` part) go to the word of the last occurrence before it; the rest to none."""
+    owners = np.full(n_chars, -1, dtype=np.int64)
+    word = np.fromiter((word_of.get(t, -1) for t in ids), dtype=np.int64, count=len(ids))
+    is_new = word >= 0
+    if not is_new.any():
+        return owners
+    after, last_new = _read_after(is_new, windows)
+    token_owner = np.where(is_new, word, np.where(after, word[np.maximum(last_new, 0)], -1))
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    paint = np.zeros(n_chars + 1, dtype=np.int64)  # owner + 1 per span, by a difference array
+    np.add.at(paint, spans[:, 0], token_owner + 1)
+    np.add.at(paint, spans[:, 1], -(token_owner + 1))
+    return np.cumsum(paint[:-1]) - 1

@@ -31,7 +31,7 @@ from ..foundations.forward import autocast_for, decoder_forward, embed_ids, outp
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows, tokenizer_with_words
 from ..foundations.vocab import WordError
-from .parts import bits_by_part, part_labels, parts_table
+from .parts import bits_by_part, char_bits, part_labels, parts_table, word_owners
 from .report_inputs import check_documents, check_rows, check_settings
 
 Progress = Callable[[float, str], None]
@@ -380,3 +380,47 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
                         tokens_original=tokens_original, tokens_adapted=tokens_adapted, original=base,
                         methods=scored, words=[_word_json(lm, w, t) for w, t in zip(words, tallies)],
                         seconds=time.perf_counter() - started)
+
+
+@dataclass
+class WordCost:
+    """What one new word costs on some text: the adapted model's bits minus the original's on the word's own
+    characters and on the text read after it (its share of the `new_words` and `after_new` parts)."""
+
+    word: str
+    occurrences: int
+    bits_change: float  # > 0: the word makes the model worse there than the original pieces did
+    bits_original: float  # the original's bits on the same characters
+
+
+def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *, max_length: int | None = None,
+               token_budget: int = DEFAULT_TOKEN_BUDGET, mixed_precision: str = "auto",
+               cancel: threading.Event | None = None) -> list[WordCost]:
+    """Each of `rows`' words' cost on `documents`, scored as domain_report scores them (needs a fast
+    tokenizer: the costs are charged by characters). What new rows take elsewhere is not charged to a word."""
+    docs = check_documents(documents)
+    (rows,) = check_rows(lm, [rows])
+    settings = check_settings(lm, max_length, token_budget, mixed_precision)
+    words = list(rows.words)
+    extended, vocab = _extended(lm, words)
+    original, adapted = _encode(lm.tokenizer, docs, cancel), _encode(extended, docs, cancel)
+    if original["offsets"] is None:
+        raise ValueError("word costs need a fast tokenizer (character offsets)")
+    run = {**settings, "cancel": cancel}
+    nll_original = _token_nll(lm, vocab, original["ids"], None, run, lambda *_: None)
+    nll_adapted = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run, lambda *_: None)
+    word_of = {t: k for k, t in enumerate(vocab.new_ids)}
+    change, base, count = np.zeros(len(words)), np.zeros(len(words)), np.zeros(len(words), dtype=np.int64)
+    for d, text in enumerate(docs):
+        ids = adapted["ids"][d]
+        windows = rolling_windows(ids, settings["start_token_id"], settings["max_length"])
+        owners = word_owners(ids, adapted["offsets"][d], len(text), word_of, windows)
+        charged = owners >= 0
+        if not charged.any():
+            continue
+        before = char_bits(text, nll_original[d], original["offsets"][d])
+        after = char_bits(text, nll_adapted[d], adapted["offsets"][d])
+        change += np.bincount(owners[charged], weights=(after - before)[charged], minlength=len(words))
+        base += np.bincount(owners[charged], weights=before[charged], minlength=len(words))
+        count += np.bincount([word_of[t] for t in ids if t in word_of], minlength=len(words))
+    return [WordCost(w, int(n), float(c), float(b)) for w, n, c, b in zip(words, count, change, base)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,6 +34,12 @@ class NewTokenRows:
 
     def scaled_input(self, model) -> torch.Tensor:
         return self.input_rows * embed_scale(model)
+
+    def select(self, words: Sequence[str]) -> NewTokenRows:
+        """A new object holding only `words`' rows, in that order."""
+        order = [self.index(w) for w in words]
+        return NewTokenRows(self.method, list(words), self.input_rows[order],
+                            None if self.output_rows is None else self.output_rows[order])
 
     def with_word_rows(self, other: NewTokenRows) -> NewTokenRows:
         """A new object: these rows with each of `other`'s words replaced by its row there (same method).

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..training import DistillationConfig
     from .scale import Shard
 
+HARM_OCCURRENCES = 4  # occurrences of each word the harm check's validation slice looks for
 CHECKPOINT_DIR = "checkpoints"
 ADAPT_FILE = "adapt.json"
 MODELS_DIR = "models"
@@ -42,7 +43,8 @@ class AdaptSettings:
     heldout_fraction: float | None = None  # documents of `data` held out of mining (DocumentSplit, by their text)
     memory_budget_gb: float = 8.0
     export: bool = True  # a save_pretrained model per method
-
+    keep_harmful: bool = False  # keep words that make the validation text worse (the harm check)
+    validation_bytes: int = 150_000  # the harm check's slice of the training documents (UTF-8 bytes)
 
     def text_data(self) -> list[str]:
         """`data` without generation ("auto" reads the bundled corpus): the documents a report can hold out."""
@@ -66,6 +68,8 @@ class AdaptResult:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall clock
     peak_rss_mb: float = 0.0
     report: Any = None  # DomainReport when held-out documents were given
+    harm_check: dict | None = None  # what each word costs on the validation slice, and the words left out
+    trained: dict[str, int] = field(default_factory=dict)  # method -> words trained (`rows` may hold fewer)
 
 
 def check_out_folder(out: str | Path, resume: bool) -> Path:
@@ -149,7 +153,8 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         reasons = "; ".join(f"{s.word!r}: {s.reason}" for s in skipped[:5])
         raise ValueError(f"no word can be added{': ' + reasons if reasons else ''}")
     fingerprint = {"model": td.lm.name, "words": [s.word for s in splits], "config": config.to_dict(),
-                   **{k: v for k, v in asdict(settings).items() if k not in ("memory_budget_gb", "export")}}
+                   **{k: v for k, v in asdict(settings).items()
+                      if k not in ("memory_budget_gb", "export", "keep_harmful", "validation_bytes")}}
     store = CheckpointStore(out / CHECKPOINT_DIR, fingerprint, resume=resume) if shard.is_main else None
     if shard.world > 1:
         _barrier()  # rank 0 made the folder and checked the fingerprint
@@ -179,6 +184,12 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     if not shard.is_main:
         result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
         return result
+    result.trained = {m: len(r.words) for m, r in merged.items()}
+    with stages.timed("harm check"):
+        result.harm_check = _harm_check(td, merged, settings)
+    if result.harm_check and not settings.keep_harmful and result.harm_check["harmful"]:
+        harmful = set(result.harm_check["harmful"])
+        merged = {m: r.select([w for w in r.words if w not in harmful]) for m, r in merged.items()}
     result.rows = merged
     for method, method_rows in merged.items():  # the rows alone, always: small, and load_rows reads them
         td.save_rows(method_rows, out / ROWS_DIR / method)
@@ -194,6 +205,34 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
     _write_summary(result, settings, config, td, candidates)
     return result
+
+
+def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSettings) -> dict | None:
+    """What each word costs on a validation slice of the training documents (never the held-out ones) with
+    the judging method's rows (tokdist when trained, else the last method); None without text to read.
+
+    A word is harmful when the model reads and predicts the slice worse with it than with its pieces (the
+    bits of its occurrences and of the text after them, WordCost); words absent from the slice are kept."""
+    from ..contexts.documents import iter_documents, iter_split_documents
+    from ..contexts.mining import documents_with_words
+    from ..evaluation.report import word_costs
+
+    data, split = settings.text_data(), settings.document_split()
+    if not data or not rows:
+        return None
+    judge = "tokdist" if "tokdist" in rows else list(rows)[-1]
+    words = list(rows[judge].words)
+    docs = iter_split_documents(data, split, "train") if split is not None else iter_documents(data)
+    texts = documents_with_words(docs, words, HARM_OCCURRENCES, settings.validation_bytes)
+    costs = word_costs(td.lm, texts, rows[judge]) if texts else []
+    harmful = [c.word for c in costs if c.occurrences and c.bits_change > 0]
+    if len(harmful) == len(words) and not settings.keep_harmful:
+        raise ValueError(f"every word makes the validation text worse with {judge}'s rows; nothing would be "
+                         "added (keep_harmful / --keep-harmful keeps them; --resume reuses the trained rows)")
+    return {"method": judge, "documents": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts),
+            "harmful": harmful, "kept": settings.keep_harmful,
+            "costs": [{"word": c.word, "occurrences": c.occurrences, "bits_change": round(c.bits_change, 3),
+                       "bits_original": round(c.bits_original, 3)} for c in costs]}
 
 
 def _export(td: TokenDistillation, rows, final: Path) -> None:
@@ -212,11 +251,12 @@ def _write_summary(result: AdaptResult, settings: AdaptSettings, config: Distill
 
     summary = {
         "model": td.lm.describe(), "settings": asdict(settings), "config": config.to_dict(),
-        "words": result.words, "trained": {m: len(r.words) for m, r in result.rows.items()},
+        "words": result.words, "trained": result.trained, "added": {m: len(r.words) for m, r in result.rows.items()},
         "skipped": result.skipped, "seconds": result.seconds, "peak_rss_mb": round(result.peak_rss_mb, 1),
         "models": {m: str(Path(MODELS_DIR) / m) for m in result.rows} if settings.export else {},
         "rows": {m: str(Path(ROWS_DIR) / m) for m in result.rows},
         "report": result.report.to_json() if result.report is not None else None,
+        "harm_check": result.harm_check,
     }
     if candidates is not None:
         summary["candidates"] = candidates

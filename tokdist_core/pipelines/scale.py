@@ -189,10 +189,10 @@ class CheckpointStore:
 
         first = next(iter(rows.values()))
         tensors = {}
-        for method, r in rows.items():
-            tensors[f"{method}.input"] = r.input_rows.float().contiguous()
+        for method, r in rows.items():  # methods may share a tensor (untied output rows): safetensors refuses that
+            tensors[f"{method}.input"] = r.input_rows.float().contiguous().clone()
             if r.output_rows is not None:
-                tensors[f"{method}.output"] = r.output_rows.float().contiguous()
+                tensors[f"{method}.output"] = r.output_rows.float().contiguous().clone()
         meta = {"words": json.dumps(first.words), "methods": json.dumps(list(rows))}
         path = self.folder / f"chunk-{name}.safetensors"
         with atomic_path(path) as tmp:

@@ -155,7 +155,9 @@ def left_out(filtered: dict[str, int], min_count: int) -> str:
     """The library's reasons, most common first, in plainer words where it has a fixed phrase."""
     plain = {"fewer than min_count occurrences": f"seen fewer than {min_count} times",
              "shorter than min_chars characters": f"shorter than {MIN_CHARS} characters"}
-    return "; ".join(f"{n:,} {plain.get(why, why)}" for why, n in sorted(filtered.items(), key=lambda kv: -kv[1]))
+    # The app has no command-line flags: drop the library's "(--flag ...)" hints.
+    return "; ".join(f"{n:,} {plain.get(why, why.split(' (--')[0])}"
+                     for why, n in sorted(filtered.items(), key=lambda kv: -kv[1]))
 
 
 def candidate_rows(found: Discovery) -> list[dict]:

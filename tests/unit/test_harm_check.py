@@ -1,0 +1,78 @@
+"""adapt's harm check: what each word costs on a validation slice of the training documents, never the held-out ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import TEXTS, ZUGSPITZE_TEXTS, make_tiny
+from tokdist_core.api import TokenDistillation
+from tokdist_core.contexts.documents import DocumentSplit, iter_split_documents
+from tokdist_core.contexts.mining import count_occurrences, documents_with_words
+from tokdist_core.evaluation.report import word_costs
+from tokdist_core.pipelines.adapt import AdaptSettings, adapt
+from tokdist_core.training import DistillationConfig
+
+WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
+CONFIG = DistillationConfig(epochs=1, batch_size=2)
+
+
+def _heldout_doc(split: DocumentSplit) -> str:
+    """A document the split holds out, with the first word many times (more than the slice ever takes)."""
+    for n in range(100):
+        text = f"Report {n}: " + " ".join(["the Krankenwagen came back"] * 10) + "."
+        if split.is_heldout(text):
+            return text
+    raise AssertionError("no held-out text found")
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    split = DocumentSplit(0.3)
+    docs = [*TEXTS, *ZUGSPITZE_TEXTS, _heldout_doc(split)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(docs), encoding="utf-8")
+    return path, split
+
+
+def test_the_slice_takes_documents_until_each_word_has_enough():
+    docs = [("a", "One Krankenwagen."), ("b", "Nothing here."), ("c", "A Krankenwagen and Schadenfreude."),
+            ("d", "More Krankenwagen."), ("e", "Then Schadenfreude.")]
+    assert documents_with_words(docs, WORDS[:2], 2, 10**6) == ["One Krankenwagen.", "A Krankenwagen and Schadenfreude.",
+                                                               "Then Schadenfreude."]
+    assert documents_with_words(docs, WORDS[:2], 2, 10) == ["One Krankenwagen."]  # the byte cap
+    assert documents_with_words(docs, [], 2, 10**6) == []
+
+
+def test_harm_check_reads_only_training_documents(tokenizer, corpus, tmp_path):
+    path, split = corpus
+    td = TokenDistillation(make_tiny(tokenizer, "tied"))
+    settings = AdaptSettings(data=[str(path)], methods=("subword_mean", "tokdist"), snippets_per_token=2,
+                             snippet_len=16, heldout_fraction=split.fraction, export=False, keep_harmful=True)
+    result = adapt(td, WORDS, settings, CONFIG, tmp_path / "out", show_progress=False)
+    check = result.harm_check
+    assert check["method"] == "tokdist" and check["kept"] and [c["word"] for c in check["costs"]] == WORDS
+    train = [t for _, t in iter_split_documents([str(path)], split, "train")]
+    everything = [t for _, t in iter_split_documents([str(path)], split, "train")] + \
+                 [t for _, t in iter_split_documents([str(path)], split, "heldout")]
+    in_train = count_occurrences((("", t) for t in train), WORDS)
+    # Each word has at most 4 occurrences in the training part, so the slice holds all of them and none of
+    # the held-out document's ten.
+    assert max(in_train) <= 4 and count_occurrences((("", t) for t in everything), WORDS)[0] >= in_train[0] + 10
+    assert [c["occurrences"] for c in check["costs"]] == in_train
+    # The costs are word_costs' on those documents with the tokdist rows; keep_harmful kept every word.
+    texts = documents_with_words((("", t) for t in train), WORDS, 4, settings.validation_bytes)
+    direct = word_costs(td.lm, texts, result.rows["tokdist"])
+    assert [round(c.bits_change, 3) for c in direct] == [c["bits_change"] for c in check["costs"]]
+    assert all(r.words == WORDS for r in result.rows.values())
+
+
+def test_words_that_help_are_all_kept(tokenizer, corpus, tmp_path):
+    path, split = corpus
+    td = TokenDistillation(make_tiny(tokenizer, "untied"))
+    # On a tiny random model one new token costs fewer bits than its three or four pieces: every word helps.
+    settings = AdaptSettings(data=[str(path)], methods=("subword_mean", "tokdist"), snippets_per_token=2,
+                             snippet_len=16, heldout_fraction=split.fraction, export=False)
+    result = adapt(td, WORDS, settings, CONFIG, tmp_path / "out", show_progress=False)
+    costs = result.harm_check["costs"]
+    assert all(c["occurrences"] and c["bits_change"] < 0 for c in costs) and result.harm_check["harmful"] == []
+    assert all(r.words == WORDS for r in result.rows.values()) and not result.harm_check["kept"]
