@@ -38,6 +38,7 @@ from .evaluation.views import (
 )
 from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
 from .foundations.cancel import Cancelled
+from .foundations.files import atomic_folder
 from .foundations.limits import DEFAULT_MODEL, MAX_SNIPPET_LEN
 from .foundations.models import LoadedModel, load_model
 from .foundations.rows import NewTokenRows, Trajectory
@@ -123,9 +124,8 @@ class TokenDistillation:
         Words (``max_words`` 2 or 3: also phrases) counted in ``data`` ("bundled" when not given); or
         ``from_tokenizer``: another tokenizer's vocabulary (counted in ``data`` when given); or
         ``frequency_list``: a word<TAB>count or JSONL file, which brings its own counts.
-        ``document_split``: count only its training documents (the held-out ones are for the report).
-        ``keep_numbers``: keep words with digits that this tokenizer reads digit by digit (docs/method.md).
-        """
+        ``document_split``: count only its training documents. ``keep_numbers``: keep words with digits
+        that this tokenizer reads digit by digit (left out by default, docs/method.md)."""
         tokenizer, name = self.lm.tokenizer, self.lm.name
         if from_tokenizer is not None and frequency_list is not None:
             raise ValueError("give from_tokenizer or frequency_list, not both")
@@ -423,15 +423,15 @@ class TokenDistillation:
     # -- export -------------------------------------------------------------------------------------
     def save(self, rows: NewTokenRows, out_path: str | Path, reproduce: str | None = None,
              model: tuple | None = None) -> Path:
-        """A save_pretrained folder of the model and tokenizer with the words added, the new rows alone
-        (see save_rows) and, given its code, reproduce.py. `model`: the (model, tokenizer) with the words
-        already added, when the caller has them."""
-        model, tokenizer = model or self.with_new_tokens(rows)
-        out = save_model(model, tokenizer, out_path)
-        save_rows(rows, self.lm, out)
-        if reproduce is not None:
-            (out / "reproduce.py").write_text(reproduce, encoding="utf-8")
-        return out
+        """A save_pretrained folder (model and tokenizer with the words added, the rows alone, reproduce.py if
+        given), whole or absent: an earlier export is replaced whole. `model`: (model, tokenizer) if at hand."""
+        with atomic_folder(out_path) as tmp:
+            model, tokenizer = model or self.with_new_tokens(rows)
+            save_model(model, tokenizer, tmp)
+            save_rows(rows, self.lm, tmp)
+            if reproduce is not None:
+                (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
+        return Path(out_path)
 
     def save_rows(self, rows: NewTokenRows, folder: str | Path, extra: dict | None = None) -> Path:
         """The new rows alone (safetensors + JSON naming the words and base model); load with load_rows."""

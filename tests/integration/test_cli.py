@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import DISCOVERY_DOCS, run_cli
+from tests.helpers import DISCOVERY_DOCS, TEXTS, ZUGSPITZE_TEXTS, run_cli
 from tokdist_core.foundations.forward import cpu_has_fast_bf16
 
 # bf16 where this CPU computes it natively, so the CLI flag reaches training; fp32 elsewhere.
@@ -99,6 +99,45 @@ def test_cli_compare_writes_report_and_lists_skipped_words(tmp_path):
     assert "already a single token" in reasons[" the"]
     assert " zzqxqzzqxq" in reasons
     assert "tokdist" in proc.stdout
+    assert "collecting contexts…" in proc.stderr  # the stages show while snippets are collected
+    # Every word skipped: nothing compared is a failure, as in distill and adapt.
+    none = run_cli("compare", "--words", "zzqxqzzqxq", "--data", "bundled", "--methods", "subword_mean")
+    assert none.returncode == 1 and "no word could be compared" in none.stderr and "zzqxqzzqxq" in none.stdout
+
+
+def test_ctrl_c_while_distill_replaces_an_export_leaves_the_earlier_one_whole(tmp_path):
+    import signal
+    import time
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(TEXTS + ZUGSPITZE_TEXTS), encoding="utf-8")
+    out = tmp_path / "o"
+    common = ["--method", "subword_mean", "--data", str(corpus), "--snippets-per-token", "1", "--device", "cpu"]
+    first = run_cli("distill", "--words", "Krankenwagen", *common, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    second = subprocess.Popen([sys.executable, "-m", "tokdist_core.cli", "distill", "--words",
+                               "Schadenfreude,Zugspitze", *common, "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        # The replacement is being written: its weights are landing in the hidden partial folder.
+        while second.poll() is None and time.time() < deadline and \
+                not any(p.name == "model.safetensors" for d in tmp_path.glob(".o.*.partial") for p in d.iterdir()):
+            time.sleep(0.002)
+        assert second.poll() is None, "distill finished before it could be interrupted"
+        second.send_signal(signal.SIGINT)
+        second.communicate(timeout=120)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "o"]  # no partial or old folder left
+    assert json.loads((out / "new_rows.json").read_text())["words"] == [" Krankenwagen"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.convert_tokens_to_ids(" Krankenwagen") == len(tokenizer) - 1
+    assert AutoConfig.from_pretrained(out).vocab_size == len(tokenizer)
 
 
 def test_cli_rejects_bad_hyperparameters():

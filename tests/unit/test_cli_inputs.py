@@ -68,8 +68,30 @@ def test_out_onto_existing_file_fails_before_loading_the_model(tmp_path):
 def test_out_folder_that_exists_or_can_be_created_is_accepted(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text("{}")
-    common.check_out_folder(str(tmp_path / "old"))  # an earlier export is overwritten, as before
+    common.check_out_folder(str(tmp_path / "old"))  # a folder (distill also asks it to be an earlier export)
     common.check_out_folder(str(tmp_path / "new" / "nested"))  # created with its parents when saving
+
+
+def test_distill_never_replaces_a_folder_of_other_files(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    line = error_line(cli_probe("distill", "--words", "Andorra", "--out", str(mine)))
+    assert str(mine) in line and "not an earlier export" in line, line
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", ["distill", "compare"])
+def test_empty_or_binary_data_files_are_refused_before_loading_the_model(tmp_path, command):
+    empty, binary = tmp_path / "empty.txt", tmp_path / "binary.txt"
+    empty.write_text("")
+    binary.write_bytes(b"\x00\x01 text \x00" * 100)
+    out = ["--out", str(tmp_path / "o")] if command == "distill" else []
+    line = error_line(cli_probe(command, "--words", "Andorra", "--data", str(empty), *out))
+    assert "The corpus is empty" in line and str(empty) in line, line
+    line = error_line(cli_probe(command, "--words", "Andorra", "--data", str(binary), *out))
+    assert "binary file" in line and str(binary) in line, line
+    assert not (tmp_path / "o").exists()
 
 
 # -- 3. no words ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from tokdist_core.export.store import (
     ExportStore,
     current_owner,
 )
-from tokdist_core.foundations.files import atomic_path
+from tokdist_core.foundations.files import EXPORT_MARKER, atomic_folder, atomic_path
 from tokdist_core.foundations.rows import NewTokenRows
 from ui.runtime import Runtime
 from ui.state import SessionState
@@ -101,6 +101,56 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
         tmp.write_bytes(b"half")
         raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_atomic_folder_replaces_an_export_whole_and_keeps_it_on_error(tmp_path):
+    final = tmp_path / "out"
+    for name in ("a.txt", "b.txt"):  # a first export, then one that replaces it
+        with atomic_folder(final) as tmp:
+            assert tmp.parent == tmp_path and tmp.name.startswith(".out.") and tmp.name.endswith(".partial")
+            (tmp / EXPORT_MARKER).write_text(name)
+            (tmp / name).write_text(name)
+    assert sorted(p.name for p in final.iterdir()) == sorted([EXPORT_MARKER, "b.txt"])  # a.txt went with the old one
+    with pytest.raises(KeyboardInterrupt), atomic_folder(final) as tmp:  # Ctrl-C halfway through a third
+        (tmp / "c.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in final.iterdir()) == sorted([EXPORT_MARKER, "b.txt"])
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no hidden partial or old folder left
+    # A folder of other files is never replaced (a replace would delete them), nor a file.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    (tmp_path / "file").write_text("x")
+    for target, message in ((tmp_path / "mine", "not an earlier export"), (tmp_path / "file", "existing file")):
+        with pytest.raises(ValueError, match=message), atomic_folder(target):
+            pass
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep" and (tmp_path / "file").read_text() == "x"
+
+
+def test_an_interrupted_save_over_an_earlier_export_leaves_the_earlier_one_whole(tokenizer, tmp_path, monkeypatch):
+    import transformers
+
+    from tokdist_core.api import TokenDistillation
+
+    td = TokenDistillation(make_tiny(tokenizer))
+    first = td.train(td.prepare_words(["Krankenwagen"])[0], [], ["subword_mean"]).rows["subword_mean"]
+    out = td.save(first, tmp_path / "out")
+    others = td.train(td.prepare_words(["Schadenfreude", "Zugspitze", "Aberdeen"])[0], [],
+                      ["subword_mean"]).rows["subword_mean"]
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C after the model shards, before the tokenizer
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "save_pretrained", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        td.save(others, out)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert load_rows(out).words == [" Krankenwagen"]
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    saved_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) + 1 == len(saved_tokenizer)
+    new_id = saved_tokenizer.convert_tokens_to_ids(" Krankenwagen")
+    assert torch.equal(model.get_input_embeddings().weight[new_id].detach(), first.input_rows[0].to(torch.float32))
 
 
 def test_save_rows_and_export_model_zip_leave_only_final_files(tokenizer, tmp_path):

@@ -212,6 +212,39 @@ class StepBar:
             self.bar.close()
 
 
+class FractionBar:
+    """A 100 % tqdm bar fed by progress(fraction, message) callbacks: a slow collection shows it moves."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc=self.desc, unit="%", file=sys.stderr)
+        self.bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
+        self.bar.set_postfix_str(message[:40], refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StageLines:
+    """Prints a progress(fraction, message) callback's stage once per stage, on stderr (beside StepBar's bars)."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if message and message != self.last:
+            print(f"{message}…", file=sys.stderr, flush=True)
+            self.last = message
+
+
 def add_common(p: argparse.ArgumentParser, training: bool = True, heldout: bool = False) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="bundled model name, local folder or Hugging Face hub id (default: %(default)s)")

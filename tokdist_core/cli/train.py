@@ -14,7 +14,10 @@ from typing import Any
 from ..training.config import DistillationConfig
 from .common import (
     METHOD_NAMES,
+    FractionBar,
+    StageLines,
     StepBar,
+    UsageError,
     absolute_paths,
     add_common,
     check_data,
@@ -49,12 +52,30 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+def _check_text_files(data: str) -> None:
+    """Empty, binary or non-UTF-8 --data files are refused now, before the model loads (as discover does)."""
+    from ..discovery import corpus_sources
+
+    if all(item.strip() in ("generated", "auto", "bundled") for item in data.split(",")):
+        return
+    try:
+        corpus_sources(data_arg(data))
+    except ValueError as exc:  # CorpusError
+        raise UsageError(str(exc)) from None
+
+
 def check(args: argparse.Namespace) -> list[str]:
     """Every check that needs no model: data paths, output paths and method names; -> the words."""
     if args.command in ("distill", "compare"):
         check_data(args.data)
+        _check_text_files(args.data)
     if args.command == "distill":
         check_out_folder(args.out)
+        from ..foundations.files import replace_refusal
+
+        refusal = replace_refusal(args.out)
+        if refusal:
+            raise UsageError(f"--out {refusal}")
     if args.command == "compare":
         args.method_list = parse_methods(args.methods)
         if args.json is not None:
@@ -90,7 +111,12 @@ def _distill(args: argparse.Namespace, td: Any, splits: list, skipped: list, con
         print(f"skipped {s.word!r}: {s.reason}", file=sys.stderr)
     if not splits:
         raise ValueError("no word can be added")
-    contexts = td.contexts(splits, data_arg(args.data), args.snippets_per_token, 0, args.snippet_len, args.seed)
+    collecting = FractionBar("snippets")
+    try:
+        contexts = td.contexts(splits, data_arg(args.data), args.snippets_per_token, 0, args.snippet_len, args.seed,
+                               progress=collecting)
+    finally:
+        collecting.close()
     train = snippets_of(contexts, splits)
     missing = [s.word for s in splits if not contexts[s.word].train]
     if missing:
@@ -115,7 +141,7 @@ def _compare(args: argparse.Namespace, td: Any, words: list[str], config: Distil
         comparison = td.compare(words, data=data_arg(args.data), methods=args.method_list, training=config,
                                 snippet_len=args.snippet_len, snippets_per_token=args.snippets_per_token,
                                 heldout_per_token=args.heldout_per_token, mid_sentence=not args.no_space,
-                                output_policy=args.output_policy, callback=bar)
+                                output_policy=args.output_policy, callback=bar, progress=StageLines())
     finally:
         bar.close()
     report = comparison.to_json()
@@ -123,6 +149,9 @@ def _compare(args: argparse.Namespace, td: Any, words: list[str], config: Distil
     if args.json:
         Path(args.json).write_text(text, encoding="utf-8")
     _print_summary(report)
+    if not any(w["methods"] for w in report["words"]):  # every word skipped: nothing was compared
+        print("error: no word could be compared (see the skipped words above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..foundations.files import atomic_path
+from ..foundations.files import EXPORT_MARKER, atomic_path
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows
 
 ROWS_FILE = "new_rows.safetensors"
-META_FILE = "new_rows.json"
+META_FILE = EXPORT_MARKER
 
 
 def save_rows(rows: NewTokenRows, lm: LoadedModel, out_dir: str | Path, extra: dict | None = None) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -196,7 +195,7 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     if settings.export:
         with stages.timed("export"):
             for method, method_rows in merged.items():
-                _export(td, method_rows, out / MODELS_DIR / method)
+                td.save(method_rows, out / MODELS_DIR / method)  # whole or absent; a resumed run replaces it
     if heldout_documents:
         with stages.timed("report"):
             result.report = td.domain_report(list(heldout_documents), list(merged.values()),
@@ -233,16 +232,6 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
             "harmful": harmful, "kept": settings.keep_harmful,
             "costs": [{"word": c.word, "occurrences": c.occurrences, "bits_change": round(c.bits_change, 3),
                        "bits_original": round(c.bits_original, 3)} for c in costs]}
-
-
-def _export(td: TokenDistillation, rows, final: Path) -> None:
-    """A save_pretrained folder written beside `final` under a hidden temporary name, then renamed."""
-    tmp = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    td.save(rows, tmp)
-    if final.exists():  # a resumed run re-exports: replace the earlier folder whole
-        shutil.rmtree(final)
-    tmp.rename(final)
 
 
 def _write_summary(result: AdaptResult, settings: AdaptSettings, config: DistillationConfig,
