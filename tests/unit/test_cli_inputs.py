@@ -72,6 +72,11 @@ def test_out_folder_that_exists_or_can_be_created_is_accepted(tmp_path):
     common.check_out_folder(str(tmp_path / "new" / "nested"))  # created with its parents when saving
 
 
+def test_out_that_cannot_be_created_is_found_before_loading_the_model():
+    line = error_line(cli_probe("distill", "--words", "Andorra", "--out", "/proc/tokdist/out"))  # /proc takes no folders
+    assert "cannot write in folder /proc" in line, line
+
+
 def test_distill_never_replaces_a_folder_of_other_files(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,10 @@ def words_of(args: argparse.Namespace) -> list[str]:
 def _check_writable_folder(folder: Path, flag: str, target: Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {target}: no permission to write in folder {folder}")
+    try:  # permission bits are not the whole story (read-only mounts, /proc): make and remove a folder there
+        os.rmdir(tempfile.mkdtemp(prefix=".tokdist-probe-", dir=folder))
+    except OSError as exc:
+        raise UsageError(f"{flag} {target}: cannot write in folder {folder} ({exc.strerror})") from None
 
 
 def check_out_folder(name: str) -> None:
