@@ -37,6 +37,7 @@ from .evaluation.views import (
     trajectory_paths,
 )
 from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
+from .export.card import model_card
 from .foundations.cancel import Cancelled
 from .foundations.files import atomic_folder
 from .foundations.limits import DEFAULT_MODEL, MAX_SNIPPET_LEN
@@ -422,13 +423,13 @@ class TokenDistillation:
 
     # -- export -------------------------------------------------------------------------------------
     def save(self, rows: NewTokenRows, out_path: str | Path, reproduce: str | None = None,
-             model: tuple | None = None) -> Path:
-        """A save_pretrained folder (model and tokenizer with the words added, the rows alone, reproduce.py if
+             model: tuple | None = None, card: dict | None = None) -> Path:
+        """A save_pretrained folder (words added, rows alone, README.md from model_card(**card), reproduce.py if
         given), whole or absent: an earlier export is replaced whole. `model`: (model, tokenizer) if at hand."""
         with atomic_folder(out_path) as tmp:
-            model, tokenizer = model or self.with_new_tokens(rows)
-            save_model(model, tokenizer, tmp)
+            save_model(*(model or self.with_new_tokens(rows)), tmp)
             save_rows(rows, self.lm, tmp)
+            (tmp / "README.md").write_text(model_card(self.lm, rows, **(card or {})), encoding="utf-8")
             if reproduce is not None:
                 (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
         return Path(out_path)
@@ -438,12 +439,9 @@ class TokenDistillation:
         return save_rows(rows, self.lm, folder, extra=extra)
 
     def export_model_zip(self, rows: NewTokenRows, zip_path: str | Path) -> Path:
-        """A zipped save_pretrained folder of the model and tokenizer with the words added."""
-        model, tokenizer = self.with_new_tokens(rows)  # private copies; the shared model is untouched
-        try:
-            return export_model_zip(model, tokenizer, zip_path)
-        finally:
-            del model, tokenizer
+        """A zipped save_pretrained folder of the model and tokenizer with the words added, and its model card."""
+        # Private copies of the model; the shared one is untouched.
+        return export_model_zip(*self.with_new_tokens(rows), zip_path, card=model_card(self.lm, rows))
 
     def export_bytes(self, rows: NewTokenRows) -> int:
         """An upper bound on the unzipped size of export_model_zip's folder."""

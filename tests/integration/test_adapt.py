@@ -71,6 +71,10 @@ def test_adapt_writes_models_rows_report_and_resumes(tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out / "models" / "tokdist")
+    card = (out / "models" / "tokdist" / "README.md").read_text()  # the model card holds the report's figures
+    assert f"| original tokenization | {report['original']['bits_per_byte']:.4f} |" in card
+    assert f"| <code>tokdist</code> | {report['methods']['tokdist']['bits_per_byte']:.4f} |" in card
+    assert "tokdist adapt --words" in card and "<code>keep_harmful</code>: <code>False</code>" in card
     ids = tokenizer("An old Krankenwagen", add_special_tokens=False).input_ids
     assert tokenizer.convert_tokens_to_ids(" Krankenwagen") in ids
 

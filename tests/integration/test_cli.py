@@ -117,6 +117,12 @@ def test_ctrl_c_while_distill_replaces_an_export_leaves_the_earlier_one_whole(tm
     common = ["--method", "subword_mean", "--data", str(corpus), "--snippets-per-token", "1", "--device", "cpu"]
     first = run_cli("distill", "--words", "Krankenwagen", *common, "--out", str(out))
     assert first.returncode == 0, first.stderr
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the model card: Hub metadata, the word, how to reproduce it
+    assert (card.data.base_model, card.data.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
+    assert f"tokdist distill --words Krankenwagen --method subword_mean --data {corpus}" in card.text
+    assert "<code>' Krankenwagen'</code>" in card.text
     second = subprocess.Popen([sys.executable, "-m", "tokdist_core.cli", "distill", "--words",
                                "Schadenfreude,Zugspitze", *common, "--out", str(out)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

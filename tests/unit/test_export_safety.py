@@ -153,6 +153,28 @@ def test_an_interrupted_save_over_an_earlier_export_leaves_the_earlier_one_whole
     assert torch.equal(model.get_input_embeddings().weight[new_id].detach(), first.input_rows[0].to(torch.float32))
 
 
+def test_every_saved_folder_has_a_model_card_that_keeps_words_literal(tokenizer, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from tokdist_core.api import TokenDistillation
+
+    td = TokenDistillation(make_tiny(tokenizer))
+    hostile = "{{7*7}}|<b>x</b>`y"  # template syntax, a table pipe, markup and a backtick: all kept literal
+    rows = td.train(td.prepare_words(["Krankenwagen", hostile])[0], [], ["subword_mean"]).rows["subword_mean"]
+    report = {"documents": 3, "tokens_original": 120, "tokens_adapted": 110, "tokens_saved_pct": 8.333,
+              "original": {"bits_per_byte": 1.25}, "methods": {"subword_mean": {"bits_per_byte": 1.3,
+                                                                                 "bits_per_byte_change_pct": 4.0}}}
+    out = td.save(rows, tmp_path / "out", card={"settings": {"epochs": 8}, "report": report,
+                                               "command": "tokdist distill --words Krankenwagen"})
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and card.data.tags[:2] == ["tokdist", "token-distillation"]
+    assert "base_model" not in card.data.to_dict()  # a test model has no Hub id: nothing is made up
+    text = card.text
+    assert "' {{7*7}}&#124;&lt;b&gt;x&lt;/b&gt;`y'" in text and "49" not in text
+    assert "| <code>subword_mean</code> | 1.3000 | +4.00 % |" in text and "8.33 % saved" in text
+    assert "tokdist distill --words Krankenwagen" in text and "<code>epochs</code>: <code>8</code>" in text
+
+
 def test_save_rows_and_export_model_zip_leave_only_final_files(tokenizer, tmp_path):
     rt = tiny_runtime(tokenizer)
     lm, rows = rt.model("tiny"), tiny_state(rt).rows["subword_mean"]
@@ -199,6 +221,10 @@ def test_full_export_is_one_final_folder_that_loads_with_transformers(tokenizer,
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     (new_id,) = tok.encode(WORD, add_special_tokens=False)
     assert torch.equal(model.get_input_embeddings().weight[new_id], state.rows["subword_mean"].input_rows[0])
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "model" / "README.md")  # the app's zip holds its model card
+    assert card.data.library_name == "transformers" and "subword_mean" in card.data.tags and repr(WORD) in card.text
 
 
 def test_disk_cap_refuses_the_zip_with_a_clear_message_and_rows_only_still_works(tokenizer, cache, tmp_path):

@@ -20,6 +20,7 @@ from .common import (
     add_common,
     check_data,
     check_out_folder,
+    command_line,
     data_arg,
     int_range,
     parse_methods,
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     words, candidates = _broadcast(_choose_words(args, td, settings) if shard.is_main else None, shard)
     heldout = _heldout_documents(args, settings) if shard.is_main else None
     result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,
-                   shard=shard, candidates=candidates)
+                   shard=shard, candidates=candidates, command=command_line(args))
     if shard.is_main:
         for s in result.skipped:
             print(f"skipped {s['word']!r}: {s['reason']}", file=sys.stderr)

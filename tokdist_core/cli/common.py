@@ -217,6 +217,13 @@ class StepBar:
             self.bar.close()
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed (for a model card's "Reproduce" section)."""
+    import shlex
+
+    return shlex.join(["tokdist", *getattr(args, "argv", [])])
+
+
 class FractionBar:
     """A 100 % tqdm bar fed by progress(fraction, message) callbacks: a slow collection shows it moves."""
 

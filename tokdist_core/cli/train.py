@@ -23,6 +23,7 @@ from .common import (
     check_data,
     check_json_file,
     check_out_folder,
+    command_line,
     data_arg,
     parse_methods,
     training_config,
@@ -129,7 +130,10 @@ def _distill(args: argparse.Namespace, td: Any, splits: list, skipped: list, con
     script = reproduce_snippet(args.model, [s.word for s in splits], args.method, config.to_dict(),
                                absolute_paths(data_arg(args.data)), args.snippet_len, args.snippets_per_token,
                                mid_sentence=not args.no_space, output_policy=args.output_policy)
-    out = td.save(outcome.rows[args.method], args.out, reproduce=script)
+    settings = {"method": args.method, "data": args.data, "snippets_per_token": args.snippets_per_token,
+                "snippet_len": args.snippet_len, "output_policy": args.output_policy, **config.to_dict()}
+    out = td.save(outcome.rows[args.method], args.out, reproduce=script,
+                  card={"settings": settings, "command": command_line(args)})
     print(json.dumps({"out": str(out), "words": [s.word for s in splits], "seconds": outcome.seconds,
                       "skipped": [{"word": s.word, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
     return 0

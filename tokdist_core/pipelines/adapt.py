@@ -138,8 +138,10 @@ class _Stages:
 
 def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, config: DistillationConfig,
           out: str | Path, heldout_documents: Sequence[str] | None = None, resume: bool = False,
-          shard: Shard | None = None, show_progress: bool = True, candidates: dict | None = None) -> AdaptResult:
-    """Add `words` to the model with every method in `settings.methods`; see the module docstring."""
+          shard: Shard | None = None, show_progress: bool = True, candidates: dict | None = None,
+          command: str | None = None) -> AdaptResult:
+    """Add `words` to the model with every method in `settings.methods`; see the module docstring. `command`:
+    the command line, for the model cards."""
     from ..contexts import snippets_of
     from .scale import GB, CheckpointStore, Shard, gather_rows, train_in_chunks
 
@@ -192,15 +194,18 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     result.rows = merged
     for method, method_rows in merged.items():  # the rows alone, always: small, and load_rows reads them
         td.save_rows(method_rows, out / ROWS_DIR / method)
-    if settings.export:
-        with stages.timed("export"):
-            for method, method_rows in merged.items():
-                td.save(method_rows, out / MODELS_DIR / method)  # whole or absent; a resumed run replaces it
     if heldout_documents:
         with stages.timed("report"):
             result.report = td.domain_report(list(heldout_documents), list(merged.values()),
                                              progress=stages.fraction("report"))
             result.report.save(out)
+    if settings.export:  # after the report, so that each model card holds its figures
+        card_settings = {**{k: v for k, v in asdict(settings).items() if k != "export"}, **config.to_dict()}
+        report = result.report.to_json() if result.report is not None else None
+        with stages.timed("export"):
+            for method, method_rows in merged.items():  # whole or absent; a resumed run replaces it
+                td.save(method_rows, out / MODELS_DIR / method,
+                        card={"settings": card_settings, "report": report, "command": command})
     result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
     _write_summary(result, settings, config, td, candidates)
     return result
