@@ -36,10 +36,10 @@ from .evaluation.views import (
     nearest_neighbours,
     trajectory_paths,
 )
-from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_model, save_rows
+from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_rows
 from .export.card import model_card
+from .export.formats import save_formats
 from .foundations.cancel import Cancelled
-from .foundations.files import atomic_folder
 from .foundations.limits import DEFAULT_MODEL, MAX_SNIPPET_LEN
 from .foundations.models import LoadedModel, load_model
 from .foundations.rows import NewTokenRows, Trajectory
@@ -423,16 +423,11 @@ class TokenDistillation:
 
     # -- export -------------------------------------------------------------------------------------
     def save(self, rows: NewTokenRows, out_path: str | Path, reproduce: str | None = None,
-             model: tuple | None = None, card: dict | None = None) -> Path:
-        """A save_pretrained folder (words added, rows alone, README.md from model_card(**card), reproduce.py if
-        given), whole or absent: an earlier export is replaced whole. `model`: (model, tokenizer) if at hand."""
-        with atomic_folder(out_path) as tmp:
-            save_model(*(model or self.with_new_tokens(rows)), tmp)
-            save_rows(rows, self.lm, tmp)
-            (tmp / "README.md").write_text(model_card(self.lm, rows, **(card or {})), encoding="utf-8")
-            if reproduce is not None:
-                (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
-        return Path(out_path)
+             model: tuple | None = None, card: dict | None = None, formats: str | Sequence[str] = ("hf",)) -> Path:
+        """An export folder, whole or absent (an earlier export is replaced whole): the rows alone, a model card
+        (model_card(**card)), reproduce.py if given and each of `formats` (export.formats: hf, rows, peft).
+        `model`: the (model, tokenizer) with the words added, if at hand."""
+        return save_formats(self.lm, rows, out_path, model or self.with_new_tokens(rows), formats, reproduce, card)
 
     def save_rows(self, rows: NewTokenRows, folder: str | Path, extra: dict | None = None) -> Path:
         """The new rows alone (safetensors + JSON naming the words and base model); load with load_rows."""

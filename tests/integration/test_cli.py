@@ -115,13 +115,17 @@ def test_ctrl_c_while_distill_replaces_an_export_leaves_the_earlier_one_whole(tm
     corpus.write_text("\n\n".join(TEXTS + ZUGSPITZE_TEXTS), encoding="utf-8")
     out = tmp_path / "o"
     common = ["--method", "subword_mean", "--data", str(corpus), "--snippets-per-token", "1", "--device", "cpu"]
-    first = run_cli("distill", "--words", "Krankenwagen", *common, "--out", str(out))
+    first = run_cli("distill", "--words", "Krankenwagen", *common, "--out", str(out), "--formats", "hf,peft")
     assert first.returncode == 0, first.stderr
+    adapter = out / "peft"  # the peft format: a TrainableTokens adapter of the one new row, with its tokenizer
+    assert json.loads((adapter / "adapter_config.json").read_text())["token_indices"] == [49152]
+    assert (adapter / "adapter_model.safetensors").stat().st_size < 20_000
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(out / "README.md")  # the model card: Hub metadata, the word, how to reproduce it
     assert (card.data.base_model, card.data.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
     assert f"tokdist distill --words Krankenwagen --method subword_mean --data {corpus}" in card.text
+    assert "--formats hf,peft" in card.text
     assert "<code>' Krankenwagen'</code>" in card.text
     second = subprocess.Popen([sys.executable, "-m", "tokdist_core.cli", "distill", "--words",
                                "Schadenfreude,Zugspitze", *common, "--out", str(out)],
@@ -140,6 +144,7 @@ def test_ctrl_c_while_distill_replaces_an_export_leaves_the_earlier_one_whole(tm
             second.kill()
     assert second.returncode != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "o"]  # no partial or old folder left
+    assert (out / "peft" / "adapter_config.json").is_file()  # the earlier export, all of it
     assert json.loads((out / "new_rows.json").read_text())["words"] == [" Krankenwagen"]
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.convert_tokens_to_ids(" Krankenwagen") == len(tokenizer) - 1

@@ -77,6 +77,13 @@ def test_out_that_cannot_be_created_is_found_before_loading_the_model():
     assert "cannot write in folder /proc" in line, line
 
 
+@pytest.mark.parametrize("command", ["distill", "adapt"])
+def test_unknown_export_formats_are_refused_up_front(tmp_path, command):
+    proc = cli_probe(command, "--words", "Andorra", "--out", str(tmp_path / "o"), "--formats", "hf,gguf2")
+    assert proc.returncode == 2 and "unknown export format(s) gguf2; choose from hf, rows, peft" in proc.stderr
+    assert "NO_TORCH" in proc.stderr and not (tmp_path / "o").exists()
+
+
 def test_distill_never_replaces_a_folder_of_other_files(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

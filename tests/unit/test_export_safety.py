@@ -175,6 +175,56 @@ def test_every_saved_folder_has_a_model_card_that_keeps_words_literal(tokenizer,
     assert "tokdist distill --words Krankenwagen" in text and "<code>epochs</code>: <code>8</code>" in text
 
 
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_peft_adapter_holds_only_the_new_rows_and_merges_into_the_hf_export(tokenizer, tmp_path, kind):
+    import copy
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tokdist_core.api import TokenDistillation
+    from tokdist_core.export.formats import check_formats
+
+    lm = make_tiny(tokenizer, kind)
+    td = TokenDistillation(lm)
+    splits = td.prepare_words(["Krankenwagen", "Schadenfreude"])[0]
+    rows = td.train(splits, [], ["subword_mean"]).rows["subword_mean"]
+    rows = NewTokenRows("tokdist", rows.words, rows.input_rows + 0.5,  # rows unlike any a resize would make
+                        None if rows.output_rows is None else rows.output_rows - 0.5)
+    out = td.save(rows, tmp_path / "out", formats="hf,peft")
+    adapter = out / "peft"
+    assert (adapter / "adapter_model.safetensors").stat().st_size < 100_000  # kilobytes, not the matrix
+    hf = AutoModelForCausalLM.from_pretrained(out)
+    ext = AutoTokenizer.from_pretrained(adapter)
+    new_ids = ext.convert_tokens_to_ids(rows.words)
+    base = copy.deepcopy(lm.model)  # the original base, resized to the tokenizer as a user does
+    base.resize_token_embeddings(len(ext))
+    model = PeftModel.from_pretrained(base, adapter, is_trainable=True)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("trainable_tokens" in n for n in trainable)
+    embedded = model.get_input_embeddings()(torch.tensor([new_ids]))[0]
+    assert torch.allclose(embedded, rows.input_rows.float())
+    # One optimizer step moves the new rows and nothing else.
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(list(trainable.values()), lr=1.0)
+    model(input_ids=torch.tensor([[new_ids[0], 5, new_ids[1], 7]]), labels=torch.tensor([[new_ids[0], 5, new_ids[1], 7]])).loss.backward()
+    optimizer.step()
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert moved and set(moved) <= set(trainable)
+    # merge_and_unload() of the adapter as saved is the hf export.
+    fresh = copy.deepcopy(lm.model)
+    fresh.resize_token_embeddings(len(ext))
+    merged = PeftModel.from_pretrained(fresh, adapter).merge_and_unload()
+    for name, tensor in hf.state_dict().items():
+        torch.testing.assert_close(merged.state_dict()[name], tensor, msg=name)
+    assert "PeftModel.from_pretrained" in (adapter / "README.md").read_text()
+    assert ("peft #2777" in (adapter / "README.md").read_text()) == (kind == "tied")
+    assert check_formats(" peft , hf,peft") == ("peft", "hf")
+    with pytest.raises(ValueError, match="unknown export format.*gguf2.*hf, rows, peft"):
+        td.save(rows, tmp_path / "bad", formats="hf,gguf2")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_save_rows_and_export_model_zip_leave_only_final_files(tokenizer, tmp_path):
     rt = tiny_runtime(tokenizer)
     lm, rows = rt.model("tiny"), tiny_state(rt).rows["subword_mean"]

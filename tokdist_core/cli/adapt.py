@@ -18,6 +18,7 @@ from ..foundations.limits import MAX_TOP
 from .common import (
     UsageError,
     add_common,
+    add_formats,
     check_data,
     check_out_folder,
     command_line,
@@ -90,6 +91,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out: finished chunks are read from its checkpoints")
     p.add_argument("--no-export", action="store_true", help="skip the save_pretrained models (rows and report only)")
+    add_formats(p)
     p.set_defaults(run=run)
 
 
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                              snippet_len=args.snippet_len, mid_sentence=not args.no_space,
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
                              heldout_fraction=None if args.heldout_data else args.heldout_fraction,
-                             export=not args.no_export, keep_harmful=args.keep_harmful)
+                             export=not args.no_export, keep_harmful=args.keep_harmful, formats=args.formats)
     words, candidates = _broadcast(_choose_words(args, td, settings) if shard.is_main else None, shard)
     heldout = _heldout_documents(args, settings) if shard.is_main else None
     result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,

@@ -15,7 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..foundations.limits import DEFAULT_MODEL, MAX_SNIPPET_LEN, MAX_SNIPPETS_PER_TOKEN, MIN_SNIPPET_LEN
+from ..foundations.limits import (
+    DEFAULT_MODEL,
+    EXPORT_FORMATS,
+    MAX_SNIPPET_LEN,
+    MAX_SNIPPETS_PER_TOKEN,
+    MIN_SNIPPET_LEN,
+)
 from ..methods import METHOD_NAMES
 from ..training.config import OUTPUT_POLICIES, DistillationConfig, config_fields
 
@@ -215,6 +221,23 @@ class StepBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def formats_arg(text: str) -> tuple[str, ...]:
+    """--formats: a comma list of EXPORT_FORMATS (checked here: no torch)."""
+    items = tuple(dict.fromkeys(f.strip() for f in text.split(",")))
+    unknown = [f for f in items if f not in EXPORT_FORMATS]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(f"unknown export format(s) {', '.join(unknown) or repr(text)}; "
+                                         f"choose from {', '.join(EXPORT_FORMATS)}")
+    return items
+
+
+def add_formats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--formats", type=formats_arg, default=("hf",), metavar="LIST",
+                   help="what each exported folder holds, comma-separated: hf (save_pretrained model + tokenizer), "
+                        "rows (the new rows alone, always written), peft (peft/: a TrainableTokens adapter of the "
+                        "new rows only) (default: hf)")
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -20,6 +20,7 @@ from .common import (
     UsageError,
     absolute_paths,
     add_common,
+    add_formats,
     check_data,
     check_json_file,
     check_out_folder,
@@ -41,8 +42,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--method", default="tokdist", choices=METHOD_NAMES,
                    help="how the new rows are initialized or trained (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FOLDER",
-                   help="output folder for model + tokenizer + new rows + reproduce.py; created if missing, "
-                        "files of an earlier export in it are overwritten")
+                   help="output folder for model + tokenizer + new rows + model card + reproduce.py; created if "
+                        "missing; an earlier export there is replaced whole")
+    add_formats(p)
     p.set_defaults(run=run)
     p = sub.add_parser("compare", help="compare methods on held-out snippets",
                        description="Train every method on the same snippets and compare them on held-out snippets.")
@@ -133,7 +135,7 @@ def _distill(args: argparse.Namespace, td: Any, splits: list, skipped: list, con
     settings = {"method": args.method, "data": args.data, "snippets_per_token": args.snippets_per_token,
                 "snippet_len": args.snippet_len, "output_policy": args.output_policy, **config.to_dict()}
     out = td.save(outcome.rows[args.method], args.out, reproduce=script,
-                  card={"settings": settings, "command": command_line(args)})
+                  card={"settings": settings, "command": command_line(args)}, formats=args.formats)
     print(json.dumps({"out": str(out), "words": [s.word for s in splits], "seconds": outcome.seconds,
                       "skipped": [{"word": s.word, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
     return 0

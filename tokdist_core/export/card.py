@@ -53,14 +53,14 @@ def _cell(text: str) -> str:
 
 
 def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] | None = None,
-               report: dict[str, Any] | None = None, command: str | None = None) -> str:
+               report: dict[str, Any] | None = None, command: str | None = None, kind: str = "hf") -> str:
     """README.md text: Hub metadata (base_model, library_name, tags, license when known), the new tokens and
-    their pieces, the method and its settings, the domain report's figures when there is one, and the command
-    that reproduces the export."""
+    their pieces, the method and its settings, the domain report's figures when there is one, how to load it
+    (`kind` "hf": a model folder, "peft": a TrainableTokens adapter) and the command that reproduces it."""
     from huggingface_hub import ModelCard, ModelCardData
 
     facts = base_model_facts(lm)
-    data = ModelCardData(library_name="transformers", tags=[*TAGS, rows.method], **facts)
+    data = ModelCardData(library_name="peft" if kind == "peft" else "transformers", tags=[*TAGS, rows.method], **facts)
     tok = lm.tokenizer
     pieces = [[tok.decode([i]) for i in tok(w, add_special_tokens=False).input_ids] for w in rows.words[:SHOWN_WORDS]]
     lines = [f"# {facts.get('base_model', lm.name)} with {len(rows.words)} new token(s)", "",
@@ -82,10 +82,29 @@ def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] 
         lines += [f"| {_cell(name)} | {m['bits_per_byte']:.4f} | "
                   + ("" if m.get("bits_per_byte_change_pct") is None else f"{m['bits_per_byte_change_pct']:+.2f} %")
                   + " |" for name, m in report["methods"].items()]
-    lines += ["", "## Loading", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-              "", 'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
-              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```"]
+    lines += ["", "## Loading", "", *(_peft_loading(lm, facts) if kind == "peft" else _hf_loading())]
     if command:
         lines += ["", "## Reproduce", "", "```bash", command, "```"]
     # Built as text, not through a Jinja template: the words are user input and must stay literal.
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+def _hf_loading() -> list[str]:
+    return ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+            'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```"]
+
+
+def _peft_loading(lm: LoadedModel, facts: dict[str, str]) -> list[str]:
+    base = facts.get("base_model", "<the base model>")
+    lines = ["A peft TrainableTokens adapter: only the new rows, on the original base resized to this tokenizer.", "",
+             "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+             f'base = AutoModelForCausalLM.from_pretrained("{base}")', "base.resize_token_embeddings(len(tokenizer))",
+             'model = PeftModel.from_pretrained(base, "path/to/this/folder", is_trainable=True)  # only the new rows train',
+             "merged = model.merge_and_unload()  # the same weights as the hf export", "```"]
+    if lm.tied:
+        lines += ["", "The base ties its input and output embeddings; peft does not tie the adapter to the output layer "
+                  "(peft #2777), so until `merge_and_unload()` the new tokens are read with the distilled rows but "
+                  "predicted with the resized base's rows. Merge before generating."]
+    return lines

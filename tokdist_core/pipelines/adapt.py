@@ -42,6 +42,7 @@ class AdaptSettings:
     heldout_fraction: float | None = None  # documents of `data` held out of mining (DocumentSplit, by their text)
     memory_budget_gb: float = 8.0
     export: bool = True  # a save_pretrained model per method
+    formats: tuple[str, ...] = ("hf",)  # what each models/<method>/ folder holds (export.formats)
     keep_harmful: bool = False  # keep words that make the validation text worse (the harm check)
     validation_bytes: int = 150_000  # the harm check's slice of the training documents (UTF-8 bytes)
 
@@ -155,7 +156,7 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         raise ValueError(f"no word can be added{': ' + reasons if reasons else ''}")
     fingerprint = {"model": td.lm.name, "words": [s.word for s in splits], "config": config.to_dict(),
                    **{k: v for k, v in asdict(settings).items()
-                      if k not in ("memory_budget_gb", "export", "keep_harmful", "validation_bytes")}}
+                      if k not in ("memory_budget_gb", "export", "formats", "keep_harmful", "validation_bytes")}}
     store = CheckpointStore(out / CHECKPOINT_DIR, fingerprint, resume=resume) if shard.is_main else None
     if shard.world > 1:
         _barrier()  # rank 0 made the folder and checked the fingerprint
@@ -205,7 +206,8 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         with stages.timed("export"):
             for method, method_rows in merged.items():  # whole or absent; a resumed run replaces it
                 td.save(method_rows, out / MODELS_DIR / method,
-                        card={"settings": card_settings, "report": report, "command": command})
+                        card={"settings": card_settings, "report": report, "command": command},
+                        formats=settings.formats)
     result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
     _write_summary(result, settings, config, td, candidates)
     return result

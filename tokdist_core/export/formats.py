@@ -1,0 +1,78 @@
+"""Export formats, written together into one folder that is whole or absent (foundations.files.atomic_folder).
+
+- `rows`: the new rows alone (new_rows.safetensors + new_rows.json), always written: the folder's marker;
+- `hf`: the save_pretrained model and tokenizer at the folder's root (the default);
+- `peft`: `peft/`, a TrainableTokens adapter holding only the new rows (kilobytes), its tokenizer and a card.
+
+Every folder (and `peft/`) gets a model card, README.md (export.card).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..foundations.files import atomic_folder
+from ..foundations.limits import EXPORT_FORMATS as FORMATS
+from ..foundations.models import LoadedModel
+from ..foundations.rows import NewTokenRows
+from .card import model_card
+from .hf import save_model
+from .rows import save_rows
+
+PEFT_DIR = "peft"
+
+
+def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """('hf', 'peft') from "hf,peft" or a list; an unknown or empty list is a ValueError naming FORMATS."""
+    items = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else [str(f).strip() for f in formats]
+    unknown = [f for f in items if f not in FORMATS]
+    if unknown or not items:
+        raise ValueError(f"unknown export format(s) {unknown or items!r}; choose from {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(items))
+
+
+
+def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, model_and_tokenizer: tuple,
+                 formats: Sequence[str] = ("hf",), reproduce: str | None = None,
+                 card: dict[str, Any] | None = None) -> Path:
+    """Write `formats` of one method's rows into `out_path`, replacing an earlier export whole.
+
+    `model_and_tokenizer`: a private copy of the model with the words added (the peft adapter wraps it)."""
+    formats = check_formats(formats)
+    model, tokenizer = model_and_tokenizer
+    with atomic_folder(out_path) as tmp:
+        save_rows(rows, lm, tmp)
+        (tmp / "README.md").write_text(model_card(lm, rows, **(card or {})), encoding="utf-8")
+        if reproduce is not None:
+            (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
+        if "hf" in formats:
+            save_model(model, tokenizer, tmp)
+        if "peft" in formats:  # last: it wraps the model's embedding modules
+            save_peft_adapter(lm, rows, model, tokenizer, tmp / PEFT_DIR, card)
+    return Path(out_path)
+
+
+def save_peft_adapter(lm: LoadedModel, rows: NewTokenRows, model, tokenizer, folder: Path,
+                      card: dict[str, Any] | None = None) -> Path:
+    """A peft TrainableTokens adapter of the new ids: the distilled input rows (and output rows, untied).
+
+    Load it on the original base resized to the tokenizer: PeftModel.from_pretrained(base, folder). Built on
+    `model` (the words already written), so init_weights=True copies exactly the distilled rows."""
+    from peft import TrainableTokensConfig, get_peft_model
+
+    new_ids = [int(i) for i in tokenizer.convert_tokens_to_ids(rows.words)]
+    modules = [_module_name(model, model.get_input_embeddings())]
+    if not lm.tied:
+        modules.append(_module_name(model, model.get_output_embeddings()))
+    adapter = get_peft_model(model, TrainableTokensConfig(token_indices=new_ids, target_modules=modules))
+    # Only the new rows: the resized matrices themselves are the base's (peft would save them whole).
+    adapter.save_pretrained(folder, save_embedding_layers=False)
+    tokenizer.save_pretrained(folder)
+    (folder / "README.md").write_text(model_card(lm, rows, **(card or {}), kind="peft"), encoding="utf-8")
+    return folder
+
+
+def _module_name(model, module) -> str:
+    return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
