@@ -80,7 +80,7 @@ def test_out_that_cannot_be_created_is_found_before_loading_the_model():
 @pytest.mark.parametrize("command", ["distill", "adapt"])
 def test_unknown_export_formats_are_refused_up_front(tmp_path, command):
     proc = cli_probe(command, "--words", "Andorra", "--out", str(tmp_path / "o"), "--formats", "hf,gguf2")
-    assert proc.returncode == 2 and "unknown export format(s) gguf2; choose from hf, rows, peft" in proc.stderr
+    assert proc.returncode == 2 and "unknown export format(s) gguf2; choose from hf, rows, peft, gguf" in proc.stderr
     assert "NO_TORCH" in proc.stderr and not (tmp_path / "o").exists()
 
 

@@ -155,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
     shard = init_distributed(args.device)
     td = TokenDistillation(args.model, device=_rank_device(args.device, shard))
     config.validate(td.lm)
+    if "gguf" in args.formats and not args.no_export:
+        from ..export.gguf_file import base_gguf
+
+        base_gguf(td.lm)  # a model with no supported GGUF base is refused before any work
     data = data_arg(args.data)
     settings = AdaptSettings(data=data, methods=tuple(args.method_list), snippets_per_token=args.snippets_per_token,
                              snippet_len=args.snippet_len, mid_sentence=not args.no_space,

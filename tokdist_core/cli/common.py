@@ -237,7 +237,8 @@ def add_formats(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", type=formats_arg, default=("hf",), metavar="LIST",
                    help="what each exported folder holds, comma-separated: hf (save_pretrained model + tokenizer), "
                         "rows (the new rows alone, always written), peft (peft/: a TrainableTokens adapter of the "
-                        "new rows only) (default: hf)")
+                        "new rows only), gguf (model.gguf for llama.cpp: the bundled models' GGUF with the new "
+                        "tokens) (default: hf)")
 
 
 def command_line(args: argparse.Namespace) -> str:

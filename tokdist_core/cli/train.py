@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     td = TokenDistillation(args.model, device=args.device)
     if config is not None:
         config.validate(td.lm)  # target layer and precision need the model; still before any mining
+    if "gguf" in getattr(args, "formats", ()):
+        from ..export.gguf_file import base_gguf
+
+        base_gguf(td.lm)  # a model with no supported GGUF base is refused before any work
     splits, skipped = td.prepare_words(words, mid_sentence=not args.no_space)
     if args.command == "split":
         for s in splits:

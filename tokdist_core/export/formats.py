@@ -2,7 +2,8 @@
 
 - `rows`: the new rows alone (new_rows.safetensors + new_rows.json), always written: the folder's marker;
 - `hf`: the save_pretrained model and tokenizer at the folder's root (the default);
-- `peft`: `peft/`, a TrainableTokens adapter holding only the new rows (kilobytes), its tokenizer and a card.
+- `peft`: `peft/`, a TrainableTokens adapter holding only the new rows (kilobytes), its tokenizer and a card;
+- `gguf`: `model.gguf`, the base's GGUF file with the new tokens and rows, for llama.cpp (export.gguf_file).
 
 Every folder (and `peft/`) gets a model card, README.md (export.card).
 """
@@ -18,10 +19,12 @@ from ..foundations.limits import EXPORT_FORMATS as FORMATS
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows
 from .card import model_card
+from .gguf_file import base_gguf, save_gguf
 from .hf import save_model
 from .rows import save_rows
 
 PEFT_DIR = "peft"
+GGUF_FILE = "model.gguf"
 
 
 def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
@@ -41,6 +44,8 @@ def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, mode
 
     `model_and_tokenizer`: a private copy of the model with the words added (the peft adapter wraps it)."""
     formats = check_formats(formats)
+    if "gguf" in formats:
+        base_gguf(lm)  # a model without a supported GGUF base is refused before anything is written
     model, tokenizer = model_and_tokenizer
     with atomic_folder(out_path) as tmp:
         save_rows(rows, lm, tmp)
@@ -49,6 +54,8 @@ def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, mode
             (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
         if "hf" in formats:
             save_model(model, tokenizer, tmp)
+        if "gguf" in formats:
+            save_gguf(lm, rows, tmp / GGUF_FILE)
         if "peft" in formats:  # last: it wraps the model's embedding modules
             save_peft_adapter(lm, rows, model, tokenizer, tmp / PEFT_DIR, card)
     return Path(out_path)

@@ -15,4 +15,4 @@ MAX_SNIPPET_LEN = 1024
 MIN_SNIPPET_LEN = 4
 MAX_SNIPPETS_PER_TOKEN = 1000
 MAX_TOP = 100_000  # candidates one discovery lists
-EXPORT_FORMATS = ("hf", "rows", "peft")  # what an export folder can hold (export.formats)
+EXPORT_FORMATS = ("hf", "rows", "peft", "gguf")  # what an export folder can hold (export.formats)

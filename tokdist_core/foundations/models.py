@@ -131,7 +131,8 @@ class LoadedModel:
         }
 
 
-def _locate_bundled_gguf(spec: BundledModel) -> Path:
+def bundled_gguf(spec: BundledModel) -> Path:
+    """The bundled model's GGUF file (what it is dequantized from, and the base of a `gguf` export)."""
     try:
         dist = importlib.metadata.distribution(spec.distribution)
     except importlib.metadata.PackageNotFoundError as exc:
@@ -158,7 +159,7 @@ def dequantized_copy(spec: BundledModel) -> Path:
     Processes that start together on a fresh machine (torchrun ranks, test workers) take a file lock: one
     writes the folder, the others wait and read it.
     """
-    gguf_path = _locate_bundled_gguf(spec)
+    gguf_path = bundled_gguf(spec)
     target = cache_dir() / "models" / spec.name
 
     def complete() -> bool:
