@@ -220,6 +220,9 @@ def test_peft_adapter_holds_only_the_new_rows_and_merges_into_the_hf_export(toke
     assert "PeftModel.from_pretrained" in (adapter / "README.md").read_text()
     assert ("peft #2777" in (adapter / "README.md").read_text()) == (kind == "tied")
     assert check_formats(" peft , hf,peft") == ("peft", "hf")
+    rows_only = td.save(rows, tmp_path / "rows-only", formats="rows")  # no model: the card says how to load rows
+    assert sorted(p.name for p in rows_only.iterdir()) == sorted([ROWS_FILE, META_FILE, "README.md"])
+    assert 'load_rows("path/to/this/folder")' in (rows_only / "README.md").read_text()
     with pytest.raises(ValueError, match="unknown export format.*gguf2.*hf, rows, peft, gguf"):
         td.save(rows, tmp_path / "bad", formats="hf,gguf2")
     assert not (tmp_path / "bad").exists()

@@ -56,7 +56,8 @@ def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] 
                report: dict[str, Any] | None = None, command: str | None = None, kind: str = "hf") -> str:
     """README.md text: Hub metadata (base_model, library_name, tags, license when known), the new tokens and
     their pieces, the method and its settings, the domain report's figures when there is one, how to load it
-    (`kind` "hf": a model folder, "peft": a TrainableTokens adapter) and the command that reproduces it."""
+    (`kind` "hf": a model folder, "rows": the rows alone, "peft": a TrainableTokens adapter) and the command
+    that reproduces it."""
     from huggingface_hub import ModelCard, ModelCardData
 
     facts = base_model_facts(lm)
@@ -82,11 +83,19 @@ def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] 
         lines += [f"| {_cell(name)} | {m['bits_per_byte']:.4f} | "
                   + ("" if m.get("bits_per_byte_change_pct") is None else f"{m['bits_per_byte_change_pct']:+.2f} %")
                   + " |" for name, m in report["methods"].items()]
-    lines += ["", "## Loading", "", *(_peft_loading(lm, facts) if kind == "peft" else _hf_loading())]
+    loading = {"peft": lambda: _peft_loading(lm, facts), "hf": _hf_loading, "rows": _rows_loading}[kind]()
+    lines += ["", "## Loading", "", *loading]
     if command:
         lines += ["", "## Reproduce", "", "```bash", command, "```"]
     # Built as text, not through a Jinja template: the words are user input and must stay literal.
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+def _rows_loading() -> list[str]:
+    return ["The new rows alone (new_rows.safetensors, new_rows.json); with the base model loaded in tokdist-studio:",
+            "", "```python", "from tokdist_core import TokenDistillation, load_rows", "",
+            'rows = load_rows("path/to/this/folder")', "model, tokenizer = TokenDistillation(\"<base>\").with_new_tokens(rows)",
+            "```"]
 
 
 def _hf_loading() -> list[str]:

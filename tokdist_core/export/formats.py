@@ -49,7 +49,8 @@ def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, mode
     model, tokenizer = model_and_tokenizer
     with atomic_folder(out_path) as tmp:
         save_rows(rows, lm, tmp)
-        (tmp / "README.md").write_text(model_card(lm, rows, **(card or {})), encoding="utf-8")
+        card_kind = "hf" if "hf" in formats else "rows"
+        (tmp / "README.md").write_text(model_card(lm, rows, **(card or {}), kind=card_kind), encoding="utf-8")
         if reproduce is not None:
             (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
         if "hf" in formats:
