@@ -177,7 +177,8 @@ def test_parts_add_up_and_match_a_direct_per_position_split(tokenizer, kind):
 def test_word_costs_charge_each_word_its_parts_and_match_the_report(tokenizer):
     lm = make_tiny(tokenizer, "tied")
     rows = method_rows(lm, "subword_mean")
-    docs = [" ".join(TEXTS[:3]), TEXTS[3], TEXTS[4][:16]]
+    # Byte-level tokens of one character share its span (the emoji, the CJK characters): charged once each.
+    docs = [" ".join(TEXTS[:3]), TEXTS[3], TEXTS[4][:16], "A Krankenwagen 🙂 漢字 came."]
     report = domain_report(lm, docs, [rows], max_length=12)
     costs = word_costs(lm, docs, rows, max_length=12)
     assert [c.word for c in costs] == list(rows.words)

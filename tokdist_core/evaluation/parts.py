@@ -150,8 +150,10 @@ def word_owners(ids: Sequence[int], offsets: Sequence[tuple[int, int]], n_chars:
         return owners
     after, last_new = _read_after(is_new, windows)
     token_owner = np.where(is_new, word, np.where(after, word[np.maximum(last_new, 0)], -1))
-    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    paint = np.zeros(n_chars + 1, dtype=np.int64)  # owner + 1 per span, by a difference array
-    np.add.at(paint, spans[:, 0], token_owner + 1)
-    np.add.at(paint, spans[:, 1], -(token_owner + 1))
-    return np.cumsum(paint[:-1]) - 1
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)[token_owner >= 0]
+    who = token_owner[token_owner >= 0]
+    # Byte-level tokens of one character share its span (an emoji in 2-4 tokens): write, don't add.
+    lengths = np.maximum(spans[:, 1] - spans[:, 0], 0)
+    chars = np.repeat(spans[:, 0] - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+    owners[chars] = np.repeat(who, lengths)
+    return owners
