@@ -17,10 +17,10 @@ from typing import Any
 
 from ..foundations.limits import (
     DEFAULT_MODEL,
-    EXPORT_FORMATS,
     MAX_SNIPPET_LEN,
     MAX_SNIPPETS_PER_TOKEN,
     MIN_SNIPPET_LEN,
+    parse_export_formats,
 )
 from ..methods import METHOD_NAMES
 from ..training.config import OUTPUT_POLICIES, DistillationConfig, config_fields
@@ -225,12 +225,10 @@ class StepBar:
 
 def formats_arg(text: str) -> tuple[str, ...]:
     """--formats: a comma list of EXPORT_FORMATS (checked here: no torch)."""
-    items = tuple(dict.fromkeys(f.strip() for f in text.split(",")))
-    unknown = [f for f in items if f not in EXPORT_FORMATS]
-    if unknown or not items:
-        raise argparse.ArgumentTypeError(f"unknown export format(s) {', '.join(unknown) or repr(text)}; "
-                                         f"choose from {', '.join(EXPORT_FORMATS)}")
-    return items
+    try:
+        return parse_export_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_formats(p: argparse.ArgumentParser) -> None:

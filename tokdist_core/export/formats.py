@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..foundations.files import atomic_folder
-from ..foundations.limits import EXPORT_FORMATS as FORMATS
+from ..foundations.limits import parse_export_formats
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows
 from .card import model_card
@@ -28,13 +28,8 @@ GGUF_FILE = "model.gguf"
 
 
 def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
-    """('hf', 'peft') from "hf,peft" or a list; an unknown or empty list is a ValueError naming FORMATS."""
-    items = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else [str(f).strip() for f in formats]
-    unknown = [f for f in items if f not in FORMATS]
-    if unknown or not items:
-        raise ValueError(f"unknown export format(s) {unknown or items!r}; choose from {', '.join(FORMATS)}")
-    return tuple(dict.fromkeys(items))
-
+    """('hf', 'peft') from "hf,peft" or a list; an unknown or empty list is a ValueError naming EXPORT_FORMATS."""
+    return parse_export_formats(tuple(formats) if not isinstance(formats, str) else formats)
 
 
 def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, model_and_tokenizer: tuple,

@@ -16,3 +16,13 @@ MIN_SNIPPET_LEN = 4
 MAX_SNIPPETS_PER_TOKEN = 1000
 MAX_TOP = 100_000  # candidates one discovery lists
 EXPORT_FORMATS = ("hf", "rows", "peft", "gguf")  # what an export folder can hold (export.formats)
+
+
+def parse_export_formats(formats: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """("hf", "peft") from "hf,peft" or a list, in order without repeats; unknown or none: ValueError."""
+    items = [str(f).strip() for f in (formats.split(",") if isinstance(formats, str) else formats)]
+    unknown = [f for f in items if f not in EXPORT_FORMATS]
+    if unknown or not items:
+        raise ValueError(f"unknown export format(s) {', '.join(unknown) or repr(formats)}; "
+                         f"choose from {', '.join(EXPORT_FORMATS)}")
+    return tuple(dict.fromkeys(items))

@@ -156,6 +156,9 @@ def left_out(filtered: dict[str, int], min_count: int) -> str:
     plain = {"fewer than min_count occurrences": f"seen fewer than {min_count} times",
              "shorter than min_chars characters": f"shorter than {MIN_CHARS} characters"}
     # The app has no command-line flags: drop the library's "(--flag ...)" hints.
+    if any(why.startswith("has digits") for why in filtered):  # the library's DIGITS_REASON, in plainer words
+        filtered = {("with digits (this tokenizer reads numbers digit by digit)" if why.startswith("has digits")
+                     else why): n for why, n in filtered.items()}
     return "; ".join(f"{n:,} {plain.get(why, why.split(' (--')[0])}"
                      for why, n in sorted(filtered.items(), key=lambda kv: -kv[1]))
 
