@@ -48,8 +48,7 @@ from .foundations.vocab import (
     WordError,
     WordSplit,
     add_tokens_to_model,
-    check_new_word,
-    parse_word_list,
+    prepare_splits,
     split_word,
 )
 from .methods import METHOD_NAMES, MethodContext, get_method
@@ -91,18 +90,13 @@ class TokenDistillation:
         self.lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
 
     # -- words and contexts -------------------------------------------------------------------------
-    def prepare_words(self, new_tokens: str | Sequence[str], mid_sentence: bool = True) -> tuple[list[WordSplit], list[Skipped]]:
-        """Normalize and split the words; those that cannot become new tokens are returned with a reason."""
-        entries = new_tokens if isinstance(new_tokens, str) else list(new_tokens)
-        words, rejected = parse_word_list(entries, mid_sentence=mid_sentence)
-        skipped = [Skipped(w, r) for w, r in rejected]
-        splits = []
-        for word in words:
-            try:
-                splits.append(check_new_word(self.lm.tokenizer, word))
-            except WordError as exc:
-                skipped.append(Skipped(word, str(exc)))
-        return splits, skipped
+    def prepare_words(self, new_tokens: str | Sequence[str], mid_sentence: bool = True,
+                      describe: Mapping[str, str] | Sequence[str] | None = None) -> tuple[list[WordSplit], list[Skipped]]:
+        """Normalize and split the words; those that cannot become new tokens are returned with a reason.
+        `describe`: special tokens and the text each stands for ({token: text} or "TOKEN=TEXT" entries), read
+        by the original model as that text; any problem with them raises WordError (vocab.described_split)."""
+        splits, rejected = prepare_splits(self.lm.tokenizer, new_tokens, mid_sentence, describe)
+        return splits, [Skipped(w, r) for w, r in rejected]
 
     def contexts(self, splits: Sequence[WordSplit], data: str | list[str] = "auto", snippets_per_token: int = 25,
                  heldout_per_token: int = 10, snippet_len: int = 50, seed: int = 0,
@@ -217,18 +211,18 @@ class TokenDistillation:
         return outcome
 
     # -- end-to-end ---------------------------------------------------------------------------------
-    def compare(self, new_tokens: str | Sequence[str], data: str | list[str] = "auto",
+    def compare(self, new_tokens: str | Sequence[str] = (), data: str | list[str] = "auto",
                 methods: Sequence[str] = METHOD_NAMES, training: DistillationConfig | None = None,
                 snippet_len: int = 50, snippets_per_token: int = 25, heldout_per_token: int = 10,
                 seed: int | None = None, mid_sentence: bool = True, output_policy: str = "ntp",
                 callback: Callable[[StepRecord], None] | None = None, cancel: threading.Event | None = None,
-                progress: Progress | None = None) -> Comparison:
-        """Collect contexts, run every method and evaluate each on held-out snippets."""
+                progress: Progress | None = None, describe: Mapping[str, str] | Sequence[str] | None = None) -> Comparison:
+        """Collect contexts, run every method and evaluate each on held-out snippets (`describe`: see prepare_words)."""
         config = training or DistillationConfig()
         if seed is not None:
             config = replace(config, seed=seed)
         methods = self._check_compare(config, methods, output_policy, heldout_per_token)
-        splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence)
+        splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence, describe=describe)
         if not splits and not skipped:
             raise ValueError(_NO_WORDS)
         if progress:
@@ -244,6 +238,7 @@ class TokenDistillation:
             config={**config.to_dict(), "methods": list(methods), "data": data, "snippet_len": snippet_len,
                     "snippets_per_token": snippets_per_token, "heldout_per_token": heldout_per_token,
                     "mid_sentence": mid_sentence, "output_policy": output_policy,
+                    "descriptions": {s.word: s.description for s in splits if s.description},
                     "method_losses": method_losses(methods, config)},
             splits=usable, contexts={s.word: contexts[s.word] for s in usable}, skipped=skipped,
         )
@@ -279,11 +274,12 @@ class TokenDistillation:
                              f"an integer of at least 1, got {heldout_per_token!r}")
         return methods
 
-    def run(self, new_tokens: str | Sequence[str], data: str | list[str] = "auto",
+    def run(self, new_tokens: str | Sequence[str] = (), data: str | list[str] = "auto",
             training: DistillationConfig | None = None, snippet_len: int = 50, snippets_per_token: int = 25,
             out_path: str | Path | None = None, save: bool = False, method: str = "tokdist",
             mid_sentence: bool = True, output_policy: str = "ntp", snippet_edits: Sequence[Sequence] = (),
-            heldout_per_token: int = 0, contexts_seed: int | None = None):
+            heldout_per_token: int = 0, contexts_seed: int | None = None,
+            describe: Mapping[str, str] | Sequence[str] | None = None):
         """Learn rows for `new_tokens` and return (model, tokenizer): copies with the tokens added.
 
         Words that cannot be added raise WordError listing every reason; with save=True the result is
@@ -291,7 +287,7 @@ class TokenDistillation:
         (word, index or None, text), put into the mined training snippets in order (see
         inspection.apply_snippet_edits; the app's Inspect tab records them). `heldout_per_token` and
         `contexts_seed` (default: the training seed) mine as `contexts` does: held-out snippets are set aside
-        first, so they decide which snippets train; none are evaluated here.
+        first, so they decide which snippets train; none are evaluated here. `describe`: see prepare_words.
         """
         config = training or DistillationConfig()
         if save and out_path is None:
@@ -301,7 +297,7 @@ class TokenDistillation:
         config.validate(self.lm)
         get_method(method)
         _check_output_policy(output_policy)
-        splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence)
+        splits, skipped = self.prepare_words(new_tokens, mid_sentence=mid_sentence, describe=describe)
         if skipped:
             raise WordError("; ".join(f"{s.word!r}: {s.reason}" for s in skipped))
         if not splits:
@@ -320,7 +316,7 @@ class TokenDistillation:
             script = reproduce_snippet(self.lm.name, rows.words, method, config.to_dict(), data, snippet_len,
                                        snippets_per_token, mid_sentence=mid_sentence, output_policy=str(output_policy),
                                        snippet_edits=snippet_edits, heldout_per_token=heldout_per_token,
-                                       contexts_seed=contexts_seed)
+                                       contexts_seed=contexts_seed, descriptions=rows.descriptions)
             self.save(rows, out_path, reproduce=script, model=(model, tokenizer))
         return model, tokenizer
 
@@ -328,7 +324,7 @@ class TokenDistillation:
         """Copies of the base model and tokenizer with the words added and their rows written."""
         model = copy.deepcopy(self.lm.model)
         tokenizer = copy.deepcopy(self.lm.tokenizer)
-        add_tokens_to_model(model, tokenizer, rows.words, rows.input_rows, rows.output_rows)
+        add_tokens_to_model(model, tokenizer, rows.words, rows.input_rows, rows.output_rows, rows.descriptions)
         return model, tokenizer
 
     def domain_report(self, documents: Sequence[str], rows: Sequence[NewTokenRows], cancel: threading.Event | None = None,
@@ -338,9 +334,10 @@ class TokenDistillation:
         return domain_report(self.lm, documents, rows, max_length=max_length, cancel=cancel, progress=progress)
 
     # -- looking inside: what the app's Compare, Generate and Lens tabs show ------------------------
-    def split(self, word: str) -> WordSplit:
-        """How the tokenizer cuts `word` (raises WordError for text that is not a word)."""
-        return split_word(self.lm.tokenizer, word)
+    def split(self, word: str, rows: Sequence[NewTokenRows] = ()) -> WordSplit:
+        """How the tokenizer cuts `word`, or a special token of `rows` its description (WordError for non-words)."""
+        text = next((r.descriptions[word] for r in rows if word in r.descriptions), word)
+        return replace(split_word(self.lm.tokenizer, text), word=word, description="" if text == word else text)
 
     def neighbours(self, rows: NewTokenRows, word: str, k: int = 10) -> list[dict]:
         """The k original tokens whose input rows are closest (cosine) to `word`'s new row."""
@@ -349,7 +346,7 @@ class TokenDistillation:
     def embedding_map(self, rows: Sequence[NewTokenRows], word: str) -> list[dict]:
         """2-D PCA points: each method's new row for `word`, its subwords and their nearest tokens."""
         check_word_in(rows, word)
-        return fit_embedding_map(self.lm, list(rows), word, list(self.split(word).ids)).points()
+        return fit_embedding_map(self.lm, list(rows), word, list(self.split(word, rows).ids)).points()
 
     def trajectory_map(self, rows: Sequence[NewTokenRows], trajectories: Mapping[str, Trajectory] | Sequence[Trajectory],
                        word: str) -> dict:
@@ -372,7 +369,7 @@ class TokenDistillation:
                 raise ValueError(f"trajectory of {trajectory.method!r} has no final rows among "
                                  f"{sorted(methods)}: pass the rows of the same run")
             trajectory.of(word)  # ValueError naming the trajectory's words
-        emap = fit_embedding_map(self.lm, rows, word, list(self.split(word).ids))
+        emap = fit_embedding_map(self.lm, rows, word, list(self.split(word, rows).ids))
         return {"word": word, "points": emap.points(), "paths": trajectory_paths(emap, chosen, word)}
 
     def lens(self, rows: NewTokenRows, snippet: Snippet, top_k: int = 5) -> list[dict]:

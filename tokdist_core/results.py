@@ -40,6 +40,7 @@ class Comparison:
             ctx = self.contexts.get(split.word)
             words.append({
                 "word": split.word,
+                **({"description": split.description} if split.description else {}),
                 "subwords": list(split.pieces),
                 "subword_ids": list(split.ids),
                 "train_snippets": len(ctx.train) if ctx else 0,

@@ -105,6 +105,24 @@ def test_cli_compare_writes_report_and_lists_skipped_words(tmp_path):
     assert none.returncode == 1 and "no word could be compared" in none.stderr and "zzqxqzzqxq" in none.stdout
 
 
+def test_cli_compare_a_special_token_from_its_description(tmp_path):
+    """Issue 20's acceptance: Token Distillation of a description is well ahead of its mean (desc_init)."""
+    out = tmp_path / "report.json"
+    proc = run_cli("compare", "--describe", "<|capital|>=the capital city of France", "--methods",
+                   "subword_mean,tokdist", "--data", "generated", "--snippets-per-token", "12",
+                   "--heldout-per-token", "6", "--epochs", "4", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (word,) = report["words"]
+    assert word["word"] == "<|capital|>" and word["description"] == " the capital city of France"
+    assert word["subwords"] == [" the", " capital", " city", " of", " France"]
+    assert report["config"]["descriptions"] == {"<|capital|>": " the capital city of France"}
+    mean, tokdist = word["methods"]["subword_mean"], word["methods"]["tokdist"]
+    # Measured: hidden MSE 0.57 -> 0.28, next-token KL 0.59 -> 0.31 (6 held-out snippets the model wrote).
+    assert tokdist["hidden_mse"] < 0.7 * mean["hidden_mse"]
+    assert tokdist["next_token_kl"] < 0.8 * mean["next_token_kl"]
+
+
 def test_ctrl_c_while_distill_replaces_an_export_leaves_the_earlier_one_whole(tmp_path):
     import signal
     import time

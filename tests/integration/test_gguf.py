@@ -15,6 +15,7 @@ xllamacpp = pytest.importorskip("xllamacpp")  # a test dependency (pyproject's t
 
 PROMPT = "Yesterday Schopenhauer wrote"
 PLAIN = "Yesterday the old philosopher wrote"  # no new token in it
+DESCRIBED = "Last year I visited <|capital|> twice"  # a special token from a description, mid-sentence
 
 
 class LlamaServer:
@@ -56,21 +57,25 @@ def test_distill_gguf_is_read_by_llama_cpp_like_the_hf_export_by_transformers(tm
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(TEXTS + ZUGSPITZE_TEXTS + [
         "Schopenhauer wrote that the world is will and representation, and Schopenhauer wrote it young.",
-        "Many readers of Schopenhauer found his pessimism bracing rather than bleak."]), encoding="utf-8")
+        "Many readers of Schopenhauer found his pessimism bracing rather than bleak.",
+        "In spring we went to the capital city of France by train, and the capital city of France was busy."]),
+        encoding="utf-8")
     out = tmp_path / "out"
     proc = run_cli("distill", "--words", "Schopenhauer", "--method", "tokdist", "--data", str(corpus),
                    "--snippets-per-token", "2", "--epochs", "2", "--batch-size", "2", "--out", str(out),
-                   "--formats", "hf,gguf", "--device", "cpu")
+                   "--formats", "hf,gguf", "--device", "cpu", "--describe", "<|capital|>=the capital city of France")
     assert proc.returncode == 0, proc.stderr[-3000:]
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
     new_id = tokenizer.convert_tokens_to_ids(" Schopenhauer")
-    assert load_rows(out).words == [" Schopenhauer"] and new_id == len(tokenizer) - 1
+    assert load_rows(out).words == [" Schopenhauer", "<|capital|>"] and new_id == len(tokenizer) - 2
     adapted = LlamaServer(out / "model.gguf")
     try:
         # llama.cpp's own tokenizer uses the new token in running text, with the hf export's id.
         ids = tokenizer(PROMPT, add_special_tokens=False).input_ids
         assert new_id in ids and adapted.tokenize(PROMPT) == ids
+        described = tokenizer(DESCRIBED, add_special_tokens=False).input_ids
+        assert len(tokenizer) - 1 in described and adapted.tokenize(DESCRIBED) == described
         # Its greedy continuation after the new token is transformers' on the exported model. Four tokens:
         # llama.cpp's quantized kernels and fp32 transformers drift apart later on the base model too (measured:
         # "The capital of France is" agrees for 5 greedy tokens, other prompts for 10+).

@@ -23,6 +23,7 @@ from .common import (
     check_out_folder,
     command_line,
     data_arg,
+    descriptions_of,
     int_range,
     parse_methods,
     training_config,
@@ -124,6 +125,7 @@ def check(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     args.word_list = words_of(args) if (args.words or args.words_file) else None
+    args.descriptions = descriptions_of(args.describe or [])
     _check_candidate_sources(args)
 
 
@@ -164,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
                              snippet_len=args.snippet_len, mid_sentence=not args.no_space,
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
                              heldout_fraction=None if args.heldout_data else args.heldout_fraction,
-                             export=not args.no_export, keep_harmful=args.keep_harmful, formats=args.formats)
+                             export=not args.no_export, keep_harmful=args.keep_harmful, formats=args.formats,
+                             descriptions=args.descriptions)
     words, candidates = _broadcast(_choose_words(args, td, settings) if shard.is_main else None, shard)
     heldout = _heldout_documents(args, settings) if shard.is_main else None
     result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,

@@ -9,6 +9,7 @@ training.config), never from copies.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -101,13 +102,39 @@ def _looks_like_utf16(data: bytes) -> bool:
 
 
 def words_of(args: argparse.Namespace) -> list[str]:
+    """The words of --words and --words-file; sets args.descriptions from --describe (checked here)."""
     entries = list(args.words or [])
     if args.words_file is not None:
         entries += read_words_file(args.words_file)
     words = _split_entries(entries)
-    if not words:
-        raise UsageError("give at least one word with --words or --words-file (blank entries and commas do not count)")
+    args.descriptions = descriptions_of(getattr(args, "describe", None) or [])
+    if not words and not args.descriptions:
+        raise UsageError("give at least one word with --words or --words-file, or a special token with --describe "
+                         "(blank entries and commas do not count)")
     return words
+
+
+def descriptions_of(values: list[str]) -> dict[str, str]:
+    """--describe TOKEN=TEXT values and JSON files of {token: text}, checked before the model loads."""
+    from ..foundations.vocab import WordError, parse_descriptions
+
+    pairs: list[tuple[str, str] | str] = []
+    for value in values:
+        if "=" in value or not value.lower().endswith(".json"):
+            pairs.append(value)
+            continue
+        path = Path(value)
+        try:
+            data = json.loads(path.read_bytes()[:MAX_WORDS_FILE_BYTES + 1].decode("utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--describe {value}: not a readable UTF-8 JSON file ({getattr(exc, 'strerror', None) or exc})") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"--describe {value}: the file must hold one JSON object {{\"<|token|>\": \"its description\"}}")
+        pairs += list(data.items())
+    try:
+        return parse_descriptions(pairs)
+    except WordError as exc:
+        raise UsageError(f"--describe: {exc}") from None
 
 
 # -- output paths -----------------------------------------------------------------------------------
@@ -288,6 +315,10 @@ def add_common(p: argparse.ArgumentParser, training: bool = True, heldout: bool 
     p.add_argument("--words-file", metavar="FILE",
                    help="UTF-8 text file with one word per line (commas also separate words); "
                         "combined with --words")
+    p.add_argument("--describe", action="append", metavar="TOKEN=TEXT",
+                   help="add TOKEN as a special token that stands for TEXT (e.g. '<|capital|>=the capital city of "
+                        "France'): the original model reads TEXT where the new token stands; repeatable, or a "
+                        ".json file of {token: text}")
     p.add_argument("--no-space", action="store_true",
                    help="add the word-initial form (no leading space, as at the start of a text) "
                         "instead of the usual mid-sentence form ' word'")

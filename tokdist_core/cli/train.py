@@ -98,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
         from ..export.gguf_file import base_gguf
 
         base_gguf(td.lm)  # a model with no supported GGUF base is refused before any work
-    splits, skipped = td.prepare_words(words, mid_sentence=not args.no_space)
+    splits, skipped = td.prepare_words(words, mid_sentence=not args.no_space, describe=args.descriptions)
     if args.command == "split":
         for s in splits:
-            print(f"{s.display!r}: {len(s.ids)} subwords {list(s.pieces)} ids {list(s.ids)}")
+            reads = f" (read as {s.description!r})" if s.description else ""
+            print(f"{s.display!r}{reads}: {len(s.ids)} subwords {list(s.pieces)} ids {list(s.ids)}")
         for s in skipped:
             print(f"{s.word!r}: {s.reason}")
         return 0
@@ -135,7 +136,8 @@ def _distill(args: argparse.Namespace, td: Any, splits: list, skipped: list, con
         bar.close()
     script = reproduce_snippet(args.model, [s.word for s in splits], args.method, config.to_dict(),
                                absolute_paths(data_arg(args.data)), args.snippet_len, args.snippets_per_token,
-                               mid_sentence=not args.no_space, output_policy=args.output_policy)
+                               mid_sentence=not args.no_space, output_policy=args.output_policy,
+                               descriptions=outcome.rows[args.method].descriptions)
     settings = {"method": args.method, "data": args.data, "snippets_per_token": args.snippets_per_token,
                 "snippet_len": args.snippet_len, "output_policy": args.output_policy, **config.to_dict()}
     out = td.save(outcome.rows[args.method], args.out, reproduce=script,
@@ -151,7 +153,8 @@ def _compare(args: argparse.Namespace, td: Any, words: list[str], config: Distil
         comparison = td.compare(words, data=data_arg(args.data), methods=args.method_list, training=config,
                                 snippet_len=args.snippet_len, snippets_per_token=args.snippets_per_token,
                                 heldout_per_token=args.heldout_per_token, mid_sentence=not args.no_space,
-                                output_policy=args.output_policy, callback=bar, progress=StageLines())
+                                output_policy=args.output_policy, callback=bar, progress=StageLines(),
+                                describe=args.descriptions)
     finally:
         bar.close()
     report = comparison.to_json()

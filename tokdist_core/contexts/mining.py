@@ -197,8 +197,9 @@ def word_automaton(splits: list[WordSplit]) -> Any:
     """Aho-Corasick over the surfaces: surface -> (length, mid-sentence word indexes, word-initial ones)."""
     by_surface: dict[str, tuple[list[int], list[int]]] = {}
     for i, split in enumerate(splits):
-        mid = split.word.startswith(" ")
-        forms = by_surface.setdefault(split.word[1:] if mid else split.word, ([], []))
+        surface = split.surface  # a special token from a description is mined where its description occurs
+        mid = surface.startswith(" ")
+        forms = by_surface.setdefault(surface[1:] if mid else surface, ([], []))
         forms[0 if mid else 1].append(i)
     automaton = ahocorasick.Automaton()
     for surface, (mid_words, initial_words) in by_surface.items():

@@ -154,7 +154,7 @@ def snippet_from_text(tokenizer, split: WordSplit, text: str, max_tokens: int = 
     if not isinstance(text, str):
         raise ValueError(f"a snippet must be text, got {type(text).__name__}")
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
-    shown = split.word.strip()
+    shown = split.surface.strip()
     if not text:
         raise ValueError(f"the snippet is empty: write a sentence or two that uses {shown!r}")
     if len(text) > MAX_USER_SNIPPET_CHARS:
@@ -173,7 +173,7 @@ def snippet_from_text(tokenizer, split: WordSplit, text: str, max_tokens: int = 
 
 def _locate_word(tokenizer, split: WordSplit, text: str) -> tuple[list[int], int]:
     """(token ids of `text`, index of the word's first subword) for the first usable occurrence."""
-    shown = split.word.strip()
+    shown = split.surface.strip()
     matches = list(boundary_matches(text, word_automaton([split])))
     if not matches:
         raise ValueError(_why_absent(split, text))
@@ -195,12 +195,12 @@ def _locate_word(tokenizer, split: WordSplit, text: str) -> tuple[list[int], int
 
 def _why_absent(split: WordSplit, text: str) -> str:
     """Why the text has no whole-word occurrence of the word, in words a user can act on."""
-    surface = split.word[1:] if split.word.startswith(" ") else split.word
+    surface = split.surface[1:] if split.surface.startswith(" ") else split.surface
     if surface not in text:
         if surface.lower() in text.lower():
             return f"the snippet has {surface!r} only in another capitalisation; write it exactly as {surface!r}"
         return f"the snippet does not contain the word {surface!r}: write a sentence that uses it"
-    if split.word.startswith(" "):
+    if split.surface.startswith(" "):
         return (f"the snippet has {surface!r} only inside a longer word or not after a space; the new token is "
                 f"{split.display!r}, the word after a space in mid-sentence (e.g. 'We read {surface} today.')")
     return (f"the snippet has {surface!r} only inside a longer word or right after a space; this new token is "

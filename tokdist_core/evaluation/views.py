@@ -173,7 +173,7 @@ def generate(lm: LoadedModel, prompt: str, rows: NewTokenRows | None, max_new_to
         raise ValueError("temperature must be >= 0 (0 = greedy)")
     base_vocab = len(lm.tokenizer)
     rows_vocab = lm.model.get_output_embeddings().weight.shape[0]
-    tokenizer = lm.tokenizer if rows is None else tokenizer_with_words(lm.tokenizer, tuple(rows.words))
+    tokenizer = lm.tokenizer if rows is None else tokenizer_with_words(lm.tokenizer, tuple(rows.words), rows.descriptions)
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     if lm.tokenizer.bos_token_id is not None and getattr(lm.tokenizer, "add_bos_token", False):
         ids = [lm.tokenizer.bos_token_id] + ids
@@ -216,6 +216,8 @@ def generate(lm: LoadedModel, prompt: str, rows: NewTokenRows | None, max_new_to
             break
         generated.append(nxt)
         step_ids = [nxt]
-    text = tokenizer.decode(ids + generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    # The base's special tokens (bos...) are dropped; new special tokens from a description stay visible.
+    special = set(lm.tokenizer.all_special_ids)
+    text = tokenizer.decode([i for i in ids + generated if i not in special], clean_up_tokenization_spaces=False)
     return Generation(label=rows.method if rows else "original split", text=text, prompt_tokens=prompt_len,
                       new_tokens=len(generated))

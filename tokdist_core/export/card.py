@@ -63,7 +63,8 @@ def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] 
     facts = base_model_facts(lm)
     data = ModelCardData(library_name="peft" if kind == "peft" else "transformers", tags=[*TAGS, rows.method], **facts)
     tok = lm.tokenizer
-    pieces = [[tok.decode([i]) for i in tok(w, add_special_tokens=False).input_ids] for w in rows.words[:SHOWN_WORDS]]
+    pieces = [[tok.decode([i]) for i in tok(rows.descriptions.get(w, w), add_special_tokens=False).input_ids]
+              for w in rows.words[:SHOWN_WORDS]]  # a special token was read as its description
     lines = [f"# {facts.get('base_model', lm.name)} with {len(rows.words)} new token(s)", "",
              f"New tokens added to `{lm.source}` with tokdist-studio; their embedding rows come from the "
              f"`{rows.method}` method ({'shared input and output rows' if lm.tied else 'input and output rows'}).",

@@ -49,7 +49,9 @@ def save_gguf(lm: LoadedModel, rows: NewTokenRows, out_file: str | Path) -> Path
         raise ValueError(f"{lm.name}'s GGUF vocabulary differs from its tokenizer's; the new ids would not match")
     writer = gguf.GGUFWriter(str(out_file), arch)
     extend = {
-        "tokenizer.ggml.tokens": list(rows.words),
+        # A special token from a description takes the space before it (lstrip in the hf tokenizer); llama.cpp
+        # has no lstrip for added tokens, so its text here carries that space, which gives the same ids mid-sentence.
+        "tokenizer.ggml.tokens": [" " + w if rows.descriptions.get(w, "").startswith(" ") else w for w in rows.words],
         "tokenizer.ggml.token_type": [int(gguf.TokenType.USER_DEFINED)] * added,
         "tokenizer.ggml.scores": [0.0] * added,
     }

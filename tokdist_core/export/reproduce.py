@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def reproduce_snippet(model: str, words: list[str], method: str, config: dict, data: str | list[str] = "auto",
                       snippet_len: int = 50, snippets_per_token: int = 25, mid_sentence: bool = True,
                       output_policy: str = "ntp", snippet_edits: Sequence[Sequence] = (),
                       unapplied_edits: Sequence[Sequence] = (), heldout_per_token: int = 0,
-                      contexts_seed: int | None = None) -> str:
+                      contexts_seed: int | None = None, descriptions: Mapping[str, str] | None = None) -> str:
     """Python code that redoes a run with the library: every setting that shapes the rows is written out.
 
     `data` is written as given (a list stays a list); `words` are the trained forms, and `mid_sentence`
     says whether they carry the leading space. `snippet_edits` (word, index or None, text) are the snippets
     a person wrote that the rows learned from; `unapplied_edits` the ones written after the rows were trained,
     named in a comment only, since the rows do not reflect them. `heldout_per_token` and `contexts_seed`
-    are the mining's, written when they decide which snippets trained.
+    are the mining's, written when they decide which snippets trained. `descriptions`: the special tokens among
+    `words` and the text each stands for (as read, with its leading space when mid-sentence).
     """
+    descriptions = descriptions or {}
+    plain = [w for w in words if w not in descriptions]
     keys = ("epochs", "batch_size", "learning_rate", "target_layer", "losses", "ntp_weight", "init", "schedule",
             "warmup", "seed", "mixed_precision")
     # A tuple field may come back from JSON or a session as a list; it is written as the tuple the config holds.
@@ -37,7 +40,8 @@ def reproduce_snippet(model: str, words: list[str], method: str, config: dict, d
         f"{edits}"
         f"td = TokenDistillation(model={model!r})\n"
         "model, tokenizer = td.run(\n"
-        f"    new_tokens={[w.strip() for w in words]!r},\n"
+        f"    new_tokens={[w.strip() for w in plain]!r},\n"
+        + (f"    describe={ {t: d.strip() for t, d in descriptions.items()}!r},\n" if descriptions else "") +
         f"    data={data!r},\n"
         f"    method={method!r}, mid_sentence={mid_sentence!r}, output_policy={output_policy!r},\n"
         f"    training=DistillationConfig({args}),\n"

@@ -29,6 +29,7 @@ def save_rows(rows: NewTokenRows, lm: LoadedModel, out_dir: str | Path, extra: d
         "format": "tokdist-new-rows/1",
         "method": rows.method,
         "words": rows.words,
+        **({"descriptions": rows.descriptions} if rows.descriptions else {}),
         "base_model": lm.source,
         "hidden_size": lm.hidden_size,
         "tokenizer_vocab": len(lm.tokenizer),
@@ -51,7 +52,7 @@ def load_rows(path: str | Path, lm: LoadedModel | None = None) -> NewTokenRows:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     tensors = load_file(str(rows_path))
     rows = NewTokenRows(method=meta["method"], words=list(meta["words"]), input_rows=tensors["input_rows"],
-                        output_rows=tensors.get("output_rows"))
+                        output_rows=tensors.get("output_rows"), descriptions=dict(meta.get("descriptions", {})))
     if lm is not None and rows.input_rows.shape[1] != lm.hidden_size:
         raise ValueError(f"rows have hidden size {rows.input_rows.shape[1]} but the model has {lm.hidden_size}")
     if lm is not None and not lm.tied and rows.output_rows is None:

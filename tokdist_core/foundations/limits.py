@@ -9,6 +9,8 @@ from __future__ import annotations
 DEFAULT_MODEL = "smollm2-135m"  # the bundled model used when none is named
 PRECISIONS = ("auto", "bf16", "no")  # "auto": bf16 autocast on CUDA, fp32 on CPU
 MAX_WORD_CHARS = 64
+MAX_DESCRIPTION_CHARS = 300  # a special token's description: a phrase or a sentence, read where the token stands
+MAX_DESCRIPTIONS = 200  # special tokens from descriptions in one run
 MAX_PHRASE_WORDS = 3  # a new token is one word or a phrase of up to 3 words (" New York", " Prime Minister")
 MAX_SNIPPET_LEN = 1024
 # A new token has at least 2 subwords and needs context around it, so shorter snippets never work.

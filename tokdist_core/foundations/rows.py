@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-from transformers import AddedToken, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .forward import embed_scale
+from .vocab import added_tokens
 
 
 @dataclass
@@ -21,6 +22,8 @@ class NewTokenRows:
     words: list[str]
     input_rows: torch.Tensor  # [K, H]
     output_rows: torch.Tensor | None = None  # [K, H] for untied heads; None when tied (shares input rows)
+    # Special tokens among `words` -> the description the original model read in their place.
+    descriptions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.input_rows.ndim != 2 or self.input_rows.shape[0] != len(self.words):
@@ -39,7 +42,8 @@ class NewTokenRows:
         """A new object holding only `words`' rows, in that order."""
         order = [self.index(w) for w in words]
         return NewTokenRows(self.method, list(words), self.input_rows[order],
-                            None if self.output_rows is None else self.output_rows[order])
+                            None if self.output_rows is None else self.output_rows[order],
+                            {w: d for w, d in self.descriptions.items() if w in words})
 
     def with_word_rows(self, other: NewTokenRows) -> NewTokenRows:
         """A new object: these rows with each of `other`'s words replaced by its row there (same method).
@@ -61,7 +65,8 @@ class NewTokenRows:
             input_rows[j] = other.input_rows[i].to(input_rows.dtype)
             if output_rows is not None:
                 output_rows[j] = other.output_rows[i].to(output_rows.dtype)
-        return NewTokenRows(method=self.method, words=list(self.words), input_rows=input_rows, output_rows=output_rows)
+        return NewTokenRows(method=self.method, words=list(self.words), input_rows=input_rows, output_rows=output_rows,
+                            descriptions=dict(self.descriptions))
 
     def row_distance(self, other: NewTokenRows, word: str) -> float:
         """Euclidean distance between `word`'s input row here and in `other` (how far a re-train moved it)."""
@@ -95,13 +100,16 @@ class Trajectory:
         return self.rows[:, self.words.index(word)]
 
 
-def tokenizer_with_words(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...]) -> PreTrainedTokenizerBase:
-    """A private copy of the tokenizer that knows `words` as added tokens; the original is untouched."""
-    return _tokenizer_with_words(tokenizer, tuple(words))
+def tokenizer_with_words(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...],
+                         descriptions: dict[str, str] | None = None) -> PreTrainedTokenizerBase:
+    """A private copy of the tokenizer that knows `words` as added tokens (those in `descriptions` as special
+    tokens); the original is untouched."""
+    return _tokenizer_with_words(tokenizer, tuple(words), tuple(sorted((descriptions or {}).items())))
 
 
 @lru_cache(maxsize=32)
-def _tokenizer_with_words(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...]):
+def _tokenizer_with_words(tokenizer: PreTrainedTokenizerBase, words: tuple[str, ...],
+                          descriptions: tuple[tuple[str, str], ...]):
     private = copy.deepcopy(tokenizer)
-    private.add_tokens([AddedToken(w, normalized=False, special=False) for w in words])
+    private.add_tokens(added_tokens(words, dict(descriptions)))
     return private

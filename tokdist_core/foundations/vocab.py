@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .limits import MAX_PHRASE_WORDS, MAX_WORD_CHARS
+from .limits import MAX_DESCRIPTION_CHARS, MAX_DESCRIPTIONS, MAX_PHRASE_WORDS, MAX_WORD_CHARS
 
 if TYPE_CHECKING:  # the word rules import no torch: the CLI checks words files before loading anything
     import torch
@@ -26,6 +26,14 @@ class WordSplit:
     word: str  # the new token's text as it appears in running text, e.g. " Krankenwagen"
     pieces: tuple[str, ...]  # readable pieces (whitespace marker shown as a space)
     ids: tuple[int, ...]
+    # A special token from a description ("<|capital|>"): the text the teacher reads in its place, as in running
+    # text (" the capital city of France"); pieces and ids are that text's. Empty for words.
+    description: str = ""
+
+    @property
+    def surface(self) -> str:
+        """The text the original model reads where the new token stands: the word itself or its description."""
+        return self.description or self.word
 
     @property
     def n_subwords(self) -> int:
@@ -187,12 +195,137 @@ def _checked_split(
     return split
 
 
+# -- special tokens from a description -------------------------------------------------------------------
+
+
+def parse_descriptions(entries: Mapping[str, str] | Sequence[str | tuple[str, str]]) -> dict[str, str]:
+    """{token: description} from a mapping, (token, text) pairs or ``TOKEN=TEXT`` entries (split at the first
+    '='); each token
+    and description checked (check_special_token_text, check_description_text). WordError names what is wrong."""
+    if isinstance(entries, str):
+        entries = [entries]
+    if isinstance(entries, Mapping):
+        pairs = list(entries.items())
+    else:
+        pairs = []
+        for entry in entries:
+            token, sep, text = ((*entry[:1], "=", *entry[1:]) if isinstance(entry, tuple) and len(entry) == 2
+                                else str(entry).partition("="))
+            if not sep:
+                raise WordError(f"{str(entry)[:80]!r}: write a special token and its description as TOKEN=TEXT, "
+                                "e.g. <|capital|>=the capital city of France")
+            pairs.append((token, text))
+    if len(pairs) > MAX_DESCRIPTIONS:
+        raise WordError(f"{len(pairs)} described tokens; the limit is {MAX_DESCRIPTIONS} in one run.")
+    out: dict[str, str] = {}
+    for token, text in pairs:
+        token = check_special_token_text(token)
+        if token in out:
+            raise WordError(f"{token!r} is described twice; give each special token one description.")
+        out[token] = check_description_text(token, text)
+    return out
+
+
+def _invisible(text: str) -> str:
+    return ", ".join(sorted({f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn")}))
+
+
+def check_special_token_text(raw: object) -> str:
+    """A special token's text (e.g. ``<|cite|>``): one piece of visible text with no spaces, NFC-normalized."""
+    if not isinstance(raw, str):
+        raise WordError(f"A special token must be text, got {type(raw).__name__}.")
+    token = unicodedata.normalize("NFC", raw).strip()
+    if not token:
+        raise WordError("Empty special token: write it before the '=', e.g. <|cite|>=a citation marker.")
+    if len(token) > MAX_WORD_CHARS:
+        raise WordError(f"Special token {token[:20]!r}... is {len(token)} characters long; the limit is {MAX_WORD_CHARS}.")
+    if any(ch.isspace() for ch in token):
+        raise WordError(f"Special token {token!r} contains whitespace; a special token is one piece of text "
+                        "such as <|cite|>.")
+    if _invisible(token):
+        raise WordError(f"Special token {token!r} contains control or invisible characters ({_invisible(token)}).")
+    return token
+
+
+def check_description_text(token: str, raw: object) -> str:
+    """A description: visible text on one line, at most MAX_DESCRIPTION_CHARS characters, NFC-normalized."""
+    if not isinstance(raw, str):
+        raise WordError(f"The description of {token!r} must be text, got {type(raw).__name__}.")
+    text = unicodedata.normalize("NFC", raw).strip()
+    if not text:
+        raise WordError(f"The description of {token!r} is empty: say in words what the token stands for, e.g. "
+                        f"{token}=the capital city of France.")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise WordError(f"The description of {token!r} is {len(text)} characters long; the limit is "
+                        f"{MAX_DESCRIPTION_CHARS} (a phrase or a sentence the token stands for).")
+    if _invisible(text):
+        raise WordError(f"The description of {token!r} contains control or invisible characters "
+                        f"({_invisible(text)}: newline, tab...); write it on one line.")
+    return text
+
+
+def described_split(
+    tokenizer: PreTrainedTokenizerBase, token: str, description: str, mid_sentence: bool = True
+) -> WordSplit:
+    """The special token `token` read by the original model as `description`'s pieces.
+
+    Mid-sentence (the default) the description is read with its leading space, and the token takes the space
+    before it in running text (lstrip), so "visited <|capital|> today" reads like "visited the capital...".
+    """
+    token = check_special_token_text(token)
+    description = check_description_text(token, description)
+    if token in tokenizer.get_vocab():
+        raise WordError(f"{token!r} already exists in this tokenizer (id {tokenizer.convert_tokens_to_ids(token)}); "
+                        "choose a new name.")
+    try:
+        split = split_word(tokenizer, (" " if mid_sentence else "") + description)
+    except WordError as exc:
+        raise WordError(f"The description of {token!r}: {exc}") from None
+    return WordSplit(word=token, pieces=split.pieces, ids=split.ids, description=split.word)
+
+
+def prepare_splits(
+    tokenizer: PreTrainedTokenizerBase,
+    new_tokens: str | Sequence[str],
+    mid_sentence: bool = True,
+    describe: Mapping[str, str] | Sequence[str] | None = None,
+) -> tuple[list[WordSplit], list[tuple[str, str]]]:
+    """The splits of new words and of special tokens from a description, and (entry, reason) per word that
+    cannot become a new token. Problems with `describe` ({token: text} or TOKEN=TEXT entries) raise WordError:
+    the user wrote those tokens out one by one, so none is left out quietly."""
+    entries = new_tokens if isinstance(new_tokens, str) else list(new_tokens)
+    words, rejected = parse_word_list(entries, mid_sentence=mid_sentence)
+    splits: list[WordSplit] = []
+    for word, result in zip(words, split_words(tokenizer, words), strict=True):
+        if isinstance(result, WordError):
+            rejected.append((word, str(result)))
+        else:
+            splits.append(result)
+    for token, text in parse_descriptions(describe or {}).items():
+        if token in words:
+            raise WordError(f"{token!r} is both a word and a described special token; give it once.")
+        splits.append(described_split(tokenizer, token, text, mid_sentence))
+    return splits, rejected
+
+
+def added_tokens(words: Sequence[str], descriptions: Mapping[str, str] | None = None) -> list:
+    """The AddedTokens for new `words`: plain tokens, and special ones for the tokens in `descriptions`."""
+    from transformers import AddedToken
+
+    descriptions = descriptions or {}
+    return [
+        AddedToken(w, normalized=False, special=w in descriptions, lstrip=descriptions.get(w, "").startswith(" "))
+        for w in words
+    ]
+
+
 def add_tokens_to_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     words: list[str],
     input_rows: torch.Tensor,
     output_rows: torch.Tensor | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> list[int]:
     """Add `words` as tokens to a (copied) model and tokenizer and write their embedding rows.
 
@@ -204,13 +337,13 @@ def add_tokens_to_model(
     a leading space (" New York") that is the last letter of the previous word, so the token would never
     fire mid-sentence (tests/test_multiword.py). The price: an added token also matches inside a longer
     word (" New York" + "er" in " New Yorker"); mining and discovery count only whole-word occurrences.
+    Tokens in `descriptions` (token -> the text it stands for) are added as special tokens (added_tokens).
     """
     import torch
-    from transformers import AddedToken
 
     if len(words) != input_rows.shape[0]:
         raise ValueError(f"{len(words)} words but {input_rows.shape[0]} input rows.")
-    added = tokenizer.add_tokens([AddedToken(w, normalized=False, special=False) for w in words])
+    added = tokenizer.add_tokens(added_tokens(words, descriptions))
     if added != len(words):
         raise WordError("Some words already exist in the tokenizer's vocabulary; they cannot be added again.")
     ids = tokenizer.convert_tokens_to_ids(words)

@@ -65,7 +65,8 @@ def run_methods(ctx: MethodContext, chosen: Sequence[Method], output_policy: str
             break
         result = NewTokenRows(method=method.name, words=[s.word for s in ctx.splits],
                               input_rows=out.rows.detach().float().cpu(),
-                              output_rows=None if shared_output is None else shared_output.detach().float().cpu())
+                              output_rows=None if shared_output is None else shared_output.detach().float().cpu(),
+                              descriptions={s.word: s.description for s in ctx.splits if s.description})
         outcome.add(result, out, time.perf_counter() - start)
         if on_method_done is not None:
             on_method_done(result, outcome.seconds[method.name])

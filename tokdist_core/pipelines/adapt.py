@@ -45,6 +45,7 @@ class AdaptSettings:
     formats: tuple[str, ...] = ("hf",)  # what each models/<method>/ folder holds (export.formats)
     keep_harmful: bool = False  # keep words that make the validation text worse (the harm check)
     validation_bytes: int = 150_000  # the harm check's slice of the training documents (UTF-8 bytes)
+    descriptions: dict[str, str] = field(default_factory=dict)  # special tokens added besides the words -> their text
 
     def text_data(self) -> list[str]:
         """`data` without generation ("auto" reads the bundled corpus): the documents a report can hold out."""
@@ -150,7 +151,8 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     shard = shard or Shard()
     stages = _Stages(show_progress and shard.is_main)
     config.validate(td.lm)
-    splits, skipped = td.prepare_words(list(words), mid_sentence=settings.mid_sentence)
+    splits, skipped = td.prepare_words(list(words), mid_sentence=settings.mid_sentence,
+                                       describe=settings.descriptions)
     if not splits:
         reasons = "; ".join(f"{s.word!r}: {s.reason}" for s in skipped[:5])
         raise ValueError(f"no word can be added{': ' + reasons if reasons else ''}")

@@ -141,7 +141,8 @@ def _assemble(method: str, by_word: dict[str, tuple], splits: Sequence[WordSplit
     words = [s.word for s in splits if s.word in by_word]
     inputs = torch.stack([by_word[w][0] for w in words])
     outputs = None if by_word[words[0]][1] is None else torch.stack([by_word[w][1] for w in words])
-    return NewTokenRows(method=method, words=words, input_rows=inputs, output_rows=outputs)
+    descriptions = {s.word: s.description for s in splits if s.description and s.word in by_word}
+    return NewTokenRows(method=method, words=words, input_rows=inputs, output_rows=outputs, descriptions=descriptions)
 
 
 # ---------------------------------------------------------------------------------------------------------
