@@ -43,6 +43,7 @@ from .foundations.cancel import Cancelled
 from .foundations.limits import DEFAULT_MODEL, MAX_SNIPPET_LEN
 from .foundations.models import LoadedModel, load_model
 from .foundations.rows import NewTokenRows, Trajectory
+from .foundations.slots import add_tokens_on_slots, check_reuse_slots
 from .foundations.snippet import Snippet
 from .foundations.vocab import (
     WordError,
@@ -320,10 +321,13 @@ class TokenDistillation:
             self.save(rows, out_path, reproduce=script, model=(model, tokenizer))
         return model, tokenizer
 
-    def with_new_tokens(self, rows: NewTokenRows):
-        """Copies of the base model and tokenizer with the words added and their rows written."""
-        model = copy.deepcopy(self.lm.model)
-        tokenizer = copy.deepcopy(self.lm.tokenizer)
+    def with_new_tokens(self, rows: NewTokenRows, reuse_slots: str = "none"):
+        """Copies of the base model and tokenizer with the words added and their rows written; `reuse_slots`
+        "reserved" or "untrained" puts them on slots the vocabulary has (foundations.slots), so nothing grows."""
+        model, tokenizer = copy.deepcopy(self.lm.model), copy.deepcopy(self.lm.tokenizer)
+        if check_reuse_slots(reuse_slots) != "none":
+            return model, add_tokens_on_slots(model, tokenizer, rows.words, rows.input_rows, rows.output_rows,
+                                              reuse_slots, rows.descriptions)[0]
         add_tokens_to_model(model, tokenizer, rows.words, rows.input_rows, rows.output_rows, rows.descriptions)
         return model, tokenizer
 
@@ -420,11 +424,13 @@ class TokenDistillation:
 
     # -- export -------------------------------------------------------------------------------------
     def save(self, rows: NewTokenRows, out_path: str | Path, reproduce: str | None = None,
-             model: tuple | None = None, card: dict | None = None, formats: str | Sequence[str] = ("hf",)) -> Path:
+             model: tuple | None = None, card: dict | None = None, formats: str | Sequence[str] = ("hf",),
+             reuse_slots: str = "none") -> Path:
         """An export folder, whole or absent (an earlier export is replaced whole): the rows alone, a model card
-        (model_card(**card)), reproduce.py if given and each of `formats` (export.formats: hf, rows, peft).
-        `model`: the (model, tokenizer) with the words added, if at hand."""
-        return save_formats(self.lm, rows, out_path, model or self.with_new_tokens(rows), formats, reproduce, card)
+        (model_card(**card)), reproduce.py if given and each of `formats` (export.formats: hf, rows, peft, gguf).
+        `model`: the (model, tokenizer) with the words added, if at hand; else with_new_tokens(rows, reuse_slots)."""
+        return save_formats(self.lm, rows, out_path, model or self.with_new_tokens(rows, reuse_slots), formats,
+                            reproduce, card)
 
     def save_rows(self, rows: NewTokenRows, folder: str | Path, extra: dict | None = None) -> Path:
         """The new rows alone (safetensors + JSON naming the words and base model); load with load_rows."""

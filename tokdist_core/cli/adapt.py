@@ -20,7 +20,9 @@ from .common import (
     add_common,
     add_formats,
     check_data,
+    check_export_flags,
     check_out_folder,
+    check_slots,
     command_line,
     data_arg,
     descriptions_of,
@@ -126,6 +128,7 @@ def check(args: argparse.Namespace) -> None:
         raise UsageError(str(exc)) from None
     args.word_list = words_of(args) if (args.words or args.words_file) else None
     args.descriptions = descriptions_of(args.describe or [])
+    check_export_flags(args)
     _check_candidate_sources(args)
 
 
@@ -167,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
                              heldout_fraction=None if args.heldout_data else args.heldout_fraction,
                              export=not args.no_export, keep_harmful=args.keep_harmful, formats=args.formats,
-                             descriptions=args.descriptions)
+                             descriptions=args.descriptions, reuse_slots=args.reuse_slots)
     words, candidates = _broadcast(_choose_words(args, td, settings) if shard.is_main else None, shard)
+    if not args.no_export:
+        check_slots(td, args, len(words) + len(args.descriptions))  # at most this many are added
     heldout = _heldout_documents(args, settings) if shard.is_main else None
     result = adapt(td, words, settings, config, args.out, heldout_documents=heldout, resume=args.resume,
                    shard=shard, candidates=candidates, command=command_line(args))

@@ -23,6 +23,7 @@ from ..foundations.limits import (
     MIN_SNIPPET_LEN,
     parse_export_formats,
 )
+from ..foundations.slots import REUSE_SLOTS
 from ..methods import METHOD_NAMES
 from ..training.config import OUTPUT_POLICIES, DistillationConfig, config_fields
 
@@ -264,6 +265,25 @@ def add_formats(p: argparse.ArgumentParser) -> None:
                         "rows (the new rows alone, always written), peft (peft/: a TrainableTokens adapter of the "
                         "new rows only), gguf (model.gguf for llama.cpp: the bundled models' GGUF with the new "
                         "tokens) (default: hf)")
+    p.add_argument("--reuse-slots", choices=REUSE_SLOTS, default="none",
+                   help="put the new tokens on ids the vocabulary already has, so no tensor grows: reserved "
+                        "(reserved special tokens such as <|reserved_special_token_N|>) or untrained (padding rows, "
+                        "byte tokens that never occur in UTF-8, unreachable entries); hf and peft formats "
+                        "(default: %(default)s)")
+
+
+def check_export_flags(args: argparse.Namespace) -> None:
+    if args.reuse_slots != "none" and "gguf" in args.formats:
+        raise UsageError("--reuse-slots puts new tokens on existing ids; the gguf format appends them: use "
+                         "--formats hf or peft with --reuse-slots")
+
+
+def check_slots(td: Any, args: argparse.Namespace, n_words: int) -> None:
+    """Enough free slots of --reuse-slots for `n_words` new tokens: refused after the model loads, before any work."""
+    from ..foundations.slots import take_slots
+
+    if args.reuse_slots != "none":
+        take_slots(td.lm.tokenizer, td.lm.model.get_input_embeddings().weight.shape[0], args.reuse_slots, n_words)
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -22,8 +22,10 @@ from .common import (
     add_common,
     add_formats,
     check_data,
+    check_export_flags,
     check_json_file,
     check_out_folder,
+    check_slots,
     command_line,
     data_arg,
     parse_methods,
@@ -73,6 +75,7 @@ def check(args: argparse.Namespace) -> list[str]:
         check_data(args.data)
         _check_text_files(args.data)
     if args.command == "distill":
+        check_export_flags(args)
         check_out_folder(args.out)
         from ..foundations.files import replace_refusal
 
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{s.word!r}: {s.reason}")
         return 0
     if args.command == "distill":
+        check_slots(td, args, len(splits))
         return _distill(args, td, splits, skipped, config)
     return _compare(args, td, words, config)
 
@@ -141,7 +145,8 @@ def _distill(args: argparse.Namespace, td: Any, splits: list, skipped: list, con
     settings = {"method": args.method, "data": args.data, "snippets_per_token": args.snippets_per_token,
                 "snippet_len": args.snippet_len, "output_policy": args.output_policy, **config.to_dict()}
     out = td.save(outcome.rows[args.method], args.out, reproduce=script,
-                  card={"settings": settings, "command": command_line(args)}, formats=args.formats)
+                  card={"settings": settings, "command": command_line(args)}, formats=args.formats,
+                  reuse_slots=args.reuse_slots)
     print(json.dumps({"out": str(out), "words": [s.word for s in splits], "seconds": outcome.seconds,
                       "skipped": [{"word": s.word, "reason": s.reason} for s in skipped]}, ensure_ascii=False))
     return 0

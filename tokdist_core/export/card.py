@@ -53,7 +53,8 @@ def _cell(text: str) -> str:
 
 
 def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] | None = None,
-               report: dict[str, Any] | None = None, command: str | None = None, kind: str = "hf") -> str:
+               report: dict[str, Any] | None = None, command: str | None = None, kind: str = "hf",
+               slots: dict[str, dict] | None = None) -> str:
     """README.md text: Hub metadata (base_model, library_name, tags, license when known), the new tokens and
     their pieces, the method and its settings, the domain report's figures when there is one, how to load it
     (`kind` "hf": a model folder, "rows": the rows alone, "peft": a TrainableTokens adapter) and the command
@@ -73,6 +74,11 @@ def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] 
               for w, ps in zip(rows.words, pieces)]
     if len(rows.words) > SHOWN_WORDS:
         lines.append(f"| ... | {len(rows.words) - SHOWN_WORDS} more in new_rows.json |")
+    if slots:
+        lines += ["", "## Reused slots", "", f"{len(slots)} new token(s) took ids the base vocabulary already had, "
+                  "so the vocabulary size and every tensor shape are the base's:", "",
+                  "| new token | id | was |", "|---|---|---|"]
+        lines += [f"| {_cell(repr(w))} | {s['id']} | {_cell(repr(s['was']))} |" for w, s in list(slots.items())[:SHOWN_WORDS]]
     if settings:
         lines += ["", "## Settings", "", *[f"- {_cell(str(k))}: {_cell(str(v))}" for k, v in settings.items()]]
     if report:

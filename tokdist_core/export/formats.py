@@ -18,6 +18,7 @@ from ..foundations.files import atomic_folder
 from ..foundations.limits import parse_export_formats
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows
+from ..foundations.slots import PADDING
 from .card import model_card
 from .gguf_file import base_gguf, save_gguf
 from .hf import save_model
@@ -39,13 +40,18 @@ def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, mode
 
     `model_and_tokenizer`: a private copy of the model with the words added (the peft adapter wraps it)."""
     formats = check_formats(formats)
+    model, tokenizer = model_and_tokenizer
+    slots = slot_table(lm, tokenizer, rows.words)
+    if slots and "gguf" in formats:
+        raise ValueError("the gguf format appends the new tokens to the base's GGUF vocabulary; new tokens on "
+                         "reused slots go to the hf and peft formats")
     if "gguf" in formats:
         base_gguf(lm)  # a model without a supported GGUF base is refused before anything is written
-    model, tokenizer = model_and_tokenizer
+    card = {**(card or {}), "slots": slots}
     with atomic_folder(out_path) as tmp:
-        save_rows(rows, lm, tmp)
+        save_rows(rows, lm, tmp, extra={"slots": slots} if slots else None)
         card_kind = "hf" if "hf" in formats else "rows"
-        (tmp / "README.md").write_text(model_card(lm, rows, **(card or {}), kind=card_kind), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(lm, rows, **card, kind=card_kind), encoding="utf-8")
         if reproduce is not None:
             (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
         if "hf" in formats:
@@ -75,6 +81,15 @@ def save_peft_adapter(lm: LoadedModel, rows: NewTokenRows, model, tokenizer, fol
     tokenizer.save_pretrained(folder)
     (folder / "README.md").write_text(model_card(lm, rows, **(card or {}), kind="peft"), encoding="utf-8")
     return folder
+
+
+def slot_table(lm: LoadedModel, tokenizer, words: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{word: {"id", "was"}} for the words whose ids lie inside the base's embedding matrix: a reused slot (a
+    reserved or unreachable token, or a padding row); words that grew the matrix are not listed."""
+    base_rows = lm.model.get_input_embeddings().weight.shape[0]
+    ids = [int(i) for i in tokenizer.convert_tokens_to_ids(list(words))]
+    return {w: {"id": i, "was": lm.tokenizer.convert_ids_to_tokens(i) if i < len(lm.tokenizer) else PADDING}
+            for w, i in zip(words, ids, strict=True) if i < base_rows}
 
 
 def _module_name(model, module) -> str:

@@ -339,8 +339,6 @@ def add_tokens_to_model(
     word (" New York" + "er" in " New Yorker"); mining and discovery count only whole-word occurrences.
     Tokens in `descriptions` (token -> the text it stands for) are added as special tokens (added_tokens).
     """
-    import torch
-
     if len(words) != input_rows.shape[0]:
         raise ValueError(f"{len(words)} words but {input_rows.shape[0]} input rows.")
     added = tokenizer.add_tokens(added_tokens(words, descriptions))
@@ -351,6 +349,15 @@ def add_tokens_to_model(
     emb = model.get_input_embeddings()
     if needed > emb.weight.shape[0]:
         model.resize_token_embeddings(needed, mean_resizing=False)
+    write_new_rows(model, ids, input_rows, output_rows)
+    return ids
+
+
+def write_new_rows(model: PreTrainedModel, ids: list[int], input_rows: torch.Tensor,
+                   output_rows: torch.Tensor | None = None) -> None:
+    """Write the new tokens' input rows (and, untied, output rows: zeros when None; bias 0) at `ids`."""
+    import torch
+
     emb = model.get_input_embeddings()
     with torch.no_grad():
         emb.weight[ids] = input_rows.to(emb.weight.dtype, copy=True).to(emb.weight.device)
@@ -360,4 +367,3 @@ def add_tokens_to_model(
             out.weight[ids] = rows.to(out.weight.dtype).to(out.weight.device)
             if getattr(out, "bias", None) is not None:
                 out.bias[ids] = 0.0
-    return ids

@@ -46,6 +46,7 @@ class AdaptSettings:
     keep_harmful: bool = False  # keep words that make the validation text worse (the harm check)
     validation_bytes: int = 150_000  # the harm check's slice of the training documents (UTF-8 bytes)
     descriptions: dict[str, str] = field(default_factory=dict)  # special tokens added besides the words -> their text
+    reuse_slots: str = "none"  # put the exported words on the base's reserved or untrained slots (foundations.slots)
 
     def text_data(self) -> list[str]:
         """`data` without generation ("auto" reads the bundled corpus): the documents a report can hold out."""
@@ -158,7 +159,8 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         raise ValueError(f"no word can be added{': ' + reasons if reasons else ''}")
     fingerprint = {"model": td.lm.name, "words": [s.word for s in splits], "config": config.to_dict(),
                    **{k: v for k, v in asdict(settings).items()
-                      if k not in ("memory_budget_gb", "export", "formats", "keep_harmful", "validation_bytes")}}
+                      if k not in ("memory_budget_gb", "export", "formats", "keep_harmful", "validation_bytes",
+                                   "reuse_slots")}}
     store = CheckpointStore(out / CHECKPOINT_DIR, fingerprint, resume=resume) if shard.is_main else None
     if shard.world > 1:
         _barrier()  # rank 0 made the folder and checked the fingerprint
@@ -209,7 +211,7 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
             for method, method_rows in merged.items():  # whole or absent; a resumed run replaces it
                 td.save(method_rows, out / MODELS_DIR / method,
                         card={"settings": card_settings, "report": report, "command": command},
-                        formats=settings.formats)
+                        formats=settings.formats, reuse_slots=settings.reuse_slots)
     result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
     _write_summary(result, settings, config, td, candidates)
     return result
