@@ -390,9 +390,10 @@ class TokenDistillation:
         return attention_to_word(self.lm, methods, chosen, cancel=cancel)
 
     def generate(self, prompt: str, rows: NewTokenRows | None = None, max_new_tokens: int = 30, seed: int = 0,
-                 temperature: float = 0.0) -> Generation:
-        """Continue `prompt`, reading the words as their original pieces (rows=None) or as the new tokens."""
-        return generate(self.lm, prompt, rows, max_new_tokens, seed, temperature)
+                 temperature: float = 0.0, descriptions: Mapping[str, str] | None = None) -> Generation:
+        """Continue `prompt`, reading the words as their original pieces (rows=None; a special token of
+        `descriptions` as its description) or as the new tokens."""
+        return generate(self.lm, prompt, rows, max_new_tokens, seed, temperature, descriptions=descriptions)
 
     # -- one word's snippets: what the app's Inspect tab shows ------------------------------------------
     def snippet_losses(self, rows: Sequence[NewTokenRows], word: str, train: Sequence[Snippet],

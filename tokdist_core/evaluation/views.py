@@ -4,7 +4,8 @@ per-layer lens and side-by-side generation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,20 +158,36 @@ class Generation:
     new_tokens: int
 
 
-@torch.no_grad()
-def generate(lm: LoadedModel, prompt: str, rows: NewTokenRows | None, max_new_tokens: int = 30, seed: int = 0,
-             temperature: float = 0.0, top_p: float = 0.95) -> Generation:
-    """Continue `prompt` with the original split (rows=None) or with the words as new tokens.
-
-    The shared model is not resized: new input rows enter as embeddings and new output rows as extra
-    logits, so the model can also emit the new tokens.
-    """
+def _check_generation(prompt: str, max_new_tokens: int, temperature: float) -> None:
     if not prompt.strip():
         raise ValueError("Empty prompt: type some text that contains the word.")
     if not 1 <= max_new_tokens <= 512:
         raise ValueError("max_new_tokens must be between 1 and 512")
     if temperature < 0 or not math.isfinite(temperature):
         raise ValueError("temperature must be >= 0 (0 = greedy)")
+
+
+def read_as_described(text: str, descriptions: Mapping[str, str]) -> str:
+    """`text` with each special token replaced by its description (with the space it took, lstrip)."""
+    for token, description in descriptions.items():
+        pattern = (r"\s?" if description.startswith(" ") else "") + re.escape(token)
+        text = re.sub(pattern, lambda _m, d=description: d, text)
+    return text
+
+
+@torch.no_grad()
+def generate(lm: LoadedModel, prompt: str, rows: NewTokenRows | None, max_new_tokens: int = 30, seed: int = 0,
+             temperature: float = 0.0, top_p: float = 0.95, descriptions: Mapping[str, str] | None = None
+             ) -> Generation:
+    """Continue `prompt` with the original split (rows=None: each special token of `descriptions` replaced by
+    its description, as the original model read it) or with the words as new tokens.
+
+    The shared model is not resized: new input rows enter as embeddings and new output rows as extra
+    logits, so the model can also emit the new tokens.
+    """
+    _check_generation(prompt, max_new_tokens, temperature)
+    if rows is None:
+        prompt = read_as_described(prompt, descriptions or {})
     base_vocab = len(lm.tokenizer)
     rows_vocab = lm.model.get_output_embeddings().weight.shape[0]
     tokenizer = lm.tokenizer if rows is None else tokenizer_with_words(lm.tokenizer, tuple(rows.words), rows.descriptions)

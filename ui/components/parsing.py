@@ -109,3 +109,13 @@ def pick_split(state: SessionState, word: str | None) -> WordSplit:
             return s
     raise gr.Error(f"{word!r} is not one of this session's trained words: "
                    f"{', '.join(s.display for s in trained)}.")
+
+
+def split_described_lines(text: str) -> tuple[str, list[str]]:
+    """The word box's text -> (the words' text, its TOKEN=TEXT lines): a line with '=' is one special token and
+    its description, commas and all; every other line holds words as before."""
+    words: list[str] = []
+    described: list[str] = []
+    for line in text.splitlines():
+        (described if "=" in line else words).append(line.strip())
+    return "\n".join(words), described

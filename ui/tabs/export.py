@@ -128,7 +128,8 @@ def run_export(rt: Runtime, method: str | None, include_model: bool | None, stat
                              output_policy=run.get("output_policy", "ntp"), snippet_edits=trained_edits,
                              heldout_per_token=settings.get("heldout_per_token", 0),
                              contexts_seed=settings.get("seed"),
-                             unapplied_edits=_not_in(state.context_settings.get("snippet_edits", []), trained_edits))
+                             unapplied_edits=_not_in(state.context_settings.get("snippet_edits", []), trained_edits),
+                             descriptions=rows.descriptions)
     details = {"method": method, "words": rows.words, "files": [Path(f).name for f in files],
                "model_zip": Path(model_zip).name if model_zip else None, "base_model": td.lm.source}
     return files, model_zip, code, details

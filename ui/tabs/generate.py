@@ -95,7 +95,8 @@ def run_generate(rt: Runtime, prompt: str | None, methods: list[str] | None, max
 
 def generation_cards(td: TokenDistillation, prompt: str, chosen: list[str], n_new: int, seed: int, temp: float,
                      state: SessionState, job: Job) -> tuple[str, dict]:
-    results = [td.generate(prompt, None, n_new, seed, temp)]
+    described = {s.word: s.description for s in state.splits if s.description}
+    results = [td.generate(prompt, None, n_new, seed, temp, descriptions=described)]
     for method in chosen:
         results.append(td.generate(prompt, state.rows[method], n_new, seed, temp))
 

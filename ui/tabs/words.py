@@ -10,6 +10,7 @@ from tokdist_core import TokenDistillation, WordError
 
 from ..components import html as H
 from ..components import widgets as W
+from ..components.parsing import split_described_lines
 from ..jobs import LIGHT
 from ..runtime import MAX_APP_WORDS, MAX_INPUT_CHARS, Runtime, device_label, user_errors
 from ..state import SessionState
@@ -19,7 +20,8 @@ INTRO = """
 A language model reads text as **tokens**. Words it rarely saw are cut into several small pieces
 (*subwords*), and the model has to glue the meaning back together in its first layers.
 Type one or more words (separated by commas or new lines). We will add each one as a **single new token**
-and learn an embedding for it.
+and learn an embedding for it. A line `TOKEN=TEXT` (e.g. `<|capital|>=the capital city of France`) adds a
+**special token** that stands for a description: the model learns to read the token as it reads the text.
 """
 
 
@@ -51,7 +53,8 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
     name = rt.check_model_name(model_name)
     mid = True if mid_sentence is None else bool(mid_sentence)
     td = rt.engine(name)
-    splits, skipped = td.prepare_words(text, mid_sentence=mid)
+    words, described = split_described_lines(text)
+    splits, skipped = td.prepare_words(words, mid_sentence=mid, describe=described)
     if not splits and not skipped:  # only separators, e.g. " , ,"
         raise gr.Error("Type at least one word, e.g. 'Schopenhauer, Andorra'.")
     if len(splits) > MAX_APP_WORDS:
@@ -84,7 +87,7 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
         "mid_sentence": mid,
         "words": [
             {"word": s.word, "display": s.display, "pieces": list(s.pieces), "ids": list(s.ids),
-             "n_subwords": s.n_subwords}
+             "n_subwords": s.n_subwords, **({"description": s.description} if s.description else {})}
             for s in splits
         ],
         "skipped": skipped_json,
@@ -97,10 +100,11 @@ def _word_rows(td: TokenDistillation, splits: list, skipped: list) -> tuple[list
     """One HTML row per entry (pieces as chips, a badge saying what happens), and the skipped ones as data."""
     rows_html = []
     for split in splits:
+        reads = f"read as “{split.description.strip()}”: " if split.description else ""
         rows_html.append(
             f'<div class="td-word-row"><span class="td-word-name">{H.esc(split.display)}</span>'
             f"{H.piece_chips(split.pieces, split.ids)}"
-            f"{H.badge(f'{split.n_subwords} subwords → will become 1 new token', 'info')}</div>"
+            f"{H.badge(f'{reads}{split.n_subwords} subwords → will become 1 new token', 'info')}</div>"
         )
     skipped_json = []
     for s in skipped:
