@@ -91,6 +91,29 @@ def test_adapt_writes_models_rows_report_and_resumes(tmp_path):
     assert _rows(out, "tokdist").keys() == before.keys()
 
 
+def test_adapt_adds_a_described_special_token_beside_the_words(tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text("\n\n".join(TEXTS + [
+        "In May we took the night train to the capital city of France and walked along the river at dawn.",
+        "Friends who live in the capital city of France say the museums are quietest on Wednesday mornings."]),
+        encoding="utf-8")
+    out = tmp_path / "out"
+    proc = _adapt("--words", "Krankenwagen", "--describe", "<|capital|>=the capital city of France", "--data",
+                  str(train), *FAST, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "adapt.json").read_text())
+    assert summary["words"] == [" Krankenwagen", "<|capital|>"] and summary["added"] == {"subword_mean": 2, "tokdist": 2}
+    assert summary["settings"]["descriptions"] == {"<|capital|>": "the capital city of France"}
+    from transformers import AutoTokenizer
+
+    from tokdist_core.export import load_rows
+
+    assert load_rows(out / "rows" / "tokdist").descriptions == {"<|capital|>": " the capital city of France"}
+    tokenizer = AutoTokenizer.from_pretrained(out / "models" / "tokdist")
+    ids = tokenizer("We flew to <|capital|> in May", add_special_tokens=False).input_ids
+    assert tokenizer.convert_tokens_to_ids("<|capital|>") == ids[3] and len(ids) == 6
+
+
 def test_two_gloo_processes_give_the_rows_of_one(tmp_path):
     train, heldout = _corpus(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
