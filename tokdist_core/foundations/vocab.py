@@ -200,8 +200,8 @@ def _checked_split(
 
 def parse_descriptions(entries: Mapping[str, str] | Sequence[str | tuple[str, str]]) -> dict[str, str]:
     """{token: description} from a mapping, (token, text) pairs or ``TOKEN=TEXT`` entries (split at the first
-    '='); each token
-    and description checked (check_special_token_text, check_description_text). WordError names what is wrong."""
+    '='); each token and description checked (check_special_token_text, check_description_text). WordError
+    names what is wrong."""
     if isinstance(entries, str):
         entries = [entries]
     if isinstance(entries, Mapping):
@@ -209,8 +209,10 @@ def parse_descriptions(entries: Mapping[str, str] | Sequence[str | tuple[str, st
     else:
         pairs = []
         for entry in entries:
-            token, sep, text = ((*entry[:1], "=", *entry[1:]) if isinstance(entry, tuple) and len(entry) == 2
-                                else str(entry).partition("="))
+            if isinstance(entry, tuple) and len(entry) == 2:  # a JSON file's pair: '=' may be in either part
+                pairs.append(entry)
+                continue
+            token, sep, text = str(entry).partition("=")
             if not sep:
                 raise WordError(f"{str(entry)[:80]!r}: write a special token and its description as TOKEN=TEXT, "
                                 "e.g. <|capital|>=the capital city of France")
