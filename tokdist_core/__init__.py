@@ -40,6 +40,7 @@ _EXPORTS = {
     "Discovery": "discovery", "Candidate": "discovery", "Rejection": "discovery", "DiscoveryError": "discovery",
     "FrequencyList": "discovery", "discover_words": "discovery", "candidates_from_tokenizer": "discovery",
     "candidates_from_frequency_list": "discovery", "read_frequency_list": "discovery",
+    "estimate_export_bytes": "export.formats",
     "ExportStore": "export.store", "ExportStoreError": "export.store", "ExportSpaceError": "export.store",
 }
 
