@@ -342,6 +342,8 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
     fails("Not trained in this session", "Schopenhauer", ["tokdist"], 5, 0, 0, api_name="/generate")
     fails("pick a number from 1 to 2", None, 40, api_name="/lens")
     fails("was not trained in this session", "tokdist", False, api_name="/export")
+    fails(r"Formats in the zip: unknown choice\(s\) 'rows'", "subword_mean", True, ["rows"], api_name="/export")
+    fails("must be true or false", "subword_mean", "yes", ["hf"], api_name="/export")
     view, details = c.predict("Nothing to see here 🦜", [], 3, 0, 0, api_name="/generate")
     assert "none of your words" in view
 
