@@ -36,9 +36,9 @@ from .evaluation.views import (
     nearest_neighbours,
     trajectory_paths,
 )
-from .export import estimate_model_bytes, export_model_zip, reproduce_snippet, save_rows
+from .export import export_model_zip, reproduce_snippet, save_rows
 from .export.card import model_card
-from .export.formats import save_formats
+from .export.formats import estimate_export_bytes, save_formats
 from .foundations.cancel import Cancelled
 from .foundations.limits import DEFAULT_MODEL, MAX_SNIPPET_LEN
 from .foundations.models import LoadedModel, load_model
@@ -442,6 +442,6 @@ class TokenDistillation:
         # Private copies of the model; the shared one is untouched.
         return export_model_zip(*self.with_new_tokens(rows), zip_path, card=model_card(self.lm, rows))
 
-    def export_bytes(self, rows: NewTokenRows) -> int:
-        """An upper bound on the unzipped size of export_model_zip's folder."""
-        return estimate_model_bytes(self.lm.model, self.lm.tokenizer, new_rows=len(rows.words))
+    def export_bytes(self, rows: NewTokenRows, formats: str | Sequence[str] = ("hf",)) -> int:
+        """An upper bound on what save(rows, ..., formats=formats) writes (ValueError for a format it refuses)."""
+        return estimate_export_bytes(self.lm, rows, formats)

@@ -6,6 +6,7 @@ runs in a few minutes on 2 CPU cores.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -163,15 +164,46 @@ def test_export_full_model_zip_loads_with_transformers(app, tmp_path):
     assert split(c, "Andorra", mid=False)[2]["words"][0]["word"] == "Andorra"
     c.predict(*TINY_CONTEXTS, api_name="/contexts")
     tiny_distill(c, ["subword_mean"])
-    files, model_zip, code, details = c.predict("subword_mean", True, api_name="/export")
-    assert model_zip and details["model_zip"].endswith(".zip")
+    files, model_zip, code, details = c.predict("subword_mean", True, api_name="/export")  # the formats left out
+    assert details["model_zip"] == "tokdist-subword_mean-model.zip" and details["zip_formats"] == ["hf"]
     assert "mid_sentence=False" in code
     with zipfile.ZipFile(model_zip) as z:
+        assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= set(z.namelist())
+        assert not any(n.startswith("peft/") or n.endswith(".gguf") for n in z.namelist())
         z.extractall(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
     assert len(tokenizer.encode("Andorra is small", add_special_tokens=False)) == 3
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+
+
+def test_export_zip_of_peft_and_gguf_formats(app, tmp_path):
+    from gguf import GGUFReader
+
+    from tokdist_core.export.formats import estimate_export_bytes
+
+    c = client(app)
+    split(c, "Schopenhauer")
+    c.predict(*TINY_CONTEXTS, api_name="/contexts")
+    tiny_distill(c, ["subword_mean"])
+    files, model_zip, _, details = c.predict("subword_mean", True, ["gguf", "peft"], api_name="/export")
+    assert details["zip_formats"] == ["peft", "gguf"] and details["model_zip"] == "tokdist-subword_mean-model.zip"
+    with zipfile.ZipFile(model_zip) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "zip")
+    assert {"model.gguf", "peft/adapter_config.json", "peft/adapter_model.safetensors", "peft/tokenizer.json",
+            "peft/README.md", "new_rows.safetensors", "README.md", "reproduce.py"} <= names
+    assert "model.safetensors" not in names  # no hf folder unless ticked
+    lm = app[1].model()
+    new_id = len(lm.tokenizer)  # the first id after the base vocabulary
+    assert json.loads((tmp_path / "zip" / "peft" / "adapter_config.json").read_text())["token_indices"] == [new_id]
+    # llama.cpp's vocabulary in the GGUF ends with the new word, at the same id.
+    tokens = GGUFReader(tmp_path / "zip" / "model.gguf").fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == new_id + 1 and tokens[-1] == " Schopenhauer"
+    # The disk the app reserved for the zip bounds what it wrote.
+    rows = load_rows(tmp_path / "zip", lm)
+    written = sum(p.stat().st_size for p in (tmp_path / "zip").rglob("*") if p.is_file())
+    assert written <= estimate_export_bytes(lm, rows, details["zip_formats"])
 
 
 def test_two_sessions_are_isolated_and_the_base_model_is_untouched(app):
@@ -310,6 +342,8 @@ def test_bad_inputs_give_visible_messages_and_the_session_stays_usable(app, tmp_
     fails("Not trained in this session", "Schopenhauer", ["tokdist"], 5, 0, 0, api_name="/generate")
     fails("pick a number from 1 to 2", None, 40, api_name="/lens")
     fails("was not trained in this session", "tokdist", False, api_name="/export")
+    fails(r"Formats in the zip: unknown choice\(s\) 'rows'", "subword_mean", True, ["rows"], api_name="/export")
+    fails("must be true or false", "subword_mean", "yes", ["hf"], api_name="/export")
     view, details = c.predict("Nothing to see here 🦜", [], 3, 0, 0, api_name="/generate")
     assert "none of your words" in view
 
@@ -347,5 +381,9 @@ def test_allow_any_model_loads_a_local_untied_model(bundled_lm, tmp_path):
         assert details["finished"] == ["subword_mean", "tokdist"] and details["evaluated"]
         gens = c.predict("We flew to Andorra", [], 3, 0, 0, api_name="/generate")[1]["generations"]
         assert len(gens) == 3
+        # gguf needs a GGUF base: refused with the reason, and the session's rows still export.
+        with pytest.raises(AppError, match=r"Cannot export hf \+ gguf: the gguf format .* has none.*bundled models"):
+            c.predict("tokdist", True, ["hf", "gguf"], api_name="/export")
+        assert c.predict("tokdist", False, api_name="/export")[3]["zip_formats"] == []
         with pytest.raises(AppError, match="Could not load the model"):
             c.predict("Andorra", str(tmp_path / "missing"), True, api_name="/split")

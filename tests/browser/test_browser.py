@@ -104,6 +104,25 @@ def click_through(page) -> None:
     expect(page.locator("#rows-files")).to_contain_text("new_rows")
     expect(page.locator("#rows-files")).to_contain_text("safetensors")
     shot(page, "07-export")
+    # The zip and its formats stay in step: the zip ticks hf, a ticked format ticks the zip, none unticks it.
+    zip_box, formats = page.locator("#export-zip input[type=checkbox]"), page.locator("#export-formats")
+    hf, peft = formats.get_by_label("hf ·"), formats.get_by_label("peft ·")
+    expect(zip_box).not_to_be_checked()
+    zip_box.check()
+    expect(hf).to_be_checked()
+    zip_box.uncheck()
+    expect(hf).not_to_be_checked()
+    peft.check()
+    expect(zip_box).to_be_checked()
+    peft.uncheck()
+    expect(zip_box).not_to_be_checked()
+    peft.check()  # a peft-only zip: the kilobyte adapter and its tokenizer
+    expect(zip_box).to_be_checked()
+    expect(hf).not_to_be_checked()
+    page.locator("#export-btn").click()
+    expect(page.locator("#model-zip")).to_contain_text("tokdist-tokdist-model", timeout=JOB_TIMEOUT_MS)
+    expect(page.locator("#model-zip")).to_contain_text("zip")
+    shot(page, "07-export-peft-zip")
 
 
 def test_stop_button_keeps_finished_methods(page):

@@ -33,6 +33,7 @@ from tokdist_core.export import (
     save_model,
     save_rows,
 )
+from tokdist_core.export.formats import estimate_export_bytes
 from tokdist_core.export.store import (
     EXPORT_MAX_AGE_S,
     EXPORT_MIN_KEEP_S,
@@ -295,11 +296,49 @@ def test_disk_cap_refuses_the_zip_with_a_clear_message_and_rows_only_still_works
     assert all(Path(f).is_file() for f in files)
 
 
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_zip_of_formats_is_within_its_reservation_and_a_refused_format_leaves_nothing(tokenizer, cache, tmp_path,
+                                                                                      kind):
+    rt = tiny_runtime(tokenizer)
+    rt._models["tiny"] = make_tiny(tokenizer, kind)
+    state = tiny_state(rt)
+    lm, rows = rt.model("tiny"), state.rows["subword_mean"]
+    if kind == "untied":
+        rows = state.rows["subword_mean"] = NewTokenRows("subword_mean", [WORD], rows.input_rows, rows.input_rows - 1)
+    _, model_zip, code, details = export_tab.run_export(rt, "subword_mean", True, state, ["peft", "hf"])
+    assert details["zip_formats"] == ["hf", "peft"] and details["model_zip"] == "tokdist-subword_mean-model.zip"
+    with zipfile.ZipFile(model_zip) as z:
+        z.extractall(tmp_path / "zip")
+        names = set(z.namelist())
+    assert {"model.safetensors", "tokenizer.json", "README.md", ROWS_FILE, META_FILE, "reproduce.py",
+            "peft/adapter_config.json", "peft/adapter_model.safetensors", "peft/tokenizer.json"} <= names
+    assert (tmp_path / "zip" / "reproduce.py").read_text() == code
+    config = json.loads((tmp_path / "zip" / "peft" / "adapter_config.json").read_text())
+    assert config["token_indices"] == [len(tokenizer)]  # the new word's id, right after the vocabulary
+    # What the server reserved bounds what was written, format by format (here hf and peft).
+    unzipped = sum(p.stat().st_size for p in (tmp_path / "zip").rglob("*") if p.is_file())
+    peft_only = sum(p.stat().st_size for p in (tmp_path / "zip" / "peft").rglob("*") if p.is_file())
+    assert unzipped <= estimate_export_bytes(lm, rows, "hf,peft")
+    assert peft_only <= estimate_export_bytes(lm, rows, "peft") - estimate_export_bytes(lm, rows, "rows")
+
+    before = files_under(cache)
+    with pytest.raises(gr.Error) as err:  # the tiny model has no GGUF base: refused with the core's reason
+        export_tab.run_export(rt, "subword_mean", True, state, ["hf", "gguf"])
+    message = str(err.value.message)
+    assert message.startswith("Cannot export hf + gguf: the gguf format") and "test:tiny" in message
+    assert "smollm2-135m" in message and "convert_hf_to_gguf.py" in message and "Nothing was exported" in message
+    with pytest.raises(gr.Error, match="Unknown zip format.*'rows'"):
+        export_tab.run_export(rt, "subword_mean", True, state, ["rows"])
+    assert files_under(cache) == before  # refusals reserve and write nothing
+    # A zip without formats is the full model (an API call from before the formats): as the page shows it.
+    assert export_tab.run_export(rt, "subword_mean", True, state, [])[3]["zip_formats"] == ["hf"]
+
+
 def test_full_cap_evicts_only_exports_older_than_a_few_minutes(tokenizer, cache):
     rt = tiny_runtime(tokenizer)
     state = tiny_state(rt)
     lm = rt.model("tiny")
-    need = 2 * estimate_model_bytes(lm.model, lm.tokenizer, new_rows=1)
+    need = 2 * estimate_export_bytes(lm, state.rows["subword_mean"], "hf")
     first_zip = Path(export_tab.run_export(rt, "subword_mean", True, state)[1])
     first = first_zip.parent
     used = sum(p.stat().st_size for p in files_under(first))
@@ -456,7 +495,9 @@ def test_kill_mid_export_leaves_no_final_name_and_startup_cleanup_removes_it(cac
         files = files_under(cache)
         temporaries = [p for p in files if p.name not in (LOCK_FILE, MARKER)]
         if point == "save":
-            assert any(p.name == "model.safetensors" and p.parent.name.startswith(".unzipped-") for p in temporaries)
+            # td.save's hidden partial folder of the zip's contents, inside the export's .building- folder
+            assert any(p.name == "model.safetensors" and p.parent.name.startswith(f".{export_tab.ZIP_CONTENTS}.")
+                       for p in temporaries)
         else:
             partial = [p for p in temporaries if p.name.startswith(".tokdist-subword_mean-model.zip.")]
             assert len(partial) == 1 and partial[0].name.endswith(".partial") and partial[0].stat().st_size > 0

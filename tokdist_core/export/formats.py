@@ -21,16 +21,42 @@ from ..foundations.rows import NewTokenRows
 from ..foundations.slots import PADDING
 from .card import model_card
 from .gguf_file import base_gguf, save_gguf
-from .hf import save_model
+from .hf import estimate_model_bytes, save_model, tokenizer_bytes
 from .rows import save_rows
 
 PEFT_DIR = "peft"
 GGUF_FILE = "model.gguf"
+SMALL_FILES_BYTES = 1024**2  # model cards, new_rows.*, reproduce.py, configs: kilobytes each
 
 
 def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     """('hf', 'peft') from "hf,peft" or a list; an unknown or empty list is a ValueError naming EXPORT_FORMATS."""
     return parse_export_formats(tuple(formats) if not isinstance(formats, str) else formats)
+
+
+def estimate_export_bytes(lm: LoadedModel, rows: NewTokenRows, formats: str | Sequence[str] = ("hf",)) -> int:
+    """An upper bound on the bytes save_formats writes for `formats`: what a server reserves before it starts.
+
+    Refuses what save_formats refuses (an unknown format, gguf for a model without a GGUF base) with the same
+    ValueError, before any work. hf: estimate_model_bytes. gguf: the base's GGUF file plus the new rows at 4 bytes
+    a value (no tensor type is wider) and their vocabulary entries. peft: the new rows plus the tokenizer's files,
+    bounded by twice its tokenizer.json (the other files repeat at most its added tokens)."""
+    formats = check_formats(formats)
+    gguf_base = base_gguf(lm) if "gguf" in formats else None
+    words = len(rows.words)
+    row_bytes = words * lm.hidden_size * 4 * (1 if lm.tied else 2)
+    text_bytes = sum(len(w.encode("utf-8")) for w in rows.words)
+    # What the words add to one saved tokenizer: an added-token entry in tokenizer.json and another in
+    # tokenizer_config.json, their text JSON-escaped (at most 6 characters a byte).
+    vocab_bytes = 512 * words + 12 * text_bytes
+    total = row_bytes + 8 * text_bytes + SMALL_FILES_BYTES  # the rows, new_rows.json, the card, reproduce.py
+    if "hf" in formats:
+        total += estimate_model_bytes(lm.model, lm.tokenizer, new_rows=words) + vocab_bytes
+    if gguf_base is not None:
+        total += gguf_base.stat().st_size + row_bytes + text_bytes + 16 * words + 64 * 1024
+    if "peft" in formats:
+        total += row_bytes + 2 * tokenizer_bytes(lm.tokenizer) + vocab_bytes + SMALL_FILES_BYTES
+    return total
 
 
 def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, model_and_tokenizer: tuple,

@@ -73,10 +73,11 @@ def estimate_model_bytes(model, tokenizer, new_rows: int = 0) -> int:
         emb = model.get_input_embeddings().weight
         heads = 1 if model.get_output_embeddings() is None or model.get_output_embeddings().weight is emb else 2
         total += heads * new_rows * emb.shape[1] * emb.element_size()
-    return total + _tokenizer_bytes(tokenizer) + 64 * 1024  # config.json, generation_config.json, zip headers
+    return total + tokenizer_bytes(tokenizer) + 64 * 1024  # config.json, generation_config.json, zip headers
 
 
-def _tokenizer_bytes(tokenizer) -> int:
+def tokenizer_bytes(tokenizer) -> int:
+    """About the size of the tokenizer's tokenizer.json as save_pretrained writes it (its largest file)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # fast tokenizers: tokenizer.json (saved pretty-printed) dominates
         return len(backend.to_str(pretty=True).encode("utf-8"))
