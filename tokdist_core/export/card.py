@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def _cell(text: str) -> str:
 
 def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] | None = None,
                report: dict[str, Any] | None = None, command: str | None = None, kind: str = "hf",
-               slots: dict[str, dict] | None = None) -> str:
+               slots: dict[str, dict] | None = None, formats: Sequence[str] = ()) -> str:
     """README.md text: Hub metadata (base_model, library_name, tags, license when known), the new tokens and
     their pieces, the method and its settings, the domain report's figures when there is one, how to load it
     (`kind` "hf": a model folder, "rows": the rows alone, "peft": a TrainableTokens adapter) and the command
@@ -92,6 +93,10 @@ def model_card(lm: LoadedModel, rows: NewTokenRows, *, settings: dict[str, Any] 
                   + " |" for name, m in report["methods"].items()]
     loading = {"peft": lambda: _peft_loading(lm, facts), "hf": _hf_loading, "rows": _rows_loading}[kind]()
     lines += ["", "## Loading", "", *loading]
+    if "peft" in formats:
+        lines += ["", "`peft/` holds a TrainableTokens adapter of the new rows alone; its README.md says how to load it."]
+    if "gguf" in formats:
+        lines += ["", "`model.gguf` is for llama.cpp: `llama-cli -m model.gguf` or `llama-server -m model.gguf`."]
     if command:
         lines += ["", "## Reproduce", "", "```bash", command, "```"]
     # Built as text, not through a Jinja template: the words are user input and must stay literal.

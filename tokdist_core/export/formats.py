@@ -77,7 +77,8 @@ def save_formats(lm: LoadedModel, rows: NewTokenRows, out_path: str | Path, mode
     with atomic_folder(out_path) as tmp:
         save_rows(rows, lm, tmp, extra={"slots": slots} if slots else None)
         card_kind = "hf" if "hf" in formats else "rows"
-        (tmp / "README.md").write_text(model_card(lm, rows, **card, kind=card_kind), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(lm, rows, **card, kind=card_kind, formats=formats),
+                                       encoding="utf-8")
         if reproduce is not None:
             (tmp / "reproduce.py").write_text(reproduce, encoding="utf-8")
         if "hf" in formats:

@@ -243,10 +243,10 @@ def _fmt(n: int) -> str:
 
 
 def _space_error(need: int, free: int, cap: int, advice: str) -> ExportSpaceError:
-    what = (f"building the full model zip needs about {_fmt(need)} for a moment (the model is saved unzipped, "
+    what = (f"building the zip needs about {_fmt(need)} for a moment (the export is saved unzipped, "
             f"then zipped: up to {_fmt(need // 2)} each)")
     if need > cap:
-        parts = [f"The server's export space is too small for the full model: {what}, and this server allows "
+        parts = [f"The server's export space is too small for this zip: {what}, and this server allows "
                  f"{_fmt(cap)} for exports.", advice]
     else:
         parts = [f"The server's export space is full: {what}, and only {_fmt(free)} of the {_fmt(cap)} set aside "
