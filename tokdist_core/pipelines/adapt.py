@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Only the standard library at import time: the command line checks --out with check_out_folder before torch.
+from ..foundations.files import EXPORT_MARKER
+
+# Only the standard library (and foundations.files, which imports nothing heavy) at import time: the command line
+# checks --out with check_out_folder before torch.
 if TYPE_CHECKING:
     from ..api import TokenDistillation
     from ..training import DistillationConfig
@@ -72,6 +75,7 @@ class AdaptResult:
     report: Any = None  # DomainReport when held-out documents were given
     harm_check: dict | None = None  # what each word costs on the validation slice, and the words left out
     trained: dict[str, int] = field(default_factory=dict)  # method -> words trained (`rows` may hold fewer)
+    slots: dict[str, dict] = field(default_factory=dict)  # method -> {word: {"id", "was"}} on reused slots
 
 
 def check_out_folder(out: str | Path, resume: bool) -> Path:
@@ -209,9 +213,10 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         report = result.report.to_json() if result.report is not None else None
         with stages.timed("export"):
             for method, method_rows in merged.items():  # whole or absent; a resumed run replaces it
-                td.save(method_rows, out / MODELS_DIR / method,
-                        card={"settings": card_settings, "report": report, "command": command},
-                        formats=settings.formats, reuse_slots=settings.reuse_slots)
+                saved = td.save(method_rows, out / MODELS_DIR / method,
+                                card={"settings": card_settings, "report": report, "command": command},
+                                formats=settings.formats, reuse_slots=settings.reuse_slots)
+                result.slots[method] = json.loads((saved / EXPORT_MARKER).read_text(encoding="utf-8")).get("slots", {})
     result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
     _write_summary(result, settings, config, td, candidates)
     return result
@@ -257,6 +262,7 @@ def _write_summary(result: AdaptResult, settings: AdaptSettings, config: Distill
         "rows": {m: str(Path(ROWS_DIR) / m) for m in result.rows},
         "report": result.report.to_json() if result.report is not None else None,
         "harm_check": result.harm_check,
+        "slots": result.slots,
     }
     if candidates is not None:
         summary["candidates"] = candidates
