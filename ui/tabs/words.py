@@ -65,8 +65,8 @@ def split_words(rt: Runtime, text: str | None, model_name: str | None, mid_sente
     rows_html, skipped_json = _word_rows(td, splits, skipped)
 
     def apply() -> None:
-        if [s.word for s in splits] != state.words or name != state.model_name or mid != state.mid_sentence:
-            state.reset_from_words()  # new words: old snippets and rows no longer apply
+        if list(splits) != state.splits or name != state.model_name or mid != state.mid_sentence:
+            state.reset_from_words()  # new words (or descriptions): old snippets and rows no longer apply
         state.model_name, state.mid_sentence, state.splits = name, mid, list(splits)
 
     rt.jobs.change_session(state, "change the words", apply)
