@@ -86,6 +86,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--keep-harmful", action="store_true",
                    help="keep words that make a validation slice of the training documents worse (left out by "
                         "default and listed, with what each costs, in adapt.json's harm_check)")
+    p.add_argument("--no-prior-correction", action="store_true",
+                   help="keep trained rows of a tied model as trained; by default each row's move is taken off "
+                        "the mean final hidden state's direction, so the new tokens take no more probability on "
+                        "ordinary text than their subword mean did (docs/method.md)")
     p.add_argument("--memory-budget-gb", type=_positive_float, default=8.0, metavar="GB",
                    help="teacher-cache memory per chunk of words; peak memory does not grow with the number of "
                         "words (default: %(default)s)")
@@ -170,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
                              output_policy=args.output_policy, memory_budget_gb=args.memory_budget_gb,
                              heldout_fraction=None if args.heldout_data else args.heldout_fraction,
                              export=not args.no_export, keep_harmful=args.keep_harmful, formats=args.formats,
-                             descriptions=args.descriptions, reuse_slots=args.reuse_slots)
+                             descriptions=args.descriptions, reuse_slots=args.reuse_slots,
+                             prior_correction=not args.no_prior_correction)
     words, candidates = _broadcast(_choose_words(args, td, settings) if shard.is_main else None, shard)
     if not args.no_export:
         check_slots(td, args, len(words) + len(args.descriptions))  # at most this many are added

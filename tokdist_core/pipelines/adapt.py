@@ -50,6 +50,7 @@ class AdaptSettings:
     validation_bytes: int = 150_000  # the harm check's slice of the training documents (UTF-8 bytes)
     descriptions: dict[str, str] = field(default_factory=dict)  # special tokens added besides the words -> their text
     reuse_slots: str = "none"  # put the exported words on the base's reserved or untrained slots (foundations.slots)
+    prior_correction: bool = True  # keep trained tied rows' prior on ordinary text at the subword mean's (training.prior)
 
     def text_data(self) -> list[str]:
         """`data` without generation ("auto" reads the bundled corpus): the documents a report can hold out."""
@@ -164,7 +165,7 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     fingerprint = {"model": td.lm.name, "words": [s.word for s in splits], "config": config.to_dict(),
                    **{k: v for k, v in asdict(settings).items()
                       if k not in ("memory_budget_gb", "export", "formats", "keep_harmful", "validation_bytes",
-                                   "reuse_slots")}}
+                                   "reuse_slots", "prior_correction")}}
     store = CheckpointStore(out / CHECKPOINT_DIR, fingerprint, resume=resume) if shard.is_main else None
     if shard.world > 1:
         _barrier()  # rank 0 made the folder and checked the fingerprint
@@ -195,6 +196,9 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
         result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
         return result
     result.trained = {m: len(r.words) for m, r in merged.items()}
+    if settings.prior_correction:
+        with stages.timed("prior correction"):
+            merged = _keep_start_prior(td, merged, splits, train, settings)
     with stages.timed("harm check"):
         result.harm_check = _harm_check(td, merged, settings)
     if result.harm_check and not settings.keep_harmful and result.harm_check["harmful"]:
@@ -220,6 +224,28 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     result.seconds, result.peak_rss_mb = stages.seconds, _peak_rss_mb()
     _write_summary(result, settings, config, td, candidates)
     return result
+
+
+def _keep_start_prior(td: TokenDistillation, rows: dict[str, Any], splits: Sequence, train: Sequence,
+                      settings: AdaptSettings) -> dict:
+    """Each trained tied method's rows with their prior on ordinary text kept at the subword mean's
+    (training.prior; measured in docs/method.md). The mean state is read from the training documents, or from
+    the training snippets when the data is only generated."""
+    from ..contexts.documents import iter_documents, iter_split_documents
+    from ..methods import get_method
+    from ..training.prior import keep_start_prior, mean_final_state, prior_sequences
+
+    chosen = [m for m, r in rows.items() if get_method(m).trains and r.output_rows is None]
+    if not chosen or not train:
+        return rows
+    data, split = settings.text_data(), settings.document_split()
+    docs = ((iter_split_documents(data, split, "train") if split is not None else iter_documents(data))
+            if data else ())
+    sequences = (prior_sequences(td.lm.tokenizer, (text for _, text in docs))
+                 or [list(s.token_ids) for s in train[:: max(1, len(train) // 256)]])
+    mean_state = mean_final_state(td.lm, sequences)
+    start = td.train(list(splits), [], ["subword_mean"]).rows["subword_mean"]
+    return {m: keep_start_prior(r, start, mean_state) if m in chosen else r for m, r in rows.items()}
 
 
 def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSettings) -> dict | None:
