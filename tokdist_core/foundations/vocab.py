@@ -57,6 +57,11 @@ def whitespace_marker(tokenizer: PreTrainedTokenizerBase) -> str:
     return ""
 
 
+def _invisible(text: str) -> str:
+    """The code points of `text`'s control, format, surrogate, private-use and unassigned characters."""
+    return ", ".join(sorted({f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn")}))
+
+
 def normalize_word(raw: str, mid_sentence: bool = True) -> str:
     """Validate one user word (or phrase) and return it in the form the new token will have.
 
@@ -73,9 +78,8 @@ def normalize_word(raw: str, mid_sentence: bool = True) -> str:
     if len(word) > MAX_WORD_CHARS:
         raise WordError(f"Word is {len(word)} characters long; the limit is {MAX_WORD_CHARS}.")
     _check_spaces(word)
-    bad = sorted({f"U+{ord(ch):04X}" for ch in word if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn")})
-    if bad:
-        raise WordError(f"{word!r} contains control or invisible characters ({', '.join(bad)}); remove them.")
+    if _invisible(word):
+        raise WordError(f"{word!r} contains control or invisible characters ({_invisible(word)}); remove them.")
     if any(part[0] in "ĠĊ▁" for part in word.split(" ")):
         raise WordError(
             f"{word!r} starts a word with a tokenizer whitespace marker; type the word itself, the space is "
@@ -226,10 +230,6 @@ def parse_descriptions(entries: Mapping[str, str] | Sequence[str | tuple[str, st
             raise WordError(f"{token!r} is described twice; give each special token one description.")
         out[token] = check_description_text(token, text)
     return out
-
-
-def _invisible(text: str) -> str:
-    return ", ".join(sorted({f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn")}))
 
 
 def check_special_token_text(raw: object) -> str:
