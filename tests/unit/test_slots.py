@@ -116,6 +116,10 @@ def test_too_few_or_no_slots_are_refused_before_any_work(tokenizer, reserved_tok
         take_slots(tokenizer, len(tokenizer), "untrained", 1)
     with pytest.raises(SlotError, match="5 new tokens but only 4 free reserved slots"):
         take_slots(reserved_tokenizer, len(reserved_tokenizer), "reserved", 5)
+    padded_with_one = copy.deepcopy(reserved_tokenizer)
+    padded_with_one.pad_token = RESERVED[1]  # as Llama 3 fine-tunes do: that slot is in use
+    assert [s.was for s in free_slots(padded_with_one, len(padded_with_one), "reserved")] == [
+        RESERVED[0], RESERVED[2], RESERVED[3]]
     td = TokenDistillation(make_tiny(reserved_tokenizer))
     rows = _rows(td, ["Krankenwagen"])
     with pytest.raises(ValueError, match="gguf format appends"):

@@ -55,8 +55,10 @@ def free_slots(tokenizer: PreTrainedTokenizerBase, matrix_rows: int, kind: str) 
     if check_reuse_slots(kind) == "none":
         return []
     if kind == "reserved":
+        # A reserved token the tokenizer uses (Llama 3 fine-tunes pad with one) is not free.
+        named = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
         return [Slot(i, t.content) for i, t in sorted(tokenizer.added_tokens_decoder.items())
-                if RESERVED.fullmatch(t.content)]
+                if RESERVED.fullmatch(t.content) and i not in named]
     return [Slot(i, PADDING) for i in range(len(tokenizer), matrix_rows)] + _unreachable(tokenizer)
 
 
