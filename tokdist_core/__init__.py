@@ -32,6 +32,7 @@ _EXPORTS = {
     "METHOD_NAMES": "methods", "REGISTRY": "methods", "Method": "methods", "get_method": "methods",
     "JobEstimate": "estimate", "format_seconds": "estimate",
     "ROWS_FILE": "export", "META_FILE": "export", "load_rows": "export", "reproduce_snippet": "export",
+    "zip_folder": "export",
     "Generation": "evaluation.views", "LOWER_IS_BETTER": "evaluation.metrics",
     "DomainReport": "evaluation.report", "domain_report": "evaluation.report", "report_figure": "evaluation.report",
     "ATTENTION_PARTS": "evaluation.attention", "ORIGINAL_PIECES": "evaluation.attention",

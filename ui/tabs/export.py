@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from tokdist_core import (
     ExportStoreError,
     NewTokenRows,
     TokenDistillation,
-    atomic_path,
     reproduce_snippet,
+    zip_folder,
 )
 
 from ..components import widgets as W
@@ -147,11 +146,7 @@ def build_zip(td: TokenDistillation, rows: NewTokenRows, formats: Sequence[str],
     contents = zip_path.parent / ZIP_CONTENTS
     try:
         td.save(rows, contents, reproduce=reproduce, card=card, formats=formats)
-        # Level 1: weights barely compress, and higher levels are several times slower on a 0.5 GB model.
-        with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            for path in sorted(contents.rglob("*")):
-                if path.is_file():
-                    archive.write(path, path.relative_to(contents))
+        zip_folder(contents, zip_path)  # level 1, under a temporary name until whole
     finally:
         shutil.rmtree(contents, ignore_errors=True)
 
