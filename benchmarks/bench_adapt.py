@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", default="auto")
     p.add_argument("--keep-numbers", action="store_true", help="discovery keeps words with digits")
     p.add_argument("--keep-harmful", action="store_true", help="keep the words the harm check finds")
+    p.add_argument("--no-prior-correction", action="store_true", help="keep trained rows as trained")
     return p
 
 
@@ -54,7 +55,8 @@ def run_one(args: argparse.Namespace) -> dict:
     settings = AdaptSettings(data="bundled", methods=tuple(args.methods.split(",")),
                              snippets_per_token=args.snippets_per_token, snippet_len=args.snippet_len,
                              heldout_fraction=args.heldout_fraction, memory_budget_gb=args.memory_budget_gb,
-                             export=False, keep_harmful=args.keep_harmful)
+                             export=False, keep_harmful=args.keep_harmful,
+                             prior_correction=not args.no_prior_correction)
     config = DistillationConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                 losses=tuple(args.losses.split(",")), schedule=args.schedule, warmup=args.warmup,
                                 mixed_precision=args.mixed_precision)
