@@ -244,7 +244,8 @@ def _keep_start_prior(td: TokenDistillation, rows: dict[str, Any], splits: Seque
     sequences = (prior_sequences(td.lm.tokenizer, (text for _, text in docs))
                  or [list(s.token_ids) for s in train[:: max(1, len(train) // 256)]])
     mean_state = mean_final_state(td.lm, sequences)
-    start = td.train(list(splits), [], ["subword_mean"]).rows["subword_mean"]
+    # The subword mean rows, where Token Distillation starts: already there when that method was trained too.
+    start = rows.get("subword_mean") or td.train(list(splits), [], ["subword_mean"]).rows["subword_mean"]
     return {m: keep_start_prior(r, start, mean_state) if m in chosen else r for m, r in rows.items()}
 
 

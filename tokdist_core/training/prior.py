@@ -1,11 +1,12 @@
-"""The prior correction: a tied model's new rows take no more probability on ordinary text than their start did.
+"""The prior correction: a tied model's new rows keep their start's prior on ordinary text (h̄ · row).
 
 A tied row is read and predicted: on ordinary text its logit is mostly h̄ · row, with h̄ the mean of the final
 hidden states (the LM head's input). Measured (docs/method.md): with adapt's defaults, Token Distillation's
 rows for 200 words took 1.6-1.9 % of the next-token probability on text where no new word belongs (the
 subword mean's: 0.01 %), and the adapted model read held-out text worse than with the subword mean. Taking
 each row's move from its start off h̄'s direction keeps h̄ · row at its start's value: the share fell to
-0.2 % while the rows moved by about 4 % of how far training had moved them.
+0.2 % while the rows moved by about 4 % of how far training had moved them. Both ways: a row whose prior
+training lowered gets its start's back too (at light settings that costs, docs/method.md).
 """
 
 from __future__ import annotations
