@@ -1,4 +1,4 @@
-"""The prior correction (training.prior): a tied row's move is taken off the mean final state's direction."""
+"""The prior correction (training.prior): a tied row's rise along the mean final state's direction is taken away."""
 
 from __future__ import annotations
 
@@ -21,19 +21,20 @@ def test_mean_final_state_is_the_mean_over_every_real_token(tokenizer):
     assert torch.allclose(mean_final_state(lm, sequences, batch_size=2), expected, atol=1e-5)
 
 
-def test_keep_start_prior_takes_the_move_off_the_mean_direction_only(tokenizer):
+def test_keep_start_prior_takes_away_a_rise_along_the_mean_direction_only(tokenizer):
     torch.manual_seed(0)
     start = NewTokenRows("subword_mean", [" a1", " b2", " c3"], torch.randn(3, 32))
     mean_state = torch.randn(32) * 5
     unit = mean_state / mean_state.norm()
     moved = torch.randn(3, 32)
-    trained = NewTokenRows("tokdist", [" c3", " a1"], start.select([" c3", " a1"]).input_rows + moved[:2],
+    moved = moved - (moved @ unit)[:, None] * unit + torch.tensor([2.0, -1.5, 0.0])[:, None] * unit
+    trained = NewTokenRows("tokdist", [" c3", " a1"], start.select([" c3", " a1"]).input_rows + moved[[0, 1]],
                            descriptions={" c3": " see three"})
     corrected = keep_start_prior(trained, start, mean_state)
     back = corrected.input_rows - start.select([" c3", " a1"]).input_rows
-    assert torch.allclose(back @ unit, torch.zeros(2), atol=1e-5)  # the prior h̄·row is the start's
-    orthogonal = moved[:2] - (moved[:2] @ unit)[:, None] * unit
-    assert torch.allclose(back, orthogonal, atol=1e-5)  # every other part of the move is kept
+    assert torch.allclose(back[0] @ unit, torch.tensor(0.0), atol=1e-5)  # a rise of the prior h̄·row is taken away
+    assert torch.allclose(back[0], moved[0] - (moved[0] @ unit) * unit, atol=1e-5)  # the rest of that move is kept
+    assert torch.allclose(back[1], moved[1], atol=1e-5)  # a move that lowered the prior is kept whole
     assert corrected.words == [" c3", " a1"] and corrected.descriptions == {" c3": " see three"}
     assert trained.input_rows.data_ptr() != corrected.input_rows.data_ptr()  # a new object; the input is kept
     untied = NewTokenRows("tokdist", [" a1"], torch.randn(1, 32), torch.randn(1, 32))

@@ -87,9 +87,9 @@ def add_parsers(sub: Any) -> None:
                    help="keep words that make a validation slice of the training documents worse (left out by "
                         "default and listed, with what each costs, in adapt.json's harm_check)")
     p.add_argument("--no-prior-correction", action="store_true",
-                   help="keep trained rows of a tied model as trained; by default each row's move is taken off "
-                        "the mean final hidden state's direction, so the new tokens take no more probability on "
-                        "ordinary text than their subword mean did (docs/method.md)")
+                   help="keep trained rows of a tied model as trained; by default each row's rise along the "
+                        "mean final hidden state's direction is taken away, so a new token's prior on ordinary "
+                        "text is at most its subword mean's (docs/method.md)")
     p.add_argument("--memory-budget-gb", type=_positive_float, default=8.0, metavar="GB",
                    help="teacher-cache memory per chunk of words; peak memory does not grow with the number of "
                         "words (default: %(default)s)")

@@ -50,7 +50,7 @@ class AdaptSettings:
     validation_bytes: int = 150_000  # the harm check's slice of the training documents (UTF-8 bytes)
     descriptions: dict[str, str] = field(default_factory=dict)  # special tokens added besides the words -> their text
     reuse_slots: str = "none"  # put the exported words on the base's reserved or untrained slots (foundations.slots)
-    prior_correction: bool = True  # keep trained tied rows' prior on ordinary text at the subword mean's (training.prior)
+    prior_correction: bool = True  # trained tied rows' prior on ordinary text at most the subword mean's (training.prior)
 
     def text_data(self) -> list[str]:
         """`data` without generation ("auto" reads the bundled corpus): the documents a report can hold out."""
@@ -228,7 +228,7 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
 
 def _keep_start_prior(td: TokenDistillation, rows: dict[str, Any], splits: Sequence, train: Sequence,
                       settings: AdaptSettings) -> dict:
-    """Each trained tied method's rows with their prior on ordinary text kept at the subword mean's
+    """Each trained tied method's rows with their prior on ordinary text at most the subword mean's
     (training.prior; measured in docs/method.md). The mean state is read from the training documents, or from
     the training snippets when the data is only generated."""
     from ..contexts.documents import iter_documents, iter_split_documents

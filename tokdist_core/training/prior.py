@@ -4,9 +4,9 @@ A tied row is read and predicted: on ordinary text its logit is mostly h̄ · ro
 hidden states (the LM head's input). Measured (docs/method.md): with adapt's defaults, Token Distillation's
 rows for 200 words took 1.6-1.9 % of the next-token probability on text where no new word belongs (the
 subword mean's: 0.01 %), and the adapted model read held-out text worse than with the subword mean. Taking
-each row's move from its start off h̄'s direction keeps h̄ · row at its start's value: the share fell to
-0.2 % while the rows moved by about 4 % of how far training had moved them. Both ways: a row whose prior
-training lowered gets its start's back too (at light settings that costs, docs/method.md).
+each row's rise along h̄'s direction away keeps h̄ · row at most its start's value: the share fell to
+0.2 % while the rows moved by about 4 % of how far training had moved them. One way only: a row whose prior
+training lowered keeps that (taking that back too cost, docs/method.md).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def mean_final_state(lm: LoadedModel, sequences: Sequence[Sequence[int]], batch_
 
 
 def keep_start_prior(rows: NewTokenRows, start: NewTokenRows, mean_state: torch.Tensor) -> NewTokenRows:
-    """A new object: `rows` with each row's move from its `start` row taken off `mean_state`'s direction.
+    """A new object: `rows` with each row's rise along `mean_state`'s direction since its `start` row taken
+    away (h̄ · row is then at most the start's; a row whose move lowered it keeps the move whole).
 
     Tied rows only (the row read is the row predicted); rows with separate output rows are returned as they
     are. `start` must hold every word of `rows` (e.g. the subword mean, where Token Distillation starts)."""
@@ -67,7 +68,8 @@ def keep_start_prior(rows: NewTokenRows, start: NewTokenRows, mean_state: torch.
         return rows
     unit = mean_state.float() / mean_state.float().norm()
     begin = start.select(rows.words).input_rows.float()
-    moved = rows.input_rows.float() - begin
-    corrected = rows.input_rows.float() - (moved @ unit)[:, None] * unit[None, :]
+    # Only a rise is taken away: a row that training made take less elsewhere keeps that (docs/method.md).
+    rise = ((rows.input_rows.float() - begin) @ unit).clamp(min=0)
+    corrected = rows.input_rows.float() - rise[:, None] * unit[None, :]
     return NewTokenRows(rows.method, list(rows.words), corrected.to(rows.input_rows.dtype),
                         descriptions=dict(rows.descriptions))
