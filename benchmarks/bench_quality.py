@@ -29,13 +29,26 @@ VARIANTS = {
     "init random": {"init": "random"},
     "init vocab_mean": {"init": "vocab_mean"},
     "schedule linear": {"schedule": "linear"},
+    # Step sizes and step counts (docs/method.md, "Why the defaults are 8 epochs at lr 1e-2").
+    "lr 3e-2": {"learning_rate": 3e-2},
+    "lr 5e-2": {"learning_rate": 5e-2},
+    "lr 5e-2, 4 epochs": {"learning_rate": 5e-2, "epochs": 4},
+    "lr 2e-2, linear decay": {"learning_rate": 2e-2, "schedule": "linear", "warmup": 0.0},
+    "lr 3e-2, linear decay": {"learning_rate": 3e-2, "schedule": "linear", "warmup": 0.0},
+    "lr 1e-1, linear, warm-up 0.25": {"learning_rate": 1e-1, "schedule": "linear", "warmup": 0.25},
+    "batch 8": {"batch_size": 8},
+    "16 epochs": {"epochs": 16},
 }
+# Words no test uses, from the bundled corpus (the "words the tests never see").
+UNSEEN_WORDS = ["Athabasca", "Najibullah", "Macfarlane", "Iwama", "UNITA", "Toowoomba", "Hollingworth", "bitumen",
+                "caesium", "aikido", "appellate", "Ruddock"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--words", nargs="*", default=PAPER_WORDS)
+    parser.add_argument("--unseen-words", action="store_true", help=f"use {len(UNSEEN_WORDS)} words no test uses")
     parser.add_argument("--epochs", type=int, default=DistillationConfig.epochs)
     parser.add_argument("--lr", type=float, default=DistillationConfig.learning_rate)
     parser.add_argument("--methods", default=",".join(METHOD_NAMES))
@@ -46,6 +59,8 @@ def main() -> None:
     parser.add_argument("--snippets-per-token", type=int, default=25)
     parser.add_argument("--heldout-per-token", type=int, default=10)
     args = parser.parse_args()
+    if args.unseen_words:
+        args.words = UNSEEN_WORDS
     td = TokenDistillation(args.model)
     config = DistillationConfig(epochs=args.epochs, learning_rate=args.lr, mixed_precision=args.mixed_precision)
     if args.variants is not None:
@@ -70,6 +85,7 @@ def variants(td: TokenDistillation, args: argparse.Namespace, base: Distillation
     contexts = td.contexts(splits, "bundled", args.snippets_per_token, args.heldout_per_token, seed=base.seed)
     usable = [s for s in splits if contexts[s.word].train and contexts[s.word].heldout]
     train, heldout = snippets_of(contexts, usable), snippets_of(contexts, usable, "heldout")
+    baseline = td.train(usable, train, ["subword_mean"], base, heldout=heldout).metrics["subword_mean"]
     results = {}
     for name in names:
         config = replace(base, **VARIANTS[name])
@@ -81,12 +97,17 @@ def variants(td: TokenDistillation, args: argparse.Namespace, base: Distillation
             "summary": {k: round(sum(m[k] for m in per_word.values()) / len(per_word), 4)
                         for k in METRICS if k in ("hidden_mse", "hidden_cos", "next_token_kl")},
             "seconds": round(outcome.seconds["tokdist"], 1),
+            "x_subword_mean": round(sum(m["hidden_mse"] for m in per_word.values())
+                                    / sum(baseline[w]["hidden_mse"] for w in per_word), 3),
+            "words_won": sum(m["hidden_mse"] < baseline[w]["hidden_mse"] for w, m in per_word.items()),
         }
     emit({"benchmark": "quality-variants", "model": td.lm.source, "environment": environment(td.lm.device),
           "config": base.to_dict(), "words": [s.word for s in usable],
           "skipped": [{"word": s.word, "reason": s.reason} for s in skipped]
           + [{"word": s.word, "reason": "not enough snippets"} for s in splits if s not in usable],
-          "train_snippets": len(train), "heldout_snippets": len(heldout), "variants": results})
+          "train_snippets": len(train), "heldout_snippets": len(heldout),
+          "subword_mean_hidden_mse": round(sum(m["hidden_mse"] for m in baseline.values()) / len(baseline), 4),
+          "variants": results})
 
 
 if __name__ == "__main__":
