@@ -9,7 +9,7 @@ from tokdist_core.api import TokenDistillation
 from tokdist_core.contexts.documents import DocumentSplit, iter_split_documents
 from tokdist_core.contexts.mining import count_occurrences, documents_with_words
 from tokdist_core.evaluation.report import word_costs
-from tokdist_core.pipelines.adapt import AdaptSettings, adapt
+from tokdist_core.pipelines.adapt import AdaptSettings, adapt, validation_budget
 from tokdist_core.training import DistillationConfig
 
 WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
@@ -60,7 +60,8 @@ def test_harm_check_reads_only_training_documents(tokenizer, corpus, tmp_path):
     assert max(in_train) <= 4 and count_occurrences((("", t) for t in everything), WORDS)[0] >= in_train[0] + 10
     assert [c["occurrences"] for c in check["costs"]] == in_train
     # The costs are word_costs' on those documents with the tokdist rows; keep_harmful kept every word.
-    texts = documents_with_words((("", t) for t in train), WORDS, 4, settings.validation_bytes)
+    assert settings.validation_bytes is None and check["budget_bytes"] == validation_budget(len(WORDS)) == 150_000
+    texts = documents_with_words((("", t) for t in train), WORDS, 4, check["budget_bytes"])
     direct = word_costs(td.lm, texts, result.rows["tokdist"])
     assert [round(c.bits_change, 3) for c in direct] == [c["bits_change"] for c in check["costs"]]
     assert all(r.words == WORDS for r in result.rows.values())
@@ -76,3 +77,9 @@ def test_words_that_help_are_all_kept(tokenizer, corpus, tmp_path):
     costs = result.harm_check["costs"]
     assert all(c["occurrences"] and c["bits_change"] < 0 for c in costs) and result.harm_check["harmful"] == []
     assert all(r.words == WORDS for r in result.rows.values()) and not result.harm_check["kept"]
+
+
+def test_the_validation_budget_grows_with_the_words():
+    # A fixed 150 kB judged 93 of 200 discovered words and kept the other 107 unjudged (docs/method.md).
+    assert validation_budget(1) == validation_budget(75) == 150_000
+    assert validation_budget(200) == 400_000 and validation_budget(500) == 1_000_000
