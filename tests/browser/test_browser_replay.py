@@ -56,6 +56,13 @@ def wait_until(page, condition: str, timeout: int | None = None) -> None:
     page.wait_for_function(condition, timeout=timeout)
 
 
+def wait_for_marker_at(page, end: str) -> None:
+    """The marker's redraw follows the slider's `active` a moment later on a busy machine: wait for it to
+    reach the path's `end` ("start" or "end"); a marker that never gets there fails the wait."""
+    wait_until(page, f"(() => {{ const s = ({STATE_JS})(); "
+                     f"return s.marker[0] === s.{end}[0] && s.marker[1] === s.{end}[1]; }})()")
+
+
 def test_replay_tab_shows_the_path_and_the_slider_and_play_move_it(page):
     with shot_on_failure(page, "replay/replay-99-failure"):
         replay_after_a_quick_run(page)
@@ -101,12 +108,14 @@ def replay_after_a_quick_run(page) -> None:
     page.locator("#replay-play").click()  # ▶ goes on from where it was paused, to the end
     wait_until(page, f"{ACTIVE_JS} > {paused['active']}")
     wait_until(page, f"{ACTIVE_JS} == {final['count'] - 1}", timeout=20_000)
+    wait_for_marker_at(page, "end")
     assert state(page)["marker"] == final["end"]
 
     # The slider: a click at its left end shows step 0, the start (the subword mean).
     rail = page.locator(f"{PLOT} .slider-rail-touch-rect").bounding_box()
     page.mouse.click(rail["x"] + 2, rail["y"] + rail["height"] / 2)
     wait_until(page, f"{ACTIVE_JS} == 0")
+    wait_for_marker_at(page, "start")
     start = state(page)
     assert start["active"] == 0 and start["marker"] == start["start"], start
     shot(page, "replay-step0")
