@@ -47,8 +47,9 @@ UNSEEN_WORDS = ["Athabasca", "Najibullah", "Macfarlane", "Iwama", "UNITA", "Toow
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--words", nargs="*", default=PAPER_WORDS)
-    parser.add_argument("--unseen-words", action="store_true", help=f"use {len(UNSEEN_WORDS)} words no test uses")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--words", nargs="*", default=PAPER_WORDS)
+    chosen.add_argument("--unseen-words", action="store_true", help=f"use {len(UNSEEN_WORDS)} words no test uses")
     parser.add_argument("--epochs", type=int, default=DistillationConfig.epochs)
     parser.add_argument("--lr", type=float, default=DistillationConfig.learning_rate)
     parser.add_argument("--methods", default=",".join(METHOD_NAMES))
