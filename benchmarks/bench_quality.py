@@ -18,6 +18,8 @@ from tokdist_core.foundations.forward import PRECISIONS
 from tokdist_core.methods import METHOD_NAMES
 from tokdist_core.training import DistillationConfig
 
+# The defaults before 2026-12-07: every snippet read whole, 8 epochs of batches of 16.
+WHOLE = {"tokens_after": 0, "batch_size": 16, "epochs": 8}
 # name -> the config fields that differ from the defaults (the default is the paper's method).
 VARIANTS = {
     "default (hidden_mse)": {},
@@ -29,15 +31,22 @@ VARIANTS = {
     "init random": {"init": "random"},
     "init vocab_mean": {"init": "vocab_mean"},
     "schedule linear": {"schedule": "linear"},
-    # Step sizes and step counts (docs/method.md, "Why the defaults are 8 epochs at lr 1e-2").
-    "lr 3e-2": {"learning_rate": 3e-2},
-    "lr 5e-2": {"learning_rate": 5e-2},
-    "lr 5e-2, 4 epochs": {"learning_rate": 5e-2, "epochs": 4},
-    "lr 2e-2, linear decay": {"learning_rate": 2e-2, "schedule": "linear", "warmup": 0.0},
-    "lr 3e-2, linear decay": {"learning_rate": 3e-2, "schedule": "linear", "warmup": 0.0},
-    "lr 1e-1, linear, warm-up 0.25": {"learning_rate": 1e-1, "schedule": "linear", "warmup": 0.25},
-    "batch 8": {"batch_size": 8},
-    "16 epochs": {"epochs": 16},
+    # Step sizes and step counts (docs/method.md, "Why the defaults are ..."): first with whole snippets and the
+    # defaults before 2026-12-07 (8 epochs of batches of 16), then with training cut after the word.
+    "whole snippets": WHOLE,
+    "whole snippets, lr 3e-2": {**WHOLE, "learning_rate": 3e-2},
+    "whole snippets, lr 5e-2": {**WHOLE, "learning_rate": 5e-2},
+    "whole snippets, lr 5e-2, 4 epochs": {**WHOLE, "learning_rate": 5e-2, "epochs": 4},
+    "whole snippets, lr 2e-2, linear decay": {**WHOLE, "learning_rate": 2e-2, "schedule": "linear", "warmup": 0.0},
+    "whole snippets, lr 3e-2, linear decay": {**WHOLE, "learning_rate": 3e-2, "schedule": "linear", "warmup": 0.0},
+    "whole snippets, lr 1e-1, linear, warm-up 0.25": {**WHOLE, "learning_rate": 1e-1, "schedule": "linear",
+                                                      "warmup": 0.25},
+    "whole snippets, batch 8": {**WHOLE, "batch_size": 8},
+    "whole snippets, 16 epochs": {**WHOLE, "epochs": 16},
+    "2 tokens after, batch 8": {"tokens_after": 2, "batch_size": 8},
+    "8 tokens after": {"tokens_after": 8},
+    "4 tokens after, batch 8": {"tokens_after": 4, "batch_size": 8},
+    "4 tokens after, batch 16, 32 epochs": {"tokens_after": 4, "batch_size": 16, "epochs": 32},
 }
 # Words no test uses, from the bundled corpus (the "words the tests never see").
 UNSEEN_WORDS = ["Athabasca", "Najibullah", "Macfarlane", "Iwama", "UNITA", "Toowoomba", "Hollingworth", "bitumen",

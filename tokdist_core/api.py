@@ -146,8 +146,9 @@ class TokenDistillation:
         next_token = any(m.needs_lm_head(config) for m in trained) or not self.lm.tied
         # The logit losses also apply the LM head to the teacher's final states in every step.
         teacher_heads = sum(any(name in ("logit_mse", "logit_kl") for name in m.losses_for(config)) for m in trained)
-        return estimate.estimate_training(self.lm, train, heldout, len(trained), len(chosen), config.epochs,
-                                          config.batch_size, next_token, teacher_head_methods=teacher_heads)
+        return estimate.estimate_training(self.lm, config.trained_part(train), heldout, len(trained), len(chosen),
+                                          config.epochs, config.batch_size, next_token,
+                                          teacher_head_methods=teacher_heads)
 
     def training_steps(self, train: Sequence[Snippet], training: DistillationConfig | None = None) -> int:
         """Optimizer steps one trained method takes on `train` (each step: batch_size snippets per word)."""

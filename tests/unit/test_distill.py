@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -371,15 +372,42 @@ def test_cancel_stops_the_teacher_and_the_evaluation(tiny, two_words):
 
 def test_train_outcome_reports_rows_histories_times_tokens_and_metrics(tiny, two_words):
     splits, snippets = two_words
-    outcome = TokenDistillation(tiny).train(splits, snippets, ["subword_mean", "tokdist"],
-                                            DistillationConfig(epochs=2, batch_size=2), heldout=snippets)
+    config = DistillationConfig(epochs=2, batch_size=2)
+    outcome = TokenDistillation(tiny).train(splits, snippets, ["subword_mean", "tokdist"], config, heldout=snippets)
     assert list(outcome.rows) == ["subword_mean", "tokdist"] and outcome.cancelled is None
     assert len(outcome.histories["tokdist"]) == 2 * 2 and outcome.histories["subword_mean"] == []
-    student_positions = sum(len(s.suffix) + 1 for s in snippets)
+    student_positions = sum(min(len(s.suffix), config.tokens_after) + 1 for s in snippets)
     assert outcome.tokens_seen == {"subword_mean": 0, "tokdist": 2 * student_positions}
     assert 0 < outcome.teacher_seconds <= outcome.seconds["tokdist"]
     assert set(outcome.metrics) == {"subword_mean", "tokdist"}
     assert set(outcome.metrics["tokdist"]) == {s.word for s in splits}
+
+
+def test_training_reads_each_snippet_up_to_tokens_after_the_word(tiny, two_words):
+    splits, snippets = two_words
+    td = TokenDistillation(tiny)
+    cut = DistillationConfig(epochs=2, batch_size=2, tokens_after=2)
+    whole = replace(cut, tokens_after=0)
+    by_hand = [s.cut_after(2) for s in snippets]
+    assert any(len(s.suffix) > 2 for s in snippets)  # the cut shortens some snippets here
+    for s, c in zip(snippets, by_hand):
+        assert c.token_ids == s.token_ids[: s.start + s.n_subwords + 2] and (c.start, c.word_ids) == (s.start, s.word_ids)
+    short = by_hand[0]
+    assert short.cut_after(2) is short and short.cut_after(50) is short
+    with pytest.raises(ValueError, match="tokens must be >= 0"):
+        short.cut_after(-1)
+    assert cut.trained_part(snippets) == by_hand and whole.trained_part(snippets) == snippets
+
+    # Training cuts the snippets itself (teacher included): the same rows as training on snippets cut by hand.
+    trained = td.train(splits, snippets, ["tokdist"], cut)
+    assert trained.tokens_seen["tokdist"] == 2 * sum(len(s.suffix) + 1 for s in by_hand)
+    rows = trained.rows["tokdist"].input_rows
+    assert torch.equal(rows, td.train(splits, by_hand, ["tokdist"], whole).rows["tokdist"].input_rows)
+    assert not torch.equal(rows, td.train(splits, snippets, ["tokdist"], whole).rows["tokdist"].input_rows)
+    # Estimates count what training reads.
+    estimated = td.estimate_training(snippets, [], ["tokdist"], cut)
+    assert estimated.flops == td.estimate_training(by_hand, [], ["tokdist"], whole).flops
+    assert estimated.flops < td.estimate_training(snippets, [], ["tokdist"], whole).flops
 
 
 def test_estimates_grow_with_the_work_and_learn_from_finished_jobs(tiny, two_words):

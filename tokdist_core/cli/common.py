@@ -28,7 +28,8 @@ from ..methods import METHOD_NAMES
 from ..training.config import OUTPUT_POLICIES, DistillationConfig, config_fields
 
 # DistillationConfig field -> its flags.
-CONFIG_FLAGS = {"epochs": ("--epochs",), "batch_size": ("--batch-size",), "learning_rate": ("--lr", "--learning-rate"),
+CONFIG_FLAGS = {"epochs": ("--epochs",), "batch_size": ("--batch-size",), "tokens_after": ("--tokens-after",),
+                "learning_rate": ("--lr", "--learning-rate"),
                 "target_layer": ("--target-layer",), "losses": ("--losses",), "ntp_weight": ("--ntp-weight",),
                 "init": ("--init",), "schedule": ("--schedule",), "warmup": ("--warmup",), "seed": ("--seed",),
                 "mixed_precision": ("--mixed-precision",)}

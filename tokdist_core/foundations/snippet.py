@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class Snippet:
     @property
     def suffix(self) -> tuple[int, ...]:
         return self.token_ids[self.start + self.n_subwords :]
+
+    def cut_after(self, tokens: int) -> Snippet:
+        """This snippet ending `tokens` tokens after the word (itself when it is no longer than that)."""
+        if tokens < 0:
+            raise ValueError(f"cut_after: tokens must be >= 0, got {tokens}")
+        end = self.start + self.n_subwords + tokens
+        return self if end >= len(self.token_ids) else replace(self, token_ids=self.token_ids[:end])
 
     def student_length(self) -> int:
         return len(self.token_ids) - self.n_subwords + 1

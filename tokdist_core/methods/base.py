@@ -58,7 +58,8 @@ class MethodContext:
                 return cache
         from ..training.teacher import TeacherCache
 
-        cache = TeacherCache(self.lm, self.train_snippets, self.words, layer, with_final,
+        snippets = self.config.trained_part(self.train_snippets)  # what training reads of each snippet
+        cache = TeacherCache(self.lm, snippets, self.words, layer, with_final,
                              mixed_precision=self.config.mixed_precision, cancel=self.cancel)
         self._caches[(layer, with_final)] = cache
         return cache

@@ -223,7 +223,10 @@ def train_in_chunks(td: TokenDistillation, splits: Sequence[WordSplit], train: S
     with_final = any(m.needs_lm_head(config) for m in chosen if m.trains) or not td.lm.tied
     done = store.finished() if store is not None else {}
     todo = [s for s in splits if not all(s.word in done.get(m.name, {}) for m in chosen)]
-    chunks = plan_chunks(td.lm, todo, [s for s in train if s.word in {t.word for t in todo}], budget_bytes, with_final)
+    todo_words = {t.word for t in todo}
+    # The teacher caches hold what training reads of each snippet.
+    chunks = plan_chunks(td.lm, todo, config.trained_part(s for s in train if s.word in todo_words), budget_bytes,
+                         with_final)
     by_word: dict[str, list[Snippet]] = {}
     for s in train:
         by_word.setdefault(s.word, []).append(s)

@@ -28,6 +28,7 @@ from ..foundations.limits import PRECISIONS
 
 if TYPE_CHECKING:
     from ..foundations.models import LoadedModel
+    from ..foundations.snippet import Snippet
 
 # This module imports no torch: the command line reads the fields' defaults, bounds and help before any
 # heavy import. The checks that need the model import what they need when they run.
@@ -108,13 +109,19 @@ class DistillationConfig:
     """Hyperparameters of one training run.
 
     Defaults are for the interactive case (a few words, ~25 snippets each): the paper's lr 1e-4 for one
-    epoch relies on thousands of steps; here lr 1e-2 over 8 epochs of cached snippets converges (README).
+    epoch relies on thousands of steps. Progress is limited by the number of steps, not by the tokens each
+    step reads, so training reads each snippet up to 4 tokens after the word and takes many small steps:
+    batches of 4 over 24 epochs at lr 1e-2 (docs/method.md, "Why the defaults are ...").
     """
 
-    epochs: int = field(default=8, metadata={"help": "passes over the training snippets", "min": 1, "max": 1000})
-    batch_size: int = field(default=16, metadata={
+    epochs: int = field(default=24, metadata={"help": "passes over the training snippets", "min": 1, "max": 1000})
+    batch_size: int = field(default=4, metadata={
         "help": "snippets of each word per optimizer step (every word trains on its own snippets only)",
         "min": 1, "max": 1024})
+    tokens_after: int = field(default=4, metadata={
+        "help": "tokens after the new token that training reads: each training snippet is cut there, the "
+                "teacher included (held-out evaluation reads whole snippets); 0 reads whole snippets",
+        "min": 0, "max": 1024})
     learning_rate: float = field(default=1e-2, metadata={
         "help": "Adam learning rate of the new rows", "min": 0, "min_exclusive": True, "max": 10})
     target_layer: int = field(default=-1, metadata={
@@ -159,6 +166,10 @@ class DistillationConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def trained_part(self, snippets: Iterable[Snippet]) -> list[Snippet]:
+        """What training reads of each snippet: up to `tokens_after` tokens after the word (0: all of it)."""
+        return [s.cut_after(self.tokens_after) if self.tokens_after else s for s in snippets]
 
 
 @dataclass(frozen=True)
