@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import emit, environment
@@ -32,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--snippet-len", type=int, default=32)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tokens-after", type=int, default=None,
+                   help="tokens after the word that training reads (default: the library's; 0: whole snippets, "
+                        "as every result before 2026-12-07)")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--losses", default="hidden_mse", help="Token Distillation's losses, comma-separated")
     p.add_argument("--schedule", default="constant", choices=("constant", "linear"))
@@ -60,6 +64,8 @@ def run_one(args: argparse.Namespace) -> dict:
     config = DistillationConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                 losses=tuple(args.losses.split(",")), schedule=args.schedule, warmup=args.warmup,
                                 mixed_precision=args.mixed_precision)
+    if args.tokens_after is not None:
+        config = replace(config, tokens_after=args.tokens_after)
     start = time.perf_counter()
     found = td.discover(data="bundled", top=args.words, max_words=args.phrases,
                         document_split=settings.document_split(), keep_numbers=args.keep_numbers)
@@ -77,6 +83,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "words": len(found.words), "trained": result.trained, "added": added, "skipped": len(result.skipped),
         "harmful": check.get("harmful", []), "harm_check_documents": check.get("documents", 0),
         "settings": {k: v for k, v in vars(args).items() if k != "sizes"},
+        "config": config.to_dict(),  # the training settings in effect, the library's defaults included
         "seconds": {"discover": round(discover_seconds, 2), **{k: round(v, 2) for k, v in result.seconds.items()},
                     "total": round(discover_seconds + sum(result.seconds.values()), 2)},
         "peak_rss_mb": round(result.peak_rss_mb, 1),
