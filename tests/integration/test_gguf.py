@@ -61,9 +61,11 @@ def test_distill_gguf_is_read_by_llama_cpp_like_the_hf_export_by_transformers(tm
         "In spring we went to the capital city of France by train, and the capital city of France was busy."]),
         encoding="utf-8")
     out = tmp_path / "out"
+    # The row is stored 4-bit (Q4_1, the base's type) in the GGUF and fp32 in the hf export: the greedy check below
+    # holds for this row (whole snippets); other rows can meet a near tie that the 4-bit row tips the other way.
     proc = run_cli("distill", "--words", "Schopenhauer", "--method", "tokdist", "--data", str(corpus),
-                   "--snippets-per-token", "2", "--epochs", "2", "--batch-size", "2", "--out", str(out),
-                   "--formats", "hf,gguf", "--device", "cpu", "--describe", "<|capital|>=the capital city of France")
+                   "--snippets-per-token", "2", "--epochs", "2", "--batch-size", "2", "--tokens-after", "0",
+                   "--out", str(out), "--formats", "hf,gguf", "--device", "cpu", "--describe", "<|capital|>=the capital city of France")
     assert proc.returncode == 0, proc.stderr[-3000:]
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)

@@ -53,8 +53,12 @@ def test_per_snippet_losses_average_to_the_trainers_and_heldout_metrics(tokenize
         for method in METHODS:
             assert report.mean(method, "heldout") == pytest.approx(metrics[method][w]["hidden_mse"], rel=1e-5)
             assert sum(s.positions for s in report.part("heldout")) == metrics[method][w]["positions"]
-        # Each training snippet's cached loss is its full-forward loss (the definition), snippet by snippet.
-        full = heldout_snippet_losses(lm, list(out.rows.values()), mine_train)
+        # Each training snippet's cached loss is the full-forward loss of what training read of it (the
+        # definition), snippet by snippet; its positions are those.
+        read = config.trained_part(mine_train)
+        assert [s.positions for s in report.part("train")] == [len(s.suffix) + 1 for s in read]
+        assert [s.snippet for s in report.part("train")] == mine_train  # shown whole
+        full = heldout_snippet_losses(lm, list(out.rows.values()), read)
         for method in METHODS:
             cached = [s.losses[method] for s in report.part("train")]
             assert cached == pytest.approx([v for v, _ in full[method]], rel=1e-4, abs=1e-7)
@@ -161,7 +165,8 @@ def test_adding_a_snippet_and_retraining_changes_only_that_words_rows(tiny, toke
     grown = mine + [added]
     assert len(grown) == len(mine) + 1
     report = td.snippet_losses([rows["tokdist"]], word, grown, [], CONFIG)
-    assert report.part("train")[-1].snippet is added and report.part("train")[-1].positions == len(added.suffix) + 1
+    assert report.part("train")[-1].snippet is added  # shown whole; scored over what training reads of it
+    assert report.part("train")[-1].positions == min(len(added.suffix), CONFIG.tokens_after) + 1
 
     new = td.retrain_word(splits[1], grown, METHODS, CONFIG).rows
     for method in METHODS:

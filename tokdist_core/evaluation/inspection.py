@@ -108,7 +108,8 @@ def inspect_word(lm: LoadedModel, rows: Sequence[NewTokenRows], word: str, train
     """Per snippet of `word` (training and held-out), its loss under every method's rows for the word.
 
     `config` gives the target layer and precision (the run's settings); the losses are the distillation
-    loss, whatever each method trained with, so that every method is measured the same way.
+    loss, whatever each method trained with, so that every method is measured the same way. A training
+    snippet's loss covers what training read of it (`config.tokens_after`), a held-out one's the whole snippet.
     """
     config = config or DistillationConfig()
     config.validate(lm)
@@ -121,12 +122,14 @@ def inspect_word(lm: LoadedModel, rows: Sequence[NewTokenRows], word: str, train
         raise ValueError(f"{word!r} has no snippets to inspect")
     methods = [r.method for r in chosen]
     per_snippet: dict[tuple[str, int], dict[str, float]] = {}
+    read = config.trained_part(train)
     if train:
-        # The trainer's own code path: the teacher cache with its prefix keys/values, one word.
-        cache = TeacherCache(lm, train, [word], config.target_layer, with_final=False,
+        # The trainer's own code path: the teacher cache with its prefix keys/values, one word, over what
+        # training read of each snippet (up to config.tokens_after tokens after the word).
+        cache = TeacherCache(lm, read, [word], config.target_layer, with_final=False,
                              mixed_precision=config.mixed_precision)
         trainer = DistillationTrainer(lm, [word], replace(config, losses=("hidden_mse",)), cache)
-        where = {id(s): i for i, s in enumerate(train)}
+        where = {id(s): i for i, s in enumerate(read)}
         order = [where[id(it.snippet)] for it in cache.items]
         for r in chosen:
             values = trainer.snippet_losses(r.input_rows[[r.index(word)]])
@@ -137,8 +140,10 @@ def inspect_word(lm: LoadedModel, rows: Sequence[NewTokenRows], word: str, train
         for method, values in evaluated.items():
             for i, (value, _positions) in enumerate(values):
                 per_snippet.setdefault(("heldout", i), {})[method] = value
-    snippets = [SnippetLoss(part, i, snip, len(snip.suffix) + 1, per_snippet[(part, i)])
-                for part, pool in (("train", train), ("heldout", heldout)) for i, snip in enumerate(pool)]
+    # Each snippet is shown whole; its positions are those its loss covers.
+    snippets = [SnippetLoss(part, i, snip, len(counted.suffix) + 1, per_snippet[(part, i)])
+                for part, pool, scored in (("train", train, read), ("heldout", heldout, heldout))
+                for i, (snip, counted) in enumerate(zip(pool, scored))]
     return WordInspection(word=word, target_layer=config.target_layer, methods=methods, snippets=snippets)
 
 

@@ -42,7 +42,8 @@ FIGURE_CAPTION = f"""
 <small>**How to read this chart.** One bar per snippet of the word, the worst on the left. A bar's height is
 that snippet's loss: how far the model's internal states after the new token are from its states after the
 original pieces (the mean squared difference at the layer training matches, averaged over the word's position
-and every token after it). <span style="color:{SET_COLOURS['train']}">**Teal**</span> bars are training snippets,
+and the tokens after it: for a training snippet the few tokens training reads, for a held-out one all of
+them). <span style="color:{SET_COLOURS['train']}">**Teal**</span> bars are training snippets,
 the ones the new row learned from; <span style="color:{SET_COLOURS['heldout']}">**amber**</span> bars are held-out
 snippets it never saw. The dashed lines are the two averages, each snippet counted by its number of positions:
 the teal one is the training loss, the amber one is the hidden MSE the Compare tab reports. **Good:** low bars,
@@ -50,8 +51,9 @@ and amber bars about as low as teal ones. A tall bar is a snippet where the new 
 the pieces: find it in the table below, where the word is highlighted.</small>
 """
 TABLE_CAPTION = ("<small>Click a column header to sort by it; click a row to copy that snippet into the editor "
-                 "below. *Positions* is how many tokens the loss averages over: the word and every token after "
-                 "it (the tokens before the word are the same either way).</small>")
+                 "below. *Positions* is how many tokens the loss averages over: the word and the tokens after "
+                 "it that count (a training snippet: those training reads; a held-out snippet: all "
+                 "of them; the tokens before the word are the same either way).</small>")
 EDIT_HELP = """
 #### Write or edit a snippet
 Write a sentence or two that uses the word as running text (mid-sentence, after a space), or click a row above
