@@ -46,9 +46,10 @@ and the tokens after it: for a training snippet the few tokens training reads, f
 them). <span style="color:{SET_COLOURS['train']}">**Teal**</span> bars are training snippets,
 the ones the new row learned from; <span style="color:{SET_COLOURS['heldout']}">**amber**</span> bars are held-out
 snippets it never saw. The dashed lines are the two averages, each snippet counted by its number of positions:
-the teal one is the training loss, the amber one is the hidden MSE the Compare tab reports. **Good:** low bars,
-and amber bars about as low as teal ones. A tall bar is a snippet where the new token does not yet stand in for
-the pieces: find it in the table below, where the word is highlighted.</small>
+the teal one is the training loss, the amber one is the hidden MSE the Compare tab reports. **Good:** low bars.
+The two lines cover different positions (a training snippet only the few training reads, where the error is
+largest), so they need not meet. A tall bar is a snippet where the new token does not yet stand in for the
+pieces: find it in the table below, where the word is highlighted.</small>
 """
 TABLE_CAPTION = ("<small>Click a column header to sort by it; click a row to copy that snippet into the editor "
                  "below. *Positions* is how many tokens the loss averages over: the word and the tokens after "
