@@ -1,8 +1,14 @@
-"""adapt's harm check: what each word costs on a validation slice of the training documents, never the held-out ones."""
+"""adapt's harm check: what each word costs on a validation slice of the training documents, never the held-out ones;
+and a resumed run that adds words."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
+import torch
+from safetensors import safe_open
 
 from tests.helpers import TEXTS, ZUGSPITZE_TEXTS, make_tiny
 from tokdist_core.api import TokenDistillation
@@ -10,6 +16,7 @@ from tokdist_core.contexts.documents import DocumentSplit, iter_split_documents
 from tokdist_core.contexts.mining import count_occurrences, documents_with_words
 from tokdist_core.evaluation.report import word_costs
 from tokdist_core.pipelines.adapt import AdaptSettings, adapt, validation_budget
+from tokdist_core.pipelines.scale import ScaleError
 from tokdist_core.training import DistillationConfig
 
 WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
@@ -64,6 +71,8 @@ def test_harm_check_reads_only_training_documents(tokenizer, corpus, tmp_path):
     texts = documents_with_words((("", t) for t in train), WORDS, 4, check["budget_bytes"])
     direct = word_costs(td.lm, texts, result.rows["tokdist"])
     assert [round(c.bits_change, 3) for c in direct] == [c["bits_change"] for c in check["costs"]]
+    assert [round(c.bits_elsewhere, 3) for c in direct] == [c["bits_elsewhere"] for c in check["costs"]]
+    assert check["harmful"] == [c.word for c in direct if c.harmful]
     assert all(r.words == WORDS for r in result.rows.values())
 
 
@@ -83,3 +92,25 @@ def test_the_validation_budget_grows_with_the_words():
     # A fixed 150 kB judged 93 of 200 discovered words and kept the other 107 unjudged (docs/method.md).
     assert validation_budget(1) == validation_budget(75) == 150_000
     assert validation_budget(200) == 400_000 and validation_budget(500) == 1_000_000
+
+
+def test_a_resumed_run_with_more_words_trains_only_the_new_ones(tokenizer, corpus, tmp_path):
+    path, split = corpus
+    td = TokenDistillation(make_tiny(tokenizer, "tied"))
+    settings = AdaptSettings(data=[str(path)], methods=("subword_mean", "tokdist"), snippets_per_token=2,
+                             snippet_len=16, heldout_fraction=split.fraction, export=False, keep_harmful=True,
+                             prior_correction=False)
+    out = tmp_path / "out"
+    first = adapt(td, WORDS[:2], settings, CONFIG, out, show_progress=False)
+    chunks = sorted((out / "checkpoints").glob("chunk-*.safetensors"))
+    more = adapt(td, WORDS, settings, CONFIG, out, resume=True, show_progress=False)
+    added = sorted(set((out / "checkpoints").glob("chunk-*.safetensors")) - set(chunks))
+    # The first two words' rows come from the checkpoints, bit for bit; one new chunk holds only the third.
+    assert more.rows["tokdist"].words == WORDS
+    for word in WORDS[:2]:
+        assert torch.equal(more.rows["tokdist"].input_rows[WORDS.index(word)],
+                           first.rows["tokdist"].input_rows[first.rows["tokdist"].index(word)])
+    assert len(added) == 1 and json.loads(safe_open(str(added[0]), "pt").metadata()["words"]) == WORDS[2:]
+    # Other settings still refuse to resume.
+    with pytest.raises(ScaleError, match="snippet_len"):
+        adapt(td, WORDS, replace(settings, snippet_len=20), CONFIG, out, resume=True, show_progress=False)

@@ -17,6 +17,7 @@ from tokdist_core.contexts.documents import DocumentSplit, iter_documents, iter_
 from tokdist_core.evaluation.parts import PARTS
 from tokdist_core.evaluation.report import (
     SUMMARY_ABSENT_SHOWN,
+    WordCost,
     domain_report,
     report_figure,
     rolling_windows,
@@ -28,6 +29,7 @@ from tokdist_core.foundations.files import PARTIAL_SUFFIX
 from tokdist_core.foundations.rows import NewTokenRows
 from tokdist_core.foundations.vocab import add_tokens_to_model, check_new_word
 from tokdist_core.methods import REGISTRY
+from tokdist_core.training.prior import mean_final_state
 
 WORDS = [" Krankenwagen", " Schadenfreude"]
 LN2 = math.log(2)
@@ -196,6 +198,42 @@ def test_word_costs_charge_each_word_its_parts_and_match_the_report(tokenizer):
     part = domain_report(lm, [alone], [rows], max_length=12)
     assert single.bits_change == pytest.approx(sum(
         part.methods["subword_mean"]["parts"][p]["bits"] - part.original["parts"][p]["bits"] for p in charged), rel=1e-6)
+
+
+def test_word_costs_charge_each_row_what_it_takes_elsewhere(tokenizer):
+    lm = make_tiny(tokenizer, "tied")
+    mean = method_rows(lm, "subword_mean")
+    # Rows moved along the mean final state take a visible share of the probability (tied: read and predicted).
+    state = mean_final_state(lm, [lm.tokenizer(t, add_special_tokens=False).input_ids for t in TEXTS])
+    rows = NewTokenRows("subword_mean", list(mean.words), mean.input_rows + torch.tensor([[8.0], [6.0]]) * state)
+    # Each document fits one window: a token before a document's first new word is read as the original reads
+    # it, and the new rows only take probability there. No new word at all in the last document.
+    docs = [TEXTS[0], TEXTS[4], "Nothing new here, only words the tokenizer already knows well."]
+    costs = word_costs(lm, docs, rows, max_length=64)
+    model, extended = exported(lm, rows)
+    new_ids = extended.convert_tokens_to_ids(list(rows.words))
+    direct = torch.zeros(len(new_ids), dtype=torch.float64)
+    for text in docs:
+        ids = extended(text, add_special_tokens=False).input_ids
+        first_new = next((j for j, t in enumerate(ids) if t in new_ids), len(ids))
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([[lm.tokenizer.bos_token_id, *ids]])).logits[0, :first_new]
+        p = torch.softmax(logits.double(), -1)[:, new_ids]
+        total = p.sum(1, keepdim=True)
+        direct += (p * -torch.log1p(-total) / total).sum(0) / LN2
+    assert [c.bits_elsewhere for c in costs] == pytest.approx(direct.tolist(), rel=1e-4)
+    assert all(c.bits_elsewhere > 0.1 for c in costs), costs
+    assert [c.bits_total for c in costs] == pytest.approx([c.bits_change + c.bits_elsewhere for c in costs])
+    # The verdict weighs both: a word that saves where it occurs can still cost more everywhere else.
+    saves_but_takes = WordCost(" x", 3, bits_change=-1.0, bits_original=10.0, bits_elsewhere=2.0)
+    assert saves_but_takes.harmful and not WordCost(" x", 3, -3.0, 10.0, 2.0).harmful
+    assert not WordCost(" x", 0, 0.0, 0.0, 2.0).harmful  # absent: nothing shows what it would save
+    # On the text with no new word the charges add up to the whole difference the report measures there.
+    plain = docs[2:]
+    report = domain_report(lm, plain, [rows], max_length=64)
+    difference = report.methods["subword_mean"]["nll_nats"] - report.original["nll_nats"]
+    assert sum(c.bits_elsewhere for c in word_costs(lm, plain, rows, max_length=64)) == pytest.approx(
+        difference / LN2, rel=1e-4)
 
 
 def test_bf16_autocast_path_stays_close_to_fp32(tokenizer):

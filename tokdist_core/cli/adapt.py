@@ -96,7 +96,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="FOLDER",
                    help="new output folder: models/<method>/ (save_pretrained), adapt.json, report.json/.txt/.html")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out: finished chunks are read from its checkpoints")
+                   help="continue a run in --out: words its checkpoints hold are not trained again (an interrupted "
+                        "run, or more words: --top 250, then --top 500)")
     p.add_argument("--no-export", action="store_true", help="skip the save_pretrained models (rows and report only)")
     add_formats(p)
     p.set_defaults(run=run)
@@ -204,8 +205,9 @@ def _print_harm_check(check: dict | None) -> None:
           f"worse with {check['method']}'s rows; {what}:", file=sys.stderr)
     for word in check["harmful"][:20]:
         c = costs[word]
-        print(f"  {word!r}: +{c['bits_change']:.1f} bits over {c['occurrences']} occurrences and the text after "
-              f"them ({c['bits_original']:.1f} bits with its pieces)", file=sys.stderr)
+        print(f"  {word!r}: {c['bits_change']:+.1f} bits over {c['occurrences']} occurrences and the text after "
+              f"them ({c['bits_original']:.1f} bits with its pieces), +{c['bits_elsewhere']:.1f} bits elsewhere",
+              file=sys.stderr)
     if len(check["harmful"]) > 20:
         print(f"  ... {len(check['harmful']) - 20} more in adapt.json", file=sys.stderr)
 

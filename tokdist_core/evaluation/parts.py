@@ -56,6 +56,17 @@ def _read_after(is_new: np.ndarray, windows: Sequence[tuple[list[int], int, int]
     return ~is_new & (last_new >= np.maximum(context_start, 0)), last_new
 
 
+def elsewhere_tokens(ids: Sequence[int], word_of: dict[int, int],
+                     windows: Sequence[tuple[list[int], int, int]]) -> np.ndarray:
+    """[tokens] True for a token of the extended tokenization that is not new and has no new token in its
+    window's context: the model reads and predicts it as the original does, but for the new output rows."""
+    is_new = np.fromiter((t in word_of for t in ids), dtype=bool, count=len(ids))
+    if not is_new.any():
+        return ~is_new
+    after, _last_new = _read_after(is_new, windows)
+    return ~is_new & ~after
+
+
 def part_labels(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]], new_ids: set[int],
                 windows: Sequence[tuple[list[int], int, int]]) -> np.ndarray:
     """Each character's part (NEW_WORDS, AFTER_NEW or ELSEWHERE) from the extended tokenization of `text`.

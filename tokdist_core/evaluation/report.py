@@ -31,7 +31,7 @@ from ..foundations.forward import autocast_for, decoder_forward, embed_ids, outp
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows, tokenizer_with_words
 from ..foundations.vocab import WordError
-from .parts import bits_by_part, char_bits, part_labels, parts_table, word_owners
+from .parts import bits_by_part, char_bits, elsewhere_tokens, part_labels, parts_table, word_owners
 from .report_inputs import check_documents, check_rows, check_settings
 
 Progress = Callable[[float, str], None]
@@ -84,8 +84,9 @@ class _Vocab:
 
 @torch.no_grad()
 def _batch_nll(lm: LoadedModel, vocab: _Vocab, windows: list, docs: list[list[int]], new: _NewRows | None,
-               mixed_precision: str) -> torch.Tensor:
-    """NLL (nats) of every target of a batch of windows, in window order."""
+               mixed_precision: str, charged: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """NLL (nats) of every target of a batch of windows, in window order, and with `charged` ([targets] bool)
+    what the new rows take at those targets, per new word ([K] nats; `_new_row_takes`)."""
     width = max(len(w[1]) for w in windows)
     ids = torch.zeros((len(windows), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -108,6 +109,7 @@ def _batch_nll(lm: LoadedModel, vocab: _Vocab, windows: list, docs: list[list[in
     positions = torch.arange(width, device=lm.device).expand(len(windows), -1)
     chunk = max(1, _LOGIT_ELEMENTS // (vocab.head_rows + len(vocab.new_ids)))
     out = []
+    taken = torch.zeros(len(vocab.new_ids), dtype=torch.float64) if charged is not None and new is not None else None
     with autocast_for(lm.device, mixed_precision):
         hidden, _ = decoder_forward(lm.model, embeds, mask, -1, position_ids=positions)
         picked = hidden[torch.tensor(rows, device=lm.device), torch.tensor(cols, device=lm.device)]
@@ -116,29 +118,51 @@ def _batch_nll(lm: LoadedModel, vocab: _Vocab, windows: list, docs: list[list[in
             if blocked:
                 logits[:, blocked] = -math.inf
             out.append(F.cross_entropy(logits, target[start : start + chunk], reduction="none"))
-    return torch.cat(out).float().cpu()
+            if taken is not None:
+                where = charged[start : start + chunk].to(lm.device)
+                if where.any():
+                    taken += _new_row_takes(logits[where].float(), vocab.head_rows).cpu()
+    return torch.cat(out).float().cpu(), taken
+
+
+def _new_row_takes(logits: torch.Tensor, head_rows: int) -> torch.Tensor:
+    """[K] nats: at positions whose target is an original token and whose hidden state the new tokens do not
+    change, the new rows cost exactly -log(1 - P) each (P: their total probability there, which the original
+    tokens lose); each word is charged its rows' share p_w / P of it, so the charges add up to the cost."""
+    p_new = torch.softmax(logits, dim=-1)[:, head_rows:].double()
+    total = p_new.sum(1, keepdim=True)
+    cost = -torch.log1p(-total.clamp(max=1 - 1e-12))
+    return (p_new * torch.where(total > 0, cost / total, torch.zeros_like(total))).sum(0)
 
 
 def _token_nll(lm: LoadedModel, vocab: _Vocab, docs: list[list[int]], new: _NewRows | None, settings: dict,
-               tick: Callable[[int, str], None]) -> list[np.ndarray]:
-    """Per document, the NLL (nats) of each of its tokens, scored in windows batched by a token budget."""
+               tick: Callable[[int, str], None],
+               charged: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Per document, the NLL (nats) of each of its tokens, scored in windows batched by a token budget; with
+    `charged` (per document, [tokens] bool) also what the new rows take at those tokens, per word ([K] nats)."""
     prefix, max_length, budget = settings["start_token_id"], settings["max_length"], settings["token_budget"]
     windows = [(d, *w) for d, ids in enumerate(docs) for w in rolling_windows(ids, prefix, max_length)]
     windows.sort(key=lambda w: -len(w[1]))  # longest first: the first window of a batch sets its width
     nll = [np.zeros(len(ids)) for ids in docs]
+    taken = np.zeros(len(vocab.new_ids)) if charged is not None and new is not None else None
     done = 0
     while done < len(windows):
         check_cancel(settings["cancel"], f"stopped while scoring held-out text ({done} of {len(windows)} windows)")
         size = max(1, budget // len(windows[done][1]))
         batch = windows[done : done + size]
-        values = _batch_nll(lm, vocab, batch, docs, new, settings["mixed_precision"]).numpy()
+        where = None if taken is None else torch.from_numpy(
+            np.concatenate([charged[doc][first : first + count] for doc, _, first, count in batch]))
+        values, batch_taken = _batch_nll(lm, vocab, batch, docs, new, settings["mixed_precision"], where)
+        values = values.numpy()
+        if batch_taken is not None:
+            taken += batch_taken.numpy()
         at = 0
         for doc, _, first, count in batch:
             nll[doc][first : first + count] = values[at : at + count]
             at += count
         done += len(batch)
         tick(len(batch), f"{done} of {len(windows)} windows")
-    return nll
+    return nll, taken
 
 
 def _aligned_pieces(span: tuple[int, int], starts: list[int], ends: list[int]) -> range | None:
@@ -355,11 +379,12 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
             progress(done["windows"] / max(windows, 1), f"{done['label']}: {where}")
 
     run = {**settings, "cancel": cancel}
-    nll_original = _token_nll(lm, vocab, original["ids"], None, run, tick)
+    nll_original, _ = _token_nll(lm, vocab, original["ids"], None, run, tick)
     nll_methods: dict[str, list[np.ndarray]] = {}
     for rows in methods:
         done["label"] = rows.method
-        nll_methods[rows.method] = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run, tick)
+        nll_methods[rows.method], _ = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run,
+                                                 tick)
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     tokens_original, tokens_adapted = sum(map(len, original["ids"])), sum(map(len, adapted["ids"]))
     base = _scores(float(sum(n.sum() for n in nll_original)), tokens_original, n_bytes)
@@ -384,20 +409,33 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
 
 @dataclass
 class WordCost:
-    """What one new word costs on some text: the adapted model's bits minus the original's on the word's own
-    characters and on the text read after it (its share of the `new_words` and `after_new` parts)."""
+    """What one new word costs on some text against the original tokenization: on the word's own characters
+    and on the text read after it (its share of the `new_words` and `after_new` parts), and what its row takes
+    on the rest (its share of the `elsewhere` part)."""
 
     word: str
     occurrences: int
     bits_change: float  # > 0: the word makes the model worse there than the original pieces did
     bits_original: float  # the original's bits on the same characters
+    bits_elsewhere: float = 0.0  # >= 0: the probability its output row takes from the original tokens elsewhere
+
+    @property
+    def bits_total(self) -> float:
+        """What the word costs on the whole text: > 0, the text reads worse with it than without it."""
+        return self.bits_change + self.bits_elsewhere
+
+    @property
+    def harmful(self) -> bool:
+        """The text reads worse with the word than with its pieces; a word absent from it is not judged."""
+        return self.occurrences > 0 and self.bits_total > 0
 
 
 def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *, max_length: int | None = None,
                token_budget: int = DEFAULT_TOKEN_BUDGET, mixed_precision: str = "auto",
                cancel: threading.Event | None = None) -> list[WordCost]:
     """Each of `rows`' words' cost on `documents`, scored as domain_report scores them (needs a fast
-    tokenizer: the costs are charged by characters). What new rows take elsewhere is not charged to a word."""
+    tokenizer: the costs are charged by characters). Where no new word is read, the adapted model differs from
+    the original only by the probability the new rows take; each word is charged its row's share of that."""
     docs = check_documents(documents)
     (rows,) = check_rows(lm, [rows])
     settings = check_settings(lm, max_length, token_budget, mixed_precision)
@@ -407,14 +445,16 @@ def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *,
     if original["offsets"] is None:
         raise ValueError("word costs need a fast tokenizer (character offsets)")
     run = {**settings, "cancel": cancel}
-    nll_original = _token_nll(lm, vocab, original["ids"], None, run, lambda *_: None)
-    nll_adapted = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run, lambda *_: None)
     word_of = {t: k for k, t in enumerate(vocab.new_ids)}
+    windows = [rolling_windows(ids, settings["start_token_id"], settings["max_length"]) for ids in adapted["ids"]]
+    elsewhere = [elsewhere_tokens(ids, word_of, w) for ids, w in zip(adapted["ids"], windows)]
+    nll_original, _ = _token_nll(lm, vocab, original["ids"], None, run, lambda *_: None)
+    nll_adapted, taken = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run,
+                                    lambda *_: None, charged=elsewhere)
     change, base, count = np.zeros(len(words)), np.zeros(len(words)), np.zeros(len(words), dtype=np.int64)
     for d, text in enumerate(docs):
         ids = adapted["ids"][d]
-        windows = rolling_windows(ids, settings["start_token_id"], settings["max_length"])
-        owners = word_owners(ids, adapted["offsets"][d], len(text), word_of, windows)
+        owners = word_owners(ids, adapted["offsets"][d], len(text), word_of, windows[d])
         charged = owners >= 0
         if not charged.any():
             continue
@@ -423,4 +463,6 @@ def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *,
         change += np.bincount(owners[charged], weights=(after - before)[charged], minlength=len(words))
         base += np.bincount(owners[charged], weights=before[charged], minlength=len(words))
         count += np.bincount([word_of[t] for t in ids if t in word_of], minlength=len(words))
-    return [WordCost(w, int(n), float(c), float(b)) for w, n, c, b in zip(words, count, change, base)]
+    taken_bits = taken / math.log(2) if taken is not None else np.zeros(len(words))
+    return [WordCost(w, int(n), float(c), float(b), float(e))
+            for w, n, c, b, e in zip(words, count, change, base, taken_bits)]

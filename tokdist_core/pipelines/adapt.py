@@ -166,7 +166,9 @@ def adapt(td: TokenDistillation, words: Sequence[str], settings: AdaptSettings, 
     if not splits:
         reasons = "; ".join(f"{s.word!r}: {s.reason}" for s in skipped[:5])
         raise ValueError(f"no word can be added{': ' + reasons if reasons else ''}")
-    fingerprint = {"model": td.lm.name, "words": [s.word for s in splits], "config": config.to_dict(),
+    # Not the words: a word's row does not depend on the words beside it, so a resumed run may add words
+    # (--top 250, then --top 500) and trains only those it does not have yet.
+    fingerprint = {"model": td.lm.name, "config": config.to_dict(),
                    **{k: v for k, v in asdict(settings).items()
                       if k not in ("memory_budget_gb", "export", "formats", "keep_harmful", "validation_bytes",
                                    "reuse_slots", "prior_correction")}}
@@ -257,8 +259,9 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
     """What each word costs on a validation slice of the training documents (never the held-out ones) with
     the judging method's rows (tokdist when trained, else the last method); None without text to read.
 
-    A word is harmful when the model reads and predicts the slice worse with it than with its pieces (the
-    bits of its occurrences and of the text after them, WordCost); words absent from the slice are kept."""
+    A word is harmful when the slice reads worse with it than with its pieces: the bits of its occurrences and
+    of the text after them, plus what its output row takes from the original tokens everywhere else (WordCost);
+    words absent from the slice are kept (nothing shows what they would save)."""
     from ..contexts.documents import iter_documents, iter_split_documents
     from ..contexts.mining import documents_with_words
     from ..evaluation.report import word_costs
@@ -272,7 +275,7 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
     budget = settings.validation_bytes or validation_budget(len(words))
     texts = documents_with_words(docs, words, HARM_OCCURRENCES, budget)
     costs = word_costs(td.lm, texts, rows[judge]) if texts else []
-    harmful = [c.word for c in costs if c.occurrences and c.bits_change > 0]
+    harmful = [c.word for c in costs if c.harmful]
     if len(harmful) == len(words) and not settings.keep_harmful:
         raise ValueError(f"every word makes the validation text worse with {judge}'s rows; nothing would be "
                          "added (keep_harmful / --keep-harmful keeps them; --resume reuses the trained rows)")
@@ -280,7 +283,8 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
             "budget_bytes": budget,
             "harmful": harmful, "kept": settings.keep_harmful,
             "costs": [{"word": c.word, "occurrences": c.occurrences, "bits_change": round(c.bits_change, 3),
-                       "bits_original": round(c.bits_original, 3)} for c in costs]}
+                       "bits_elsewhere": round(c.bits_elsewhere, 3), "bits_original": round(c.bits_original, 3)}
+                      for c in costs]}
 
 
 def validation_budget(words: int) -> int:

@@ -159,6 +159,7 @@ class CheckpointStore:
         manifest = self.folder / MANIFEST
         if resume and manifest.is_file():
             stored = json.loads(manifest.read_text(encoding="utf-8"))
+            stored.pop("words", None)  # folders from before a resumed run could add words held them
             if stored != self.fingerprint:
                 changed = sorted(k for k in set(stored) | set(self.fingerprint) if stored.get(k) != self.fingerprint.get(k))
                 raise ScaleError(f"the checkpoints in {self.folder} were made with other settings ({', '.join(changed)}"
