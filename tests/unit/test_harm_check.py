@@ -35,7 +35,9 @@ def _heldout_doc(split: DocumentSplit) -> str:
 @pytest.fixture
 def corpus(tmp_path):
     split = DocumentSplit(0.3)
-    docs = [*TEXTS, *ZUGSPITZE_TEXTS, _heldout_doc(split)]
+    # Plain documents too: the slice skips them, and the rows' pull elsewhere is weighed over them as well.
+    plain = [f"Plain note {n}: the weather was mild and the trains ran on time all week." for n in range(6)]
+    docs = [*TEXTS, *ZUGSPITZE_TEXTS, *plain, _heldout_doc(split)]
     path = tmp_path / "corpus.txt"
     path.write_text("\n\n".join(docs), encoding="utf-8")
     return path, split
@@ -69,7 +71,10 @@ def test_harm_check_reads_only_training_documents(tokenizer, corpus, tmp_path):
     # The costs are word_costs' on those documents with the tokdist rows; keep_harmful kept every word.
     assert settings.validation_bytes is None and check["budget_bytes"] == validation_budget(len(WORDS)) == 150_000
     texts = documents_with_words((("", t) for t in train), WORDS, 4, check["budget_bytes"])
-    direct = word_costs(td.lm, texts, result.rows["tokdist"])
+    # No word reaches 4 occurrences, so the slice was picked from all the training text: what the rows take
+    # elsewhere is weighed over all of it.
+    assert check["scanned_bytes"] == sum(len(t.encode("utf-8")) for t in train) > check["bytes"] > 0
+    direct = word_costs(td.lm, texts, result.rows["tokdist"], represents_bytes=check["scanned_bytes"])
     assert [round(c.bits_change, 3) for c in direct] == [c["bits_change"] for c in check["costs"]]
     assert [round(c.bits_elsewhere, 3) for c in direct] == [c["bits_elsewhere"] for c in check["costs"]]
     assert check["harmful"] == [c.word for c in direct if c.harmful]

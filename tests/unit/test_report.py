@@ -232,8 +232,13 @@ def test_word_costs_charge_each_row_what_it_takes_elsewhere(tokenizer):
     plain = docs[2:]
     report = domain_report(lm, plain, [rows], max_length=64)
     difference = report.methods["subword_mean"]["nll_nats"] - report.original["nll_nats"]
-    assert sum(c.bits_elsewhere for c in word_costs(lm, plain, rows, max_length=64)) == pytest.approx(
-        difference / LN2, rel=1e-4)
+    plain_costs = word_costs(lm, plain, rows, max_length=64)
+    assert sum(c.bits_elsewhere for c in plain_costs) == pytest.approx(difference / LN2, rel=1e-4)
+    # Standing for three times as much text (a slice picked from it), every byte elsewhere costs the same.
+    size = len(plain[0].encode("utf-8"))
+    tripled = word_costs(lm, plain, rows, max_length=64, represents_bytes=3 * size)
+    assert [c.bits_elsewhere for c in tripled] == pytest.approx([3 * c.bits_elsewhere for c in plain_costs])
+    assert [c.bits_change for c in tripled] == [c.bits_change for c in plain_costs]
 
 
 def test_bf16_autocast_path_stays_close_to_fp32(tokenizer):

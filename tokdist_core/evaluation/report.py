@@ -31,7 +31,15 @@ from ..foundations.forward import autocast_for, decoder_forward, embed_ids, outp
 from ..foundations.models import LoadedModel
 from ..foundations.rows import NewTokenRows, tokenizer_with_words
 from ..foundations.vocab import WordError
-from .parts import bits_by_part, char_bits, elsewhere_tokens, part_labels, parts_table, word_owners
+from .parts import (
+    bits_by_part,
+    char_bits,
+    char_bytes,
+    elsewhere_tokens,
+    part_labels,
+    parts_table,
+    word_owners,
+)
 from .report_inputs import check_documents, check_rows, check_settings
 
 Progress = Callable[[float, str], None]
@@ -432,10 +440,14 @@ class WordCost:
 
 def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *, max_length: int | None = None,
                token_budget: int = DEFAULT_TOKEN_BUDGET, mixed_precision: str = "auto",
-               cancel: threading.Event | None = None) -> list[WordCost]:
+               cancel: threading.Event | None = None, represents_bytes: int | None = None) -> list[WordCost]:
     """Each of `rows`' words' cost on `documents`, scored as domain_report scores them (needs a fast
     tokenizer: the costs are charged by characters). Where no new word is read, the adapted model differs from
-    the original only by the probability the new rows take; each word is charged its row's share of that."""
+    the original only by the probability the new rows take; each word is charged its row's share of that.
+
+    `represents_bytes`: the UTF-8 size of the text `documents` were picked from for holding the words (a
+    validation slice). The rows take probability on all of it, so `bits_elsewhere` is then extrapolated from
+    the documents' own elsewhere text to the rest of that text at the same rate per byte."""
     docs = check_documents(documents)
     (rows,) = check_rows(lm, [rows])
     settings = check_settings(lm, max_length, token_budget, mixed_precision)
@@ -452,10 +464,12 @@ def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *,
     nll_adapted, taken = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run,
                                     lambda *_: None, charged=elsewhere)
     change, base, count = np.zeros(len(words)), np.zeros(len(words)), np.zeros(len(words), dtype=np.int64)
+    elsewhere_bytes = 0
     for d, text in enumerate(docs):
         ids = adapted["ids"][d]
         owners = word_owners(ids, adapted["offsets"][d], len(text), word_of, windows[d])
         charged = owners >= 0
+        elsewhere_bytes += int(char_bytes(text)[~charged].sum())
         if not charged.any():
             continue
         before = char_bits(text, nll_original[d], original["offsets"][d])
@@ -464,5 +478,8 @@ def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *,
         base += np.bincount(owners[charged], weights=before[charged], minlength=len(words))
         count += np.bincount([word_of[t] for t in ids if t in word_of], minlength=len(words))
     taken_bits = taken / math.log(2) if taken is not None else np.zeros(len(words))
+    slice_bytes = sum(len(t.encode("utf-8")) for t in docs)
+    if represents_bytes is not None and represents_bytes > slice_bytes and elsewhere_bytes:
+        taken_bits = taken_bits * (elsewhere_bytes + represents_bytes - slice_bytes) / elsewhere_bytes
     return [WordCost(w, int(n), float(c), float(b), float(e))
             for w, n, c, b, e in zip(words, count, change, base, taken_bits)]

@@ -260,8 +260,9 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
     the judging method's rows (tokdist when trained, else the last method); None without text to read.
 
     A word is harmful when the slice reads worse with it than with its pieces: the bits of its occurrences and
-    of the text after them, plus what its output row takes from the original tokens everywhere else (WordCost);
-    words absent from the slice are kept (nothing shows what they would save)."""
+    of the text after them, plus what its output row takes from the original tokens everywhere else, weighed
+    over all the documents the slice was picked from (WordCost); words absent from the slice are kept (nothing
+    shows what they would save)."""
     from ..contexts.documents import iter_documents, iter_split_documents
     from ..contexts.mining import documents_with_words
     from ..evaluation.report import word_costs
@@ -273,14 +274,23 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
     words = list(rows[judge].words)
     docs = iter_split_documents(data, split, "train") if split is not None else iter_documents(data)
     budget = settings.validation_bytes or validation_budget(len(words))
-    texts = documents_with_words(docs, words, HARM_OCCURRENCES, budget)
-    costs = word_costs(td.lm, texts, rows[judge]) if texts else []
+    scanned = [0]  # bytes of the documents the slice was picked from, those without its words included
+
+    def counted(documents):
+        for label, text in documents:
+            scanned[0] += len(text.encode("utf-8"))
+            yield label, text
+
+    texts = documents_with_words(counted(docs), words, HARM_OCCURRENCES, budget)
+    # The slice holds the words far more densely than the text it was picked from, where the rows take
+    # probability too: what they take elsewhere is weighed over all of it.
+    costs = word_costs(td.lm, texts, rows[judge], represents_bytes=scanned[0]) if texts else []
     harmful = [c.word for c in costs if c.harmful]
     if len(harmful) == len(words) and not settings.keep_harmful:
         raise ValueError(f"every word makes the validation text worse with {judge}'s rows; nothing would be "
                          "added (keep_harmful / --keep-harmful keeps them; --resume reuses the trained rows)")
     return {"method": judge, "documents": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts),
-            "budget_bytes": budget,
+            "budget_bytes": budget, "scanned_bytes": scanned[0],
             "harmful": harmful, "kept": settings.keep_harmful,
             "costs": [{"word": c.word, "occurrences": c.occurrences, "bits_change": round(c.bits_change, 3),
                        "bits_elsewhere": round(c.bits_elsewhere, 3), "bits_original": round(c.bits_original, 3)}
