@@ -46,10 +46,12 @@ def corpus(tmp_path):
 def test_the_slice_takes_documents_until_each_word_has_enough():
     docs = [("a", "One Krankenwagen."), ("b", "Nothing here."), ("c", "A Krankenwagen and Schadenfreude."),
             ("d", "More Krankenwagen."), ("e", "Then Schadenfreude.")]
-    assert documents_with_words(docs, WORDS[:2], 2, 10**6) == ["One Krankenwagen.", "A Krankenwagen and Schadenfreude.",
-                                                               "Then Schadenfreude."]
-    assert documents_with_words(docs, WORDS[:2], 2, 10) == ["One Krankenwagen."]  # the byte cap
-    assert documents_with_words(docs, [], 2, 10**6) == []
+    picked = documents_with_words(docs, WORDS[:2], 2, 10**6)
+    assert picked.texts == ["One Krankenwagen.", "A Krankenwagen and Schadenfreude.", "Then Schadenfreude."]
+    # Every document read counts, the skipped ones too: the text the slice was picked from.
+    assert picked.scanned_bytes == sum(len(t) for _, t in docs) and picked.scanned_occurrences == [3, 2]
+    assert documents_with_words(docs, WORDS[:2], 2, 10).texts == ["One Krankenwagen."]  # the byte cap
+    assert documents_with_words(docs, [], 2, 10**6).texts == []
 
 
 def test_harm_check_reads_only_training_documents(tokenizer, corpus, tmp_path):
@@ -70,11 +72,14 @@ def test_harm_check_reads_only_training_documents(tokenizer, corpus, tmp_path):
     assert [c["occurrences"] for c in check["costs"]] == in_train
     # The costs are word_costs' on those documents with the tokdist rows; keep_harmful kept every word.
     assert settings.validation_bytes is None and check["budget_bytes"] == validation_budget(len(WORDS)) == 150_000
-    texts = documents_with_words((("", t) for t in train), WORDS, 4, check["budget_bytes"])
-    # No word reaches 4 occurrences, so the slice was picked from all the training text: what the rows take
-    # elsewhere is weighed over all of it.
-    assert check["scanned_bytes"] == sum(len(t.encode("utf-8")) for t in train) > check["bytes"] > 0
-    direct = word_costs(td.lm, texts, result.rows["tokdist"], represents_bytes=check["scanned_bytes"])
+    picked = documents_with_words((("", t) for t in train), WORDS, 4, check["budget_bytes"])
+    # No word reaches 4 occurrences, so the slice was picked from all the training text: gains and what the
+    # rows take elsewhere are weighed over all of it.
+    assert check["scanned_bytes"] == picked.scanned_bytes == sum(len(t.encode("utf-8")) for t in train)
+    assert picked.scanned_bytes > check["bytes"] > 0 and picked.scanned_occurrences == in_train
+    direct = word_costs(td.lm, picked.texts, result.rows["tokdist"], represents_bytes=picked.scanned_bytes,
+                        represents_occurrences=picked.scanned_occurrences)
+    assert [round(c.bits_total, 3) for c in direct] == [c["bits_total"] for c in check["costs"]]
     assert [round(c.bits_change, 3) for c in direct] == [c["bits_change"] for c in check["costs"]]
     assert [round(c.bits_elsewhere, 3) for c in direct] == [c["bits_elsewhere"] for c in check["costs"]]
     assert check["harmful"] == [c.word for c in direct if c.harmful]

@@ -228,6 +228,10 @@ def test_word_costs_charge_each_row_what_it_takes_elsewhere(tokenizer):
     saves_but_takes = WordCost(" x", 3, bits_change=-1.0, bits_original=10.0, bits_elsewhere=2.0)
     assert saves_but_takes.harmful and not WordCost(" x", 3, -3.0, 10.0, 2.0).harmful
     assert not WordCost(" x", 0, 0.0, 0.0, 2.0).harmful  # absent: nothing shows what it would save
+    # Judged on a slice that stands for more text, its gain counts once per occurrence there.
+    assert WordCost(" x", 3, -1.0, 10.0, 2.0, occurrences_represented=9).bits_total == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="represents_occurrences"):
+        word_costs(lm, docs, rows, max_length=64, represents_occurrences=[1])
     # On the text with no new word the charges add up to the whole difference the report measures there.
     plain = docs[2:]
     report = domain_report(lm, plain, [rows], max_length=64)

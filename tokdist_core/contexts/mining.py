@@ -272,28 +272,41 @@ def count_occurrences(documents: Iterable[tuple[str, str]], words: list[str]) ->
     return counts
 
 
+@dataclass
+class ValidationSlice:
+    """Documents picked for holding some words, and the text they were picked from."""
+
+    texts: list[str]
+    scanned_bytes: int  # UTF-8 bytes of every document read, the skipped ones included
+    scanned_occurrences: list[int]  # each word's occurrences in every document read
+
+
 def documents_with_words(documents: Iterable[tuple[str, str]], words: list[str], per_word: int,
-                         max_bytes: int) -> list[str]:
+                         max_bytes: int) -> ValidationSlice:
     """Texts that hold the words, in corpus order, for a validation slice: a document is taken while one of
     its words has fewer than `per_word` occurrences in the slice so far; stops when every word has them or
     at `max_bytes` of UTF-8 (mining's boundary rules)."""
+    picked = ValidationSlice([], 0, [0] * len(words))
     if not words:
-        return []
+        return picked
     automaton = word_automaton([WordSplit(word=w, pieces=(), ids=()) for w in words])
     need = [per_word] * len(words)
-    wanting, taken, size = len(words), [], 0
+    wanting, size = len(words), 0
     for _label, text in documents:
         found = [wi for _a, _b, matched in boundary_matches(text, automaton) for wi in matched]
+        picked.scanned_bytes += len(text.encode("utf-8"))
+        for wi in found:
+            picked.scanned_occurrences[wi] += 1
         if not any(need[wi] > 0 for wi in found):
             continue
-        taken.append(text)
+        picked.texts.append(text)
         size += len(text.encode("utf-8"))
         for wi in found:
             need[wi] -= 1
             wanting -= need[wi] == 0
         if wanting == 0 or size >= max_bytes:
             break
-    return taken
+    return picked
 
 
 def _tokenize_in_rounds(

@@ -426,11 +426,15 @@ class WordCost:
     bits_change: float  # > 0: the word makes the model worse there than the original pieces did
     bits_original: float  # the original's bits on the same characters
     bits_elsewhere: float = 0.0  # >= 0: the probability its output row takes from the original tokens elsewhere
+    occurrences_represented: int | None = None  # in the text the documents stand for (word_costs' represents_*)
 
     @property
     def bits_total(self) -> float:
-        """What the word costs on the whole text: > 0, the text reads worse with it than without it."""
-        return self.bits_change + self.bits_elsewhere
+        """What the word costs on the whole text, or on the text the documents stand for: > 0, the text reads
+        worse with it than without it (its gain per occurrence here, times its occurrences there)."""
+        if self.occurrences_represented is None or not self.occurrences:
+            return self.bits_change + self.bits_elsewhere
+        return self.bits_change * self.occurrences_represented / self.occurrences + self.bits_elsewhere
 
     @property
     def harmful(self) -> bool:
@@ -440,18 +444,23 @@ class WordCost:
 
 def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *, max_length: int | None = None,
                token_budget: int = DEFAULT_TOKEN_BUDGET, mixed_precision: str = "auto",
-               cancel: threading.Event | None = None, represents_bytes: int | None = None) -> list[WordCost]:
+               cancel: threading.Event | None = None, represents_bytes: int | None = None,
+               represents_occurrences: Sequence[int] | None = None) -> list[WordCost]:
     """Each of `rows`' words' cost on `documents`, scored as domain_report scores them (needs a fast
     tokenizer: the costs are charged by characters). Where no new word is read, the adapted model differs from
     the original only by the probability the new rows take; each word is charged its row's share of that.
 
-    `represents_bytes`: the UTF-8 size of the text `documents` were picked from for holding the words (a
-    validation slice). The rows take probability on all of it, so `bits_elsewhere` is then extrapolated from
-    the documents' own elsewhere text to the rest of that text at the same rate per byte."""
+    `represents_bytes`, `represents_occurrences`: the UTF-8 size of the text `documents` were picked from for
+    holding the words (a validation slice), and each word's occurrences in it. The rows take probability on all
+    of that text, so `bits_elsewhere` is extrapolated from the documents' own elsewhere text to the rest of it
+    at the same rate per byte, and `bits_total` weighs each word's gain by its occurrences there."""
     docs = check_documents(documents)
     (rows,) = check_rows(lm, [rows])
     settings = check_settings(lm, max_length, token_budget, mixed_precision)
     words = list(rows.words)
+    represented = list(represents_occurrences) if represents_occurrences is not None else [None] * len(words)
+    if len(represented) != len(words):
+        raise ValueError(f"represents_occurrences has {len(represented)} counts for {len(words)} words")
     extended, vocab = _extended(lm, words)
     original, adapted = _encode(lm.tokenizer, docs, cancel), _encode(extended, docs, cancel)
     if original["offsets"] is None:
@@ -481,5 +490,5 @@ def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *,
     slice_bytes = sum(len(t.encode("utf-8")) for t in docs)
     if represents_bytes is not None and represents_bytes > slice_bytes and elsewhere_bytes:
         taken_bits = taken_bits * (elsewhere_bytes + represents_bytes - slice_bytes) / elsewhere_bytes
-    return [WordCost(w, int(n), float(c), float(b), float(e))
-            for w, n, c, b, e in zip(words, count, change, base, taken_bits)]
+    return [WordCost(w, int(n), float(c), float(b), float(e), None if r is None else int(r))
+            for w, n, c, b, e, r in zip(words, count, change, base, taken_bits, represented)]

@@ -259,10 +259,10 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
     """What each word costs on a validation slice of the training documents (never the held-out ones) with
     the judging method's rows (tokdist when trained, else the last method); None without text to read.
 
-    A word is harmful when the slice reads worse with it than with its pieces: the bits of its occurrences and
-    of the text after them, plus what its output row takes from the original tokens everywhere else, weighed
-    over all the documents the slice was picked from (WordCost); words absent from the slice are kept (nothing
-    shows what they would save)."""
+    A word is harmful when text reads worse with it than with its pieces: the bits of its occurrences and of
+    the text after them, plus what its output row takes from the original tokens everywhere else, both weighed
+    over all the documents the slice was picked from (WordCost.bits_total); words absent from the slice are
+    kept (nothing shows what they would save)."""
     from ..contexts.documents import iter_documents, iter_split_documents
     from ..contexts.mining import documents_with_words
     from ..evaluation.report import word_costs
@@ -274,26 +274,22 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
     words = list(rows[judge].words)
     docs = iter_split_documents(data, split, "train") if split is not None else iter_documents(data)
     budget = settings.validation_bytes or validation_budget(len(words))
-    scanned = [0]  # bytes of the documents the slice was picked from, those without its words included
-
-    def counted(documents):
-        for label, text in documents:
-            scanned[0] += len(text.encode("utf-8"))
-            yield label, text
-
-    texts = documents_with_words(counted(docs), words, HARM_OCCURRENCES, budget)
-    # The slice holds the words far more densely than the text it was picked from, where the rows take
-    # probability too: what they take elsewhere is weighed over all of it.
-    costs = word_costs(td.lm, texts, rows[judge], represents_bytes=scanned[0]) if texts else []
+    picked = documents_with_words(docs, words, HARM_OCCURRENCES, budget)
+    texts = picked.texts
+    # The slice holds the words far more densely than the text it was picked from: each word's gain and what
+    # its row takes elsewhere are both weighed over all of that text.
+    costs = word_costs(td.lm, texts, rows[judge], represents_bytes=picked.scanned_bytes,
+                       represents_occurrences=picked.scanned_occurrences) if texts else []
     harmful = [c.word for c in costs if c.harmful]
     if len(harmful) == len(words) and not settings.keep_harmful:
         raise ValueError(f"every word makes the validation text worse with {judge}'s rows; nothing would be "
                          "added (keep_harmful / --keep-harmful keeps them; --resume reuses the trained rows)")
     return {"method": judge, "documents": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts),
-            "budget_bytes": budget, "scanned_bytes": scanned[0],
+            "budget_bytes": budget, "scanned_bytes": picked.scanned_bytes,
             "harmful": harmful, "kept": settings.keep_harmful,
             "costs": [{"word": c.word, "occurrences": c.occurrences, "bits_change": round(c.bits_change, 3),
-                       "bits_elsewhere": round(c.bits_elsewhere, 3), "bits_original": round(c.bits_original, 3)}
+                       "bits_original": round(c.bits_original, 3), "occurrences_scanned": c.occurrences_represented,
+                       "bits_elsewhere": round(c.bits_elsewhere, 3), "bits_total": round(c.bits_total, 3)}
                       for c in costs]}
 
 
