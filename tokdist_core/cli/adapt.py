@@ -201,12 +201,14 @@ def _print_harm_check(check: dict | None) -> None:
         return
     costs = {c["word"]: c for c in check["costs"]}
     what = "kept (--keep-harmful)" if check["kept"] else "left out (--keep-harmful keeps them)"
-    print(f"{len(check['harmful'])} words make {check['documents']} validation documents of the training text "
-          f"worse with {check['method']}'s rows; {what}:", file=sys.stderr)
+    print(f"{len(check['harmful'])} words make the training text worse with {check['method']}'s rows (judged on "
+          f"{check['documents']} validation documents, weighed over the {check['scanned_bytes']:,} bytes they were "
+          f"picked from); {what}:", file=sys.stderr)
     for word in check["harmful"][:20]:
         c = costs[word]
-        print(f"  {word!r}: {c['bits_change']:+.1f} bits over {c['occurrences']} occurrences and the text after "
-              f"them ({c['bits_original']:.1f} bits with its pieces), +{c['bits_elsewhere']:.1f} bits elsewhere",
+        print(f"  {word!r}: {c['bits_total']:+.1f} bits in all: {c['bits_change']:+.1f} over {c['occurrences']} "
+              f"occurrences and the text after them ({c['bits_original']:.1f} with its pieces; "
+              f"{c['occurrences_scanned']} occurrences in all), +{c['bits_elsewhere']:.1f} taken elsewhere",
               file=sys.stderr)
     if len(check["harmful"]) > 20:
         print(f"  ... {len(check['harmful']) - 20} more in adapt.json", file=sys.stderr)
