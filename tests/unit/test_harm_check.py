@@ -14,7 +14,7 @@ from tests.helpers import TEXTS, ZUGSPITZE_TEXTS, make_tiny
 from tokdist_core.api import TokenDistillation
 from tokdist_core.contexts.documents import DocumentSplit, iter_split_documents
 from tokdist_core.contexts.mining import count_occurrences, documents_with_words
-from tokdist_core.evaluation.report import word_costs
+from tokdist_core.evaluation.word_costs import word_costs
 from tokdist_core.pipelines.adapt import AdaptSettings, adapt, validation_budget
 from tokdist_core.pipelines.scale import ScaleError
 from tokdist_core.training import DistillationConfig

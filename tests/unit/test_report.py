@@ -17,12 +17,11 @@ from tokdist_core.contexts.documents import DocumentSplit, iter_documents, iter_
 from tokdist_core.evaluation.parts import PARTS
 from tokdist_core.evaluation.report import (
     SUMMARY_ABSENT_SHOWN,
-    WordCost,
     domain_report,
     report_figure,
     rolling_windows,
-    word_costs,
 )
+from tokdist_core.evaluation.word_costs import WordCost, word_costs
 from tokdist_core.foundations import models
 from tokdist_core.foundations.cancel import Cancelled
 from tokdist_core.foundations.files import PARTIAL_SUFFIX

@@ -33,12 +33,8 @@ from ..foundations.rows import NewTokenRows, tokenizer_with_words
 from ..foundations.vocab import WordError
 from .parts import (
     bits_by_part,
-    char_bits,
-    char_bytes,
-    elsewhere_tokens,
     part_labels,
     parts_table,
-    word_owners,
 )
 from .report_inputs import check_documents, check_rows, check_settings
 
@@ -143,7 +139,7 @@ def _new_row_takes(logits: torch.Tensor, head_rows: int) -> torch.Tensor:
     return (p_new * torch.where(total > 0, cost / total, torch.zeros_like(total))).sum(0)
 
 
-def _token_nll(lm: LoadedModel, vocab: _Vocab, docs: list[list[int]], new: _NewRows | None, settings: dict,
+def token_nll(lm: LoadedModel, vocab: _Vocab, docs: list[list[int]], new: _NewRows | None, settings: dict,
                tick: Callable[[int, str], None],
                charged: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Per document, the NLL (nats) of each of its tokens, scored in windows batched by a token budget; with
@@ -214,7 +210,7 @@ def _tally_words(words: list[str], vocab: _Vocab, original: dict, adapted: dict,
     return tallies
 
 
-def _extended(lm: LoadedModel, words: list[str]):
+def extended_vocab(lm: LoadedModel, words: list[str]):
     """The base tokenizer's private copy with the words added as add_tokens_to_model adds them, and the ids."""
     extended = tokenizer_with_words(lm.tokenizer, tuple(words))
     base = len(lm.tokenizer)
@@ -225,13 +221,13 @@ def _extended(lm: LoadedModel, words: list[str]):
     return extended, _Vocab(base=base, head_rows=head_rows, new_ids=new_ids)
 
 
-def _device_rows(lm: LoadedModel, rows: NewTokenRows, words: list[str]) -> _NewRows:
+def device_rows(lm: LoadedModel, rows: NewTokenRows, words: list[str]) -> _NewRows:
     order = [rows.index(w) for w in words]
     return _NewRows(input_rows=rows.scaled_input(lm.model)[order].float().to(lm.device),
                     output_rows=rows.output_matrix()[order].float().to(lm.device))
 
 
-def _encode(tokenizer, documents: list[str], cancel: threading.Event | None) -> dict:
+def encode_documents(tokenizer, documents: list[str], cancel: threading.Event | None) -> dict:
     """Batch-encode (fast tokenizers also give character offsets, for the per-word breakdown)."""
     fast = bool(getattr(tokenizer, "is_fast", False))
     ids: list[list[int]] = []
@@ -372,9 +368,9 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
     methods = check_rows(lm, rows_by_method)
     settings = check_settings(lm, max_length, token_budget, mixed_precision)
     words = list(methods[0].words)
-    extended, vocab = _extended(lm, words)
-    original = _encode(lm.tokenizer, docs, cancel)
-    adapted = _encode(extended, docs, cancel)
+    extended, vocab = extended_vocab(lm, words)
+    original = encode_documents(lm.tokenizer, docs, cancel)
+    adapted = encode_documents(extended, docs, cancel)
     if not any(original["ids"]):
         raise ValueError("The documents hold no tokens for this tokenizer; give documents with text.")
     windows = sum(math.ceil(len(ids) / settings["max_length"]) for ids in original["ids"])
@@ -387,11 +383,11 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
             progress(done["windows"] / max(windows, 1), f"{done['label']}: {where}")
 
     run = {**settings, "cancel": cancel}
-    nll_original, _ = _token_nll(lm, vocab, original["ids"], None, run, tick)
+    nll_original, _ = token_nll(lm, vocab, original["ids"], None, run, tick)
     nll_methods: dict[str, list[np.ndarray]] = {}
     for rows in methods:
         done["label"] = rows.method
-        nll_methods[rows.method], _ = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run,
+        nll_methods[rows.method], _ = token_nll(lm, vocab, adapted["ids"], device_rows(lm, rows, words), run,
                                                  tick)
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     tokens_original, tokens_adapted = sum(map(len, original["ids"])), sum(map(len, adapted["ids"]))
@@ -413,82 +409,3 @@ def domain_report(lm: LoadedModel, documents: Sequence[str],
                         tokens_original=tokens_original, tokens_adapted=tokens_adapted, original=base,
                         methods=scored, words=[_word_json(lm, w, t) for w, t in zip(words, tallies)],
                         seconds=time.perf_counter() - started)
-
-
-@dataclass
-class WordCost:
-    """What one new word costs on some text against the original tokenization: on the word's own characters
-    and on the text read after it (its share of the `new_words` and `after_new` parts), and what its row takes
-    on the rest (its share of the `elsewhere` part)."""
-
-    word: str
-    occurrences: int
-    bits_change: float  # > 0: the word makes the model worse there than the original pieces did
-    bits_original: float  # the original's bits on the same characters
-    bits_elsewhere: float = 0.0  # >= 0: the probability its output row takes from the original tokens elsewhere
-    occurrences_represented: int | None = None  # in the text the documents stand for (word_costs' represents_*)
-
-    @property
-    def bits_total(self) -> float:
-        """What the word costs on the whole text, or on the text the documents stand for: > 0, the text reads
-        worse with it than without it (its gain per occurrence here, times its occurrences there)."""
-        if self.occurrences_represented is None or not self.occurrences:
-            return self.bits_change + self.bits_elsewhere
-        return self.bits_change * self.occurrences_represented / self.occurrences + self.bits_elsewhere
-
-    @property
-    def harmful(self) -> bool:
-        """The text reads worse with the word than with its pieces; a word absent from it is not judged."""
-        return self.occurrences > 0 and self.bits_total > 0
-
-
-def word_costs(lm: LoadedModel, documents: Sequence[str], rows: NewTokenRows, *, max_length: int | None = None,
-               token_budget: int = DEFAULT_TOKEN_BUDGET, mixed_precision: str = "auto",
-               cancel: threading.Event | None = None, represents_bytes: int | None = None,
-               represents_occurrences: Sequence[int] | None = None) -> list[WordCost]:
-    """Each of `rows`' words' cost on `documents`, scored as domain_report scores them (needs a fast
-    tokenizer: the costs are charged by characters). Where no new word is read, the adapted model differs from
-    the original only by the probability the new rows take; each word is charged its row's share of that.
-
-    `represents_bytes`, `represents_occurrences`: the UTF-8 size of the text `documents` were picked from for
-    holding the words (a validation slice), and each word's occurrences in it. The rows take probability on all
-    of that text, so `bits_elsewhere` is extrapolated from the documents' own elsewhere text to the rest of it
-    at the same rate per byte, and `bits_total` weighs each word's gain by its occurrences there."""
-    docs = check_documents(documents)
-    (rows,) = check_rows(lm, [rows])
-    settings = check_settings(lm, max_length, token_budget, mixed_precision)
-    words = list(rows.words)
-    represented = list(represents_occurrences) if represents_occurrences is not None else [None] * len(words)
-    if len(represented) != len(words):
-        raise ValueError(f"represents_occurrences has {len(represented)} counts for {len(words)} words")
-    extended, vocab = _extended(lm, words)
-    original, adapted = _encode(lm.tokenizer, docs, cancel), _encode(extended, docs, cancel)
-    if original["offsets"] is None:
-        raise ValueError("word costs need a fast tokenizer (character offsets)")
-    run = {**settings, "cancel": cancel}
-    word_of = {t: k for k, t in enumerate(vocab.new_ids)}
-    windows = [rolling_windows(ids, settings["start_token_id"], settings["max_length"]) for ids in adapted["ids"]]
-    elsewhere = [elsewhere_tokens(ids, word_of, w) for ids, w in zip(adapted["ids"], windows)]
-    nll_original, _ = _token_nll(lm, vocab, original["ids"], None, run, lambda *_: None)
-    nll_adapted, taken = _token_nll(lm, vocab, adapted["ids"], _device_rows(lm, rows, words), run,
-                                    lambda *_: None, charged=elsewhere)
-    change, base, count = np.zeros(len(words)), np.zeros(len(words)), np.zeros(len(words), dtype=np.int64)
-    elsewhere_bytes = 0
-    for d, text in enumerate(docs):
-        ids = adapted["ids"][d]
-        owners = word_owners(ids, adapted["offsets"][d], len(text), word_of, windows[d])
-        charged = owners >= 0
-        elsewhere_bytes += int(char_bytes(text)[~charged].sum())
-        if not charged.any():
-            continue
-        before = char_bits(text, nll_original[d], original["offsets"][d])
-        after = char_bits(text, nll_adapted[d], adapted["offsets"][d])
-        change += np.bincount(owners[charged], weights=(after - before)[charged], minlength=len(words))
-        base += np.bincount(owners[charged], weights=before[charged], minlength=len(words))
-        count += np.bincount([word_of[t] for t in ids if t in word_of], minlength=len(words))
-    taken_bits = taken / math.log(2) if taken is not None else np.zeros(len(words))
-    slice_bytes = sum(len(t.encode("utf-8")) for t in docs)
-    if represents_bytes is not None and represents_bytes > slice_bytes and elsewhere_bytes:
-        taken_bits = taken_bits * (elsewhere_bytes + represents_bytes - slice_bytes) / elsewhere_bytes
-    return [WordCost(w, int(n), float(c), float(b), float(e), None if r is None else int(r))
-            for w, n, c, b, e, r in zip(words, count, change, base, taken_bits, represented)]

@@ -265,7 +265,7 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
     kept (nothing shows what they would save)."""
     from ..contexts.documents import iter_documents, iter_split_documents
     from ..contexts.mining import documents_with_words
-    from ..evaluation.report import word_costs
+    from ..evaluation.word_costs import word_costs
 
     data, split = settings.text_data(), settings.document_split()
     if not data or not rows:
