@@ -47,6 +47,12 @@ VARIANTS = {
     "8 tokens after": {"tokens_after": 8},
     "4 tokens after, batch 8": {"tokens_after": 4, "batch_size": 8},
     "4 tokens after, batch 16, 32 epochs": {"tokens_after": 4, "batch_size": 16, "epochs": 32},
+    # L-BFGS: a first pass at the start, then one step a pass on all of a word's snippets (docs/method.md,
+    # "Fewer, better steps: L-BFGS").
+    **{f"lbfgs {steps} steps lr {lr}{tail}": {"optimizer": "lbfgs", "epochs": steps, "learning_rate": float(lr), **extra}
+       for steps, lr, tail, extra in [(19, "3e-2", "", {}), (29, "3e-2", "", {}), (29, "1e-2", "", {}),
+                                      (29, "3e-3", "", {}), (39, "1e-2", "", {}), (49, "1e-2", "", {}),
+                                      (19, "3e-2", " 2 tokens after", {"tokens_after": 2})]},
 }
 # Words no test uses, from the bundled corpus (the "words the tests never see").
 UNSEEN_WORDS = ["Athabasca", "Najibullah", "Macfarlane", "Iwama", "UNITA", "Toowoomba", "Hollingworth", "bitumen",

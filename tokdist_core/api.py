@@ -63,7 +63,6 @@ from .training import (
     TeacherCache,
     check_trajectory_points,
     new_output_rows,
-    steps_per_epoch,
 )
 
 Progress = Callable[[float, str], None]
@@ -147,13 +146,14 @@ class TokenDistillation:
         # The logit losses also apply the LM head to the teacher's final states in every step.
         teacher_heads = sum(any(name in ("logit_mse", "logit_kl") for name in m.losses_for(config)) for m in trained)
         return estimate.estimate_training(self.lm, config.trained_part(train), heldout, len(trained), len(chosen),
-                                          config.epochs, config.batch_size, next_token,
+                                          config.epochs, config.step_batch_size(Counter(s.word for s in train).values()),
+                                          next_token,
                                           teacher_head_methods=teacher_heads)
 
     def training_steps(self, train: Sequence[Snippet], training: DistillationConfig | None = None) -> int:
-        """Optimizer steps one trained method takes on `train` (each step: batch_size snippets per word)."""
+        """Optimizer steps one trained method takes on `train` (see DistillationConfig.total_steps)."""
         config = training or DistillationConfig()
-        return config.epochs * steps_per_epoch(Counter(s.word for s in train).values(), config.batch_size)
+        return config.total_steps(Counter(s.word for s in train).values())
 
     def estimate_generation(self, sequences: int, snippet_len: int) -> JobEstimate:
         """Upper bound on the time to generate `sequences` snippets of `snippet_len` tokens."""

@@ -57,9 +57,10 @@ def test_inspect_add_a_snippet_and_retrain_one_word(app, tmp_path):
     c = client(app)
     c.predict("Schopenhauer, Andorra", "smollm2-135m", True, api_name="/split")
     c.predict(*TINY_CONTEXTS, api_name="/contexts")
-    # One epoch of batch 8 over 4 snippets is one step: its loss is the loss under the starting rows, which are
-    # exactly the subword-mean rows.
-    distill = c.predict(["subword_mean", "tokdist"], 1, 0.01, 8, -1, "ntp", 0, api_name="/distill")[3]
+    # One Adam epoch of batch 8 over 4 snippets is one step: its loss is the loss under the starting rows, which
+    # are exactly the subword-mean rows.
+    distill = c.predict(["subword_mean", "tokdist"], 1, 0.01, 8, -1, "ntp", 0, "auto", ["hidden_mse"], 1.0,
+                        "subword_mean", "constant", 0.5, "adam", api_name="/distill")[3]
     assert distill["finished"] == ["subword_mean", "tokdist"]
     metrics = c.predict(None, 3, api_name="/compare")[-1]["metrics"]
 
@@ -168,7 +169,7 @@ def test_snippets_cannot_change_while_the_session_trains(app):
     c.predict("Schopenhauer", "smollm2-135m", True, api_name="/split")
     c.predict(*TINY_CONTEXTS, api_name="/contexts")
     c.predict(["tokdist"], 1, 0.01, 8, -1, "ntp", 0, api_name="/distill")
-    job = c.submit(["tokdist"], 50, 0.01, 1, -1, "ntp", 0, api_name="/distill")  # 200 steps: stopped below
+    job = c.submit(["tokdist"], 50, 0.01, 1, -1, "ntp", 0, api_name="/distill")  # 50 steps: stopped below
     wait_for_steps(job, "tokdist", 1)
     try:
         with pytest.raises(AppError, match="Cannot re-train a word while a training run is running"):

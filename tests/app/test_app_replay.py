@@ -1,6 +1,6 @@
 """The Replay tab's /trajectory endpoint, on the launched app (bundled model) through gradio_client.
 
-One word, 4 training snippets of 24 tokens, batch 2 x 3 epochs = 6 steps: well under a minute on 2 cores.
+One word, 4 training snippets of 24 tokens, 3 epochs = 3 L-BFGS steps (the default): well under a minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from tests.helpers import wait_for_steps  # noqa: E402
 
 TINY_CONTEXTS = ("bundled", [], "", 4, 2, 24, 0)  # source, files, hf name, train, held-out, length, seed
-STEPS = 6  # 3 epochs x ceil(4 snippets / batch 2)
+STEPS = 3  # 3 epochs, each one L-BFGS step on all 4 snippets
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +89,10 @@ def test_trajectory_refuses_what_it_cannot_show_and_the_session_stays_usable(url
 
 
 def test_a_replay_asked_for_during_a_run_waits_for_it_and_shows_that_runs_path(url):
-    c = ready_session(url, ["tokdist"])  # a first run: 6 steps
-    run = c.submit(["tokdist"], 5, 0.01, 2, -1, "ntp", 0, api_name="/distill")  # a second one: 10 steps
+    c = ready_session(url, ["tokdist"])  # a first run: 3 steps
+    run = c.submit(["tokdist"], 5, 0.01, 2, -1, "ntp", 0, api_name="/distill")  # a second one: 5 steps
     wait_for_steps(run, "tokdist", 1)
     # The session is busy with the run: a view waits behind it (it used to be refused), then shows the new run.
     plot, summary, details = c.predict(None, api_name="/trajectory")
     assert run.result(timeout=60)[3]["finished"] == ["tokdist"]
-    assert details["paths"]["tokdist"]["steps"] == list(range(11)) and "after 10 steps" in summary
+    assert details["paths"]["tokdist"]["steps"] == list(range(6)) and "after 5 steps" in summary

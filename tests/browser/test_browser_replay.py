@@ -34,7 +34,7 @@ STATE_JS = """() => {
 ACTIVE_JS = "document.querySelector('#replay-plot .js-plotly-plot')._fullLayout.sliders[0].active"
 WIDTH_JS = "(() => { const r = document.querySelector('#replay-plot .js-plotly-plot').layout.xaxis.range; " \
            "return r[1] - r[0]; })()"
-EPOCHS = 3  # 8 snippets, batch 8: one step an epoch, so the slider has the start and 3 steps
+EPOCHS = 3  # one L-BFGS step an epoch, so the slider has the start and 3 steps
 
 
 @pytest.fixture(scope="module")

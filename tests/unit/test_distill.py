@@ -76,7 +76,7 @@ def test_training_lowers_loss_and_leaves_model_bit_identical(tiny_any, two_words
     words = [s.word for s in splits]
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     cache = TeacherCache(lm, snippets, words, -1, with_final=losses != ("hidden_mse",))
-    config = DistillationConfig(epochs=15, batch_size=4, learning_rate=5e-2, losses=losses)
+    config = DistillationConfig(optimizer="adam", epochs=15, batch_size=4, learning_rate=5e-2, losses=losses)
     output_rows = None if lm.tied else torch.zeros(len(words), lm.hidden_size)
     trainer = DistillationTrainer(lm, words, config, cache, output_rows=output_rows)
     steps = []
@@ -96,7 +96,7 @@ def test_length_split_batches_give_the_same_rows(tiny, two_words, monkeypatch):
     splits, snippets = two_words
     words = [s.word for s in splits]
     cache = TeacherCache(tiny, snippets, words, -1, with_final=False)
-    config = DistillationConfig(epochs=3, batch_size=6, learning_rate=5e-2)
+    config = DistillationConfig(optimizer="adam", epochs=3, batch_size=6, learning_rate=5e-2)
 
     def train(threshold):
         monkeypatch.setitem(batching.SPLIT_MIN_SAVED_TOKENS, "cpu", threshold)
@@ -121,7 +121,7 @@ def test_cancel_stops_between_steps(tiny, two_words):
     splits, snippets = two_words
     words = [s.word for s in splits]
     cache = TeacherCache(tiny, snippets, words, -1, with_final=False)
-    trainer = DistillationTrainer(tiny, words, DistillationConfig(epochs=50, batch_size=2), cache)
+    trainer = DistillationTrainer(tiny, words, DistillationConfig(optimizer="adam", epochs=50, batch_size=2), cache)
     cancel = threading.Event()
     seen = []
 
@@ -321,7 +321,7 @@ def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words,
     words = [s.word for s in splits]
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     # lr 2e-2: Gemma scales its input rows by sqrt(hidden), so 5e-2 overshoots on the tiny Gemma in fp32 as well
-    config = DistillationConfig(epochs=15, batch_size=4, learning_rate=2e-2, mixed_precision="bf16")
+    config = DistillationConfig(optimizer="adam", epochs=15, batch_size=4, learning_rate=2e-2, mixed_precision="bf16")
     cache = TeacherCache(lm, snippets, words, -1, with_final=False, mixed_precision="bf16")
     assert cache.items[0].kv.values.dtype == torch.bfloat16  # the teacher really ran in bf16 (keys are fp32 after RoPE)
     assert cache.items[0].targets.dtype == torch.float32
@@ -363,7 +363,7 @@ def test_cancel_stops_the_teacher_and_the_evaluation(tiny, two_words):
     # The facade's train keeps finished methods and says where it stopped.
     cancel_later = threading.Event()
     outcome = TokenDistillation(tiny).train(
-        splits, snippets, ["subword_mean", "tokdist"], DistillationConfig(epochs=50, batch_size=2),
+        splits, snippets, ["subword_mean", "tokdist"], DistillationConfig(optimizer="adam", epochs=50, batch_size=2),
         callback=lambda record: cancel_later.set() if record.step == 2 else None, cancel=cancel_later,
         heldout=snippets)
     assert list(outcome.rows) == ["subword_mean"] and "tokdist: stopped after 2 of" in outcome.cancelled
@@ -372,7 +372,7 @@ def test_cancel_stops_the_teacher_and_the_evaluation(tiny, two_words):
 
 def test_train_outcome_reports_rows_histories_times_tokens_and_metrics(tiny, two_words):
     splits, snippets = two_words
-    config = DistillationConfig(epochs=2, batch_size=2)
+    config = DistillationConfig(optimizer="adam", epochs=2, batch_size=2)
     outcome = TokenDistillation(tiny).train(splits, snippets, ["subword_mean", "tokdist"], config, heldout=snippets)
     assert list(outcome.rows) == ["subword_mean", "tokdist"] and outcome.cancelled is None
     assert len(outcome.histories["tokdist"]) == 2 * 2 and outcome.histories["subword_mean"] == []
@@ -386,7 +386,7 @@ def test_train_outcome_reports_rows_histories_times_tokens_and_metrics(tiny, two
 def test_training_reads_each_snippet_up_to_tokens_after_the_word(tiny, two_words):
     splits, snippets = two_words
     td = TokenDistillation(tiny)
-    cut = DistillationConfig(epochs=2, batch_size=2, tokens_after=2)
+    cut = DistillationConfig(optimizer="adam", epochs=2, batch_size=2, tokens_after=2)
     whole = replace(cut, tokens_after=0)
     by_hand = [s.cut_after(2) for s in snippets]
     assert any(len(s.suffix) > 2 for s in snippets)  # the cut shortens some snippets here
@@ -435,7 +435,7 @@ def test_training_is_repeatable_to_the_last_bit(tokenizer, two_words):
     results = []
     for _ in range(2):
         cache = TeacherCache(lm, snippets, words, -1, with_final=False, batch_size=2)  # 3 teacher blocks
-        trainer = DistillationTrainer(lm, words, DistillationConfig(epochs=3, batch_size=4), cache)
+        trainer = DistillationTrainer(lm, words, DistillationConfig(optimizer="adam", epochs=3, batch_size=4), cache)
         results.append(trainer.train(subword_init(lm, splits)).rows)
     assert all(torch.equal(results[0][w], results[1][w]) for w in words)
     assert len({it.kv.block for it in cache.items}) == 3

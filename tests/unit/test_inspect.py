@@ -17,7 +17,7 @@ from tokdist_core.training import DistillationConfig
 MORE = ZUGSPITZE_TEXTS[:4]
 WORDS = [" Krankenwagen", " Schadenfreude", " Zugspitze"]
 METHODS = ["subword_mean", "tokdist", "tokdist_antp"]
-CONFIG = DistillationConfig(epochs=2, batch_size=2, learning_rate=5e-2)
+CONFIG = DistillationConfig(optimizer="adam", epochs=2, batch_size=2, learning_rate=5e-2)
 
 
 def _split_sets(tokenizer, words=WORDS):
@@ -38,7 +38,7 @@ def test_per_snippet_losses_average_to_the_trainers_and_heldout_metrics(tokenize
     splits, train, heldout = _split_sets(tokenizer)
     # One step holding every training snippet of a word: its loss is the loss over all of them under the
     # starting rows, which are exactly the subword-mean method's rows.
-    config = DistillationConfig(epochs=1, batch_size=16, learning_rate=5e-2)
+    config = DistillationConfig(optimizer="adam", epochs=1, batch_size=16, learning_rate=5e-2)
     out = td.train(splits, train, METHODS, config, heldout=heldout)
     first = out.histories["tokdist"][0].word_losses
     metrics = heldout_metrics(lm, list(out.rows.values()), heldout)

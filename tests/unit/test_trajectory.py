@@ -12,7 +12,7 @@ from tokdist_core.api import TokenDistillation
 from tokdist_core.foundations.vocab import check_new_word
 from tokdist_core.training import DistillationConfig, recorded_steps
 
-CONFIG = DistillationConfig(epochs=2, batch_size=2, learning_rate=5e-2)
+CONFIG = DistillationConfig(optimizer="adam", epochs=2, batch_size=2, learning_rate=5e-2)
 MORE = [  # a third word with 5 snippets: more steps per epoch than the others (3 snippets each)
     "The Zugspitze is the highest peak of the Wetterstein range, and the Zugspitze draws many climbers.",
     "From the Zugspitze you can see four countries on a clear day in early autumn.",
@@ -66,9 +66,9 @@ def test_recording_does_not_change_the_rows_and_each_point_is_the_row_after_that
     for method in ("tokdist", "ntp"):
         assert torch.equal(recorded.rows[method].input_rows, plain.rows[method].input_rows), method
     # The point after epoch 1 of a 2-epoch run is the final row of a 1-epoch run (same batches, same Adam).
-    one_epoch = td.train(splits, snippets, ["tokdist"], DistillationConfig(epochs=1, batch_size=2,
+    one_epoch = td.train(splits, snippets, ["tokdist"], DistillationConfig(optimizer="adam", epochs=1, batch_size=2,
                                                                             learning_rate=5e-2))
-    per_epoch = td.training_steps(snippets, DistillationConfig(epochs=1, batch_size=2))
+    per_epoch = td.training_steps(snippets, DistillationConfig(optimizer="adam", epochs=1, batch_size=2))
     trajectory = recorded.trajectories["tokdist"]
     torch.testing.assert_close(trajectory.rows[trajectory.steps.index(per_epoch)],
                                one_epoch.rows["tokdist"].input_rows, rtol=1e-5, atol=1e-6)
@@ -77,7 +77,7 @@ def test_recording_does_not_change_the_rows_and_each_point_is_the_row_after_that
 def test_a_long_run_keeps_evenly_spaced_points_and_always_the_final_rows(tokenizer, two_words):
     td = TokenDistillation(make_tiny(tokenizer, "tied"))
     splits, snippets = two_words
-    config = DistillationConfig(epochs=3, batch_size=1, learning_rate=5e-2)  # 9 steps
+    config = DistillationConfig(optimizer="adam", epochs=3, batch_size=1, learning_rate=5e-2)  # 9 steps
     outcome = td.train(splits, snippets, ["tokdist"], config, record_trajectory=True, trajectory_points=4)
     trajectory = outcome.trajectories["tokdist"]
     assert trajectory.steps == [0, 3, 6, 9]

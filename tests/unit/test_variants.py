@@ -72,7 +72,7 @@ def test_fixed_and_auto_weighted_next_token_losses_add_up_as_defined(tiny, two_w
 
     def first_step(losses, **fields):
         steps = []
-        config = DistillationConfig(epochs=1, batch_size=8, losses=losses, **fields)
+        config = DistillationConfig(optimizer="adam", epochs=1, batch_size=8, losses=losses, **fields)
         DistillationTrainer(tiny, words, config, cache).train(init, callback=steps.append)
         return steps[0].word_losses
 
@@ -111,7 +111,7 @@ def test_each_word_follows_its_own_schedule_in_a_real_run(tokenizer, schedule):
     splits, snippets = three_words(tokenizer)
     words = [s.word for s in splits]
     cache = TeacherCache(lm, snippets, words, -1, with_final=False)
-    config = DistillationConfig(epochs=3, batch_size=2, learning_rate=0.05, schedule=schedule)
+    config = DistillationConfig(optimizer="adam", epochs=3, batch_size=2, learning_rate=0.05, schedule=schedule)
     trainer = DistillationTrainer(lm, words, config, cache)
     seen: dict[int, list[float]] = {}  # word -> the learning rate of each of its Adam updates
     make_optimizer = trainer._optimizer
@@ -144,7 +144,7 @@ def test_each_word_follows_its_own_schedule_in_a_real_run(tokenizer, schedule):
 def test_rows_do_not_depend_on_the_other_words_under_the_variants(tokenizer, kind):
     td = TokenDistillation(make_tiny(tokenizer, kind))
     splits, snippets = three_words(tokenizer)
-    base = DistillationConfig(epochs=3, batch_size=2, learning_rate=5e-2)
+    base = DistillationConfig(optimizer="adam", epochs=3, batch_size=2, learning_rate=5e-2)
     variants = [replace(base, schedule="linear"), replace(base, losses=("hidden_mse", "logit_kl"), init="random")]
     methods = ["tokdist", "tokdist_antp"]
     constant = td.train(splits, snippets, ["tokdist"], base).rows["tokdist"].input_rows
@@ -161,7 +161,7 @@ def test_rows_do_not_depend_on_the_other_words_under_the_variants(tokenizer, kin
 @pytest.mark.parametrize("init", INITS)
 def test_init_is_where_the_trained_methods_start(tiny, two_words, init):
     splits, snippets = two_words
-    config = DistillationConfig(epochs=1, learning_rate=1e-9, init=init)  # Adam moves a row by about lr per step
+    config = DistillationConfig(optimizer="adam", epochs=1, learning_rate=1e-9, init=init)  # Adam moves a row by about lr per step
     rows = TokenDistillation(tiny).train(splits, snippets, [init, "tokdist", "ntp"], config).rows
     for method in ("tokdist", "ntp"):
         torch.testing.assert_close(rows[method].input_rows, rows[init].input_rows, rtol=0, atol=1e-7)

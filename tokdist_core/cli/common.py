@@ -31,7 +31,8 @@ from ..training.config import OUTPUT_POLICIES, DistillationConfig, config_fields
 CONFIG_FLAGS = {"epochs": ("--epochs",), "batch_size": ("--batch-size",), "tokens_after": ("--tokens-after",),
                 "learning_rate": ("--lr", "--learning-rate"),
                 "target_layer": ("--target-layer",), "losses": ("--losses",), "ntp_weight": ("--ntp-weight",),
-                "init": ("--init",), "schedule": ("--schedule",), "warmup": ("--warmup",), "seed": ("--seed",),
+                "init": ("--init",), "schedule": ("--schedule",), "warmup": ("--warmup",),
+                "optimizer": ("--optimizer",), "seed": ("--seed",),
                 "mixed_precision": ("--mixed-precision",)}
 # Tens of thousands of words of at most 64 characters fit; anything bigger is not a words file.
 MAX_WORDS_FILE_BYTES = 1 << 20

@@ -21,8 +21,8 @@ def reproduce_snippet(model: str, words: list[str], method: str, config: dict, d
     """
     descriptions = descriptions or {}
     plain = [w for w in words if w not in descriptions]
-    keys = ("epochs", "batch_size", "learning_rate", "target_layer", "losses", "ntp_weight", "init", "schedule",
-            "warmup", "seed", "mixed_precision")
+    keys = ("optimizer", "epochs", "batch_size", "tokens_after", "learning_rate", "target_layer", "losses",
+            "ntp_weight", "init", "schedule", "warmup", "seed", "mixed_precision")
     # A tuple field may come back from JSON or a session as a list; it is written as the tuple the config holds.
     values = {k: tuple(config[k]) if isinstance(config[k], list) else config[k] for k in keys if k in config}
     args = ", ".join(f"{k}={v!r}" for k, v in values.items())

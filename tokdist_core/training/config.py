@@ -39,6 +39,7 @@ LOSSES = DISTILL_LOSSES + NEXT_TOKEN_LOSSES
 LOGIT_LOSSES = ("logit_mse", "logit_kl", *NEXT_TOKEN_LOSSES)  # these read the LM head
 INITS = ("subword_mean", "subword_weighted", "random", "vocab_mean")  # the baselines' row functions
 SCHEDULES = ("constant", "linear")
+OPTIMIZERS = ("adam", "lbfgs")
 # Loss names of earlier versions; a config that still uses one is refused with what to write instead.
 RENAMED_LOSSES = {"distill": "hidden_mse"}
 
@@ -109,12 +110,14 @@ class DistillationConfig:
     """Hyperparameters of one training run.
 
     Defaults are for the interactive case (a few words, ~25 snippets each): the paper's lr 1e-4 for one
-    epoch relies on thousands of steps. Progress is limited by the number of steps, not by the tokens each
-    step reads, so training reads each snippet up to 4 tokens after the word and takes many small steps:
-    batches of 4 over 24 epochs at lr 1e-2 (docs/method.md, "Why the defaults are ...").
+    epoch relies on thousands of steps. A row is a one-vector problem, so L-BFGS takes 39 steps, each on all
+    of a word's snippets read up to 4 tokens after the word, where Adam needed hundreds of small ones
+    (docs/method.md, "Fewer, better steps: L-BFGS").
     """
 
-    epochs: int = field(default=24, metadata={"help": "passes over the training snippets", "min": 1, "max": 1000})
+    epochs: int = field(default=39, metadata={
+        "help": "passes over the training snippets (with lbfgs: steps, each a pass, after a first pass at the "
+                "start)", "min": 1, "max": 1000})
     batch_size: int = field(default=4, metadata={
         "help": "snippets of each word per optimizer step (every word trains on its own snippets only)",
         "min": 1, "max": 1024})
@@ -123,7 +126,8 @@ class DistillationConfig:
                 "teacher included (held-out evaluation reads whole snippets); 0 reads whole snippets",
         "min": 0, "max": 1024})
     learning_rate: float = field(default=1e-2, metadata={
-        "help": "Adam learning rate of the new rows", "min": 0, "min_exclusive": True, "max": 10})
+        "help": "Adam's learning rate, or how far L-BFGS's first step moves a row's largest coordinate", "min": 0,
+        "min_exclusive": True, "max": 10})
     target_layer: int = field(default=-1, metadata={
         "help": "hidden state to match (Hugging Face hidden-state index): 1..number of layers, or -1 for the "
                 "last hidden state after the final norm; the range is checked against the model"})
@@ -146,6 +150,11 @@ class DistillationConfig:
     warmup: float = field(default=0.5, metadata={
         "help": "with the linear schedule, the share of a word's first-epoch steps spent warming up "
                 "(the paper's 0.5)", "min": 0, "max": 1})
+    optimizer: str = field(default="lbfgs", metadata={
+        "help": "how the rows move: adam (many small steps on batches of batch_size snippets) or lbfgs "
+                "(quasi-Newton steps on all of a word's snippets at once: an epoch is one step, learning_rate is "
+                "how far the first step moves the row's largest coordinate; batch_size, schedule and warmup do "
+                "not apply)", "choices": OPTIMIZERS})
     seed: int = field(default=0, metadata={
         "help": "random seed: batch order, the 'random' method's rows and, in run() and compare(), snippet sampling"})
     mixed_precision: str = field(default="auto", metadata={
@@ -156,6 +165,9 @@ class DistillationConfig:
         """Raise ValueError naming the first field outside its bounds; with `lm`, also the model-bound ones."""
         for spec in config_fields():
             spec.check(getattr(self, spec.name))
+        if self.optimizer == "lbfgs" and self.schedule != "constant":
+            raise ValueError(f"schedule {self.schedule!r} is Adam's: L-BFGS sets its own step lengths "
+                             "(use optimizer='adam' for a schedule)")
         if lm is not None:
             from ..foundations.forward import cpu_has_fast_bf16, resolve_layer
 
@@ -166,6 +178,15 @@ class DistillationConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def step_batch_size(self, snippets_per_word: Iterable[int]) -> int:
+        """Snippets of a word in one step: `batch_size` with Adam, all of the word's with L-BFGS."""
+        return max(snippets_per_word, default=1) if self.optimizer == "lbfgs" else self.batch_size
+
+    def total_steps(self, snippets_per_word: Iterable[int]) -> int:
+        """Optimizer steps of a run whose words have these numbers of training snippets."""
+        counts = list(snippets_per_word)
+        return steps_per_epoch(counts, self.step_batch_size(counts)) * self.epochs
 
     def trained_part(self, snippets: Iterable[Snippet]) -> list[Snippet]:
         """What training reads of each snippet: up to `tokens_after` tokens after the word (0: all of it)."""

@@ -38,8 +38,8 @@ from .config import (
     DistillationConfig,
     StepRecord,
     lr_factor,
-    steps_per_epoch,
 )
+from .lbfgs import RowLBFGS
 from .teacher import TeacherCache
 from .trajectory import RowRecorder
 
@@ -118,8 +118,7 @@ class DistillationTrainer:
 
     @property
     def total_steps(self) -> int:
-        counts = [len(order.indices) for order in self.orders.values()]
-        return steps_per_epoch(counts, self.config.batch_size) * self.config.epochs
+        return self.config.total_steps(len(order.indices) for order in self.orders.values())
 
     # -- the loop -----------------------------------------------------------------------------------
     def train(self, init_rows: torch.Tensor, method: str = "tokdist",
@@ -130,6 +129,8 @@ class DistillationTrainer:
         cfg, lm = self.config, self.lm
         if init_rows.shape != (len(self.words), lm.hidden_size):
             raise ValueError(f"init rows must be [{len(self.words)}, {lm.hidden_size}], got {tuple(init_rows.shape)}")
+        if cfg.optimizer == "lbfgs":
+            return self._train_lbfgs(init_rows, method, callback, cancel, trajectory_points)
         # The new rows are the only parameters, one per word (fp32 whatever the compute precision). Adam
         # skips a parameter whose gradient is None, so a word with no batch this step does not move.
         init = init_rows.detach().float().to(lm.device)
@@ -164,7 +165,10 @@ class DistillationTrainer:
                         loss=sum(losses.values()) / len(losses), word_losses=losses,
                         seconds=time.perf_counter() - start,
                     ))
-        final = torch.stack([r.detach() for r in rows])
+        return self._finish(result, torch.stack([r.detach() for r in rows]), method, start, recorder)
+
+    def _finish(self, result: TrainResult, final: torch.Tensor, method: str, start: float,
+                recorder: RowRecorder | None) -> TrainResult:
         if not torch.isfinite(final).all():
             raise FloatingPointError(f"{method}: training diverged (non-finite rows); lower the learning rate")
         result.seconds = time.perf_counter() - start
@@ -172,6 +176,47 @@ class DistillationTrainer:
         if recorder is not None:
             result.trajectory, result.trajectory_steps = recorder.result()
         return result
+
+    def _train_lbfgs(self, init_rows: torch.Tensor, method: str, callback: Callable[[StepRecord], None] | None,
+                     cancel: threading.Event | None, trajectory_points: int) -> TrainResult:
+        """L-BFGS (RowLBFGS): a first pass measures every word's loss and gradient at its start, then each step
+        is one pass over all of each word's snippets at its trial point (so `epochs` steps take epochs + 1
+        passes). The rows handed back are the best each word reached (its last accepted point); a step whose
+        trial a word rejects does not move that word, and the loss reported is the one reached so far.
+        """
+        optimizer = RowLBFGS(init_rows.detach().float().to(self.lm.device), first_step=self.config.learning_rate)
+        plan = self._step_plan({w: list(order.indices) for w, order in self.orders.items()})
+        total_steps = self.total_steps
+        result = TrainResult(rows={})
+        recorder = RowRecorder(list(optimizer.rows), total_steps, trajectory_points) if trajectory_points else None
+        start = time.perf_counter()
+
+        def evaluate() -> list[int]:
+            rows = [torch.nn.Parameter(row.clone()) for row in optimizer.trial]
+            word_losses, snippets, tokens = self._forward_backward(rows, plan)
+            loss = optimizer.loss.clone()  # a word with no snippets keeps its start
+            for w, value in word_losses.items():
+                loss[w] = value
+            optimizer.observe(loss, torch.stack([r.grad if r.grad is not None else torch.zeros_like(r) for r in rows]))
+            result.snippets_seen += snippets
+            result.tokens_seen += tokens
+            return list(word_losses)
+
+        for step in range(total_steps + 1):  # step 0: the start
+            if cancel is not None and cancel.is_set():
+                raise DistillationCancelled(f"{method}: stopped after {max(step - 1, 0)} of {total_steps} steps")
+            trained = evaluate()
+            if step == 0:
+                continue
+            if recorder is not None:
+                recorder.record(step, list(optimizer.rows))
+            if callback is not None:
+                reached = optimizer.loss.cpu().tolist()
+                losses = {self.words[w]: reached[w] for w in trained}
+                callback(StepRecord(method=method, step=step, total_steps=total_steps, epoch=step - 1,
+                                    loss=sum(losses.values()) / max(len(losses), 1), word_losses=losses,
+                                    seconds=time.perf_counter() - start))
+        return self._finish(result, optimizer.rows, method, start, recorder)
 
     def _optimizer(self, rows: list[torch.nn.Parameter]) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
         """Adam over the rows, one parameter group per number of batches a word has in an epoch.
@@ -192,16 +237,17 @@ class DistillationTrainer:
     def _epoch_steps(self) -> list[_Step]:
         """This epoch's steps: step k holds the k-th batch of every word that has one."""
         per_word = {w: order.epoch(self.config.batch_size) for w, order in self.orders.items()}
+        return [self._step_plan({w: b[k] for w, b in per_word.items() if k < len(b)})
+                for k in range(max((len(b) for b in per_word.values()), default=0))]
+
+    def _step_plan(self, batches: dict[int, list[int]]) -> _Step:
+        """One step over these snippets of each word, with the counts that normalise each word's loss."""
         items = self.cache.items
-        steps = []
-        for k in range(max((len(b) for b in per_word.values()), default=0)):
-            batches = {w: b[k] for w, b in per_word.items() if k < len(b)}
-            tokens = {w: sum(items[i].width for i in idx) for w, idx in batches.items()}
-            # Positions 0..s-1 predict the suffix; a tied row also predicts itself after a prefix.
-            labels = {w: sum(len(items[i].snippet.suffix) + (self.lm.tied and items[i].snippet.start > 0)
-                             for i in idx) for w, idx in batches.items()}
-            steps.append(_Step(batches, tokens, labels))
-        return steps
+        tokens = {w: sum(items[i].width for i in idx) for w, idx in batches.items()}
+        # Positions 0..s-1 predict the suffix; a tied row also predicts itself after a prefix.
+        labels = {w: sum(len(items[i].snippet.suffix) + (self.lm.tied and items[i].snippet.start > 0)
+                         for i in idx) for w, idx in batches.items()}
+        return _Step(batches, tokens, labels)
 
     def _passes(self, plan: _Step) -> list[list[int]]:
         """The student passes of one step, packed to the pass budget; split by length where exact."""

@@ -59,10 +59,13 @@ LOSS_LABELS = {"hidden_mse": "Hidden states (MSE): the method's own loss",
 INIT_LABELS = {"subword_mean": "Mean of the word's pieces", "subword_weighted": "Pieces, later ones weigh more",
                "random": "Random (a typical embedding)", "vocab_mean": "Mean of the whole vocabulary"}
 SCHEDULE_LABELS = {"constant": "Constant", "linear": "Warm up, then decay (the paper's)"}
+OPTIMIZER_LABELS = {"lbfgs": "L-BFGS: one step a pass over all of a word's snippets",
+                    "adam": "Adam: many small steps of a batch each"}
 _FIELDS = {spec.name: spec for spec in config_fields()}
 LOSS_CHOICES = [(LOSS_LABELS[v], v) for v in _FIELDS["losses"].choices]
 INIT_CHOICES = [(INIT_LABELS[v], v) for v in _FIELDS["init"].choices]
 SCHEDULE_CHOICES = [(SCHEDULE_LABELS[v], v) for v in _FIELDS["schedule"].choices]
+OPTIMIZER_CHOICES = [(OPTIMIZER_LABELS[v], v) for v in _FIELDS["optimizer"].choices]
 # The methods whose training losses come from the losses boxes (ntp always trains with next-token prediction).
 USES_LOSSES = ("tokdist", "tokdist_antp")
 VARIANTS_HELP = """
@@ -88,6 +91,7 @@ class DistillTab:
     init: gr.Radio
     schedule: gr.Radio
     warmup: gr.Slider
+    optimizer: gr.Radio
     run: gr.Button
     stop: gr.Button
     device: gr.Markdown
@@ -110,7 +114,8 @@ def check_methods(methods: list[str] | str | None) -> list[str]:
 def make_config(epochs: object, learning_rate: object, batch_size: object, target_layer: object,
                 seed: object, num_layers: int, precision: object = "auto", variant: dict | None = None,
                 ) -> DistillationConfig:
-    """The run's config from the form; `variant` holds the checked losses, ntp_weight, init, schedule, warmup."""
+    """The run's config from the form; `variant` holds the checked losses, ntp_weight, init, schedule, warmup
+    and optimizer."""
     try:
         lr = float(learning_rate)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -129,7 +134,7 @@ def make_config(epochs: object, learning_rate: object, batch_size: object, targe
 
 
 def check_variant(chosen: list[str], losses: object, ntp_weight: object, init: object, schedule: object,
-                  warmup: object) -> dict:
+                  warmup: object, optimizer: object = None) -> dict:
     """The losses, start and schedule fields from the form, each checked against its config field."""
     picked = [losses] if isinstance(losses, str) else list(losses or [])
     if not picked:
@@ -139,7 +144,8 @@ def check_variant(chosen: list[str], losses: object, ntp_weight: object, init: o
     variant = {"losses": tuple(picked),
                "ntp_weight": _FIELDS["ntp_weight"].default if ntp_weight in (None, "") else ntp_weight,
                "init": init or _FIELDS["init"].default, "schedule": schedule or _FIELDS["schedule"].default,
-               "warmup": _FIELDS["warmup"].default if warmup in (None, "") else warmup}
+               "warmup": _FIELDS["warmup"].default if warmup in (None, "") else warmup,
+               "optimizer": optimizer or _FIELDS["optimizer"].default}
     for name, value in variant.items():
         try:
             _FIELDS[name].check(value)
@@ -159,7 +165,7 @@ def _precision(value: object) -> str:
 def plan_run(rt: Runtime, td: TokenDistillation, methods: object, epochs: object, learning_rate: object,
              batch_size: object, target_layer: object, output_policy: object, seed: object, precision: object,
              state: SessionState, variant: tuple = ()) -> RunPlan:
-    """`variant`: the form's (losses, ntp_weight, init, schedule, warmup); empty for the defaults."""
+    """`variant`: the form's (losses, ntp_weight, init, schedule, warmup, optimizer); empty for the defaults."""
     state.require_contexts()
     chosen = check_methods(methods)
     checked = check_variant(chosen, *variant) if variant else None
@@ -184,7 +190,7 @@ def run_distill(rt: Runtime, methods: list[str] | None, epochs: object, learning
                 state: SessionState, variant: tuple = ()) -> Iterator[tuple[str, str, go.Figure, dict, SessionState]]:
     """Train in the server's job line and stream progress; a Stop or the time limit keeps finished methods.
 
-    `variant`: (losses, ntp_weight, init, schedule, warmup) from the form; empty for the defaults."""
+    `variant`: (losses, ntp_weight, init, schedule, warmup, optimizer) from the form; empty for the defaults."""
     state.require_idle("start another training run")
     td = rt.engine(state.model_name)
     plan = plan_run(rt, td, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
@@ -217,7 +223,7 @@ def _runs_on(rt: Runtime, lm) -> str:
 
 
 def estimate_note(rt: Runtime, methods: object, epochs: object, batch_size: object, state: SessionState,
-                  losses: object = None) -> str:
+                  losses: object = None, optimizer: object = None) -> str:
     """The line under the settings: where it runs and, once there are snippets, how long it would take."""
     lm = rt.model(state.model_name)
     note = _runs_on(rt, lm)
@@ -225,7 +231,8 @@ def estimate_note(rt: Runtime, methods: object, epochs: object, batch_size: obje
         chosen = check_methods(methods)
         picked = tuple(losses) if isinstance(losses, list) and losses else _FIELDS["losses"].default
         config = DistillationConfig(epochs=as_int(epochs, "Epochs", 1, MAX_APP_EPOCHS),
-                                    batch_size=as_int(batch_size, "Batch size", 1, MAX_APP_BATCH), losses=picked)
+                                    batch_size=as_int(batch_size, "Batch size", 1, MAX_APP_BATCH), losses=picked,
+                                    optimizer=optimizer or _FIELDS["optimizer"].default)
         config.validate()
     except (gr.Error, ValueError):
         return note
@@ -268,12 +275,15 @@ def build(rt: Runtime) -> DistillTab:
             epochs = W.Slider(field["epochs"].min, min(MAX_APP_EPOCHS, field["epochs"].max),
                               value=field["epochs"].default, step=1, label="Epochs (passes over the snippets)",
                               elem_id="epochs")
+            optimizer = gr.Radio(OPTIMIZER_CHOICES, value=field["optimizer"].default, label="How the rows move",
+                                 elem_id="optimizer", info="L-BFGS reaches in tens of steps what Adam reaches in "
+                                                           "hundreds; the batch size is Adam's only.")
             learning_rate = W.Number(value=field["learning_rate"].default, label="Learning rate",
-                                     info=f"{field['learning_rate'].help}; "
+                                     info=f"Adam's step size, or how far L-BFGS's first step goes; "
                                           f"{field['learning_rate'].default:g} works well for a few words.")
             batch_size = W.Slider(field["batch_size"].min, min(MAX_APP_BATCH, field["batch_size"].max),
-                                  value=field["batch_size"].default, step=1, label="Batch size (snippets per step)",
-                                  elem_id="batch-size")
+                                  value=field["batch_size"].default, step=1,
+                                  label="Batch size (snippets per Adam step)", elem_id="batch-size")
             target_layer = gr.Dropdown([("last (after the final norm)", -1)] + [(f"layer {i}", i) for i in range(1, layers)],
                                        value=field["target_layer"].default, label="Target layer",
                                        info="Which internal layer's states must match the original ones.")
@@ -312,14 +322,14 @@ def build(rt: Runtime) -> DistillTab:
     gr.Markdown(LIVE_LOSS_CAPTION, elem_classes="td-caption")
     details = W.api_details("distill")
     return DistillTab(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
-                      losses, ntp_weight, init, schedule, warmup, run, stop_btn,
+                      losses, ntp_weight, init, schedule, warmup, optimizer, run, stop_btn,
                       device, status, progress, plot, details)
 
 
 def inputs(tab: DistillTab) -> list[gr.components.Component]:
     # New inputs go at the end: API clients that leave them out get the components' defaults.
     return [tab.methods, tab.epochs, tab.learning_rate, tab.batch_size, tab.target_layer, tab.output_policy, tab.seed,
-            tab.precision, tab.losses, tab.ntp_weight, tab.init, tab.schedule, tab.warmup]
+            tab.precision, tab.losses, tab.ntp_weight, tab.init, tab.schedule, tab.warmup, tab.optimizer]
 
 
 def outputs(tab: DistillTab) -> list[gr.components.Component]:
@@ -329,9 +339,9 @@ def outputs(tab: DistillTab) -> list[gr.components.Component]:
 def handler_for(rt: Runtime):
     @gpu(duration=300)
     def handler(methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed, precision,
-                losses, ntp_weight, init, schedule, warmup, st: SessionState):
+                losses, ntp_weight, init, schedule, warmup, optimizer, st: SessionState):
         yield from run_distill(rt, methods, epochs, learning_rate, batch_size, target_layer, output_policy, seed,
-                               precision, st, (losses, ntp_weight, init, schedule, warmup))
+                               precision, st, (losses, ntp_weight, init, schedule, warmup, optimizer))
 
     return user_errors(handler)
 
@@ -342,8 +352,8 @@ def wire(rt: Runtime, tab: DistillTab, state: gr.State):
     # Stop never waits behind the run it stops, nor behind anything else.
     tab.stop.click(stop, [state], [tab.status], api_name="stop", show_progress="hidden", **LIGHT)
     # Keep the time estimate next to the settings it depends on (cheap: arithmetic on cached figures).
-    settings = [tab.methods, tab.epochs, tab.batch_size, state, tab.losses]
-    for control in (tab.methods, tab.epochs, tab.batch_size, tab.losses):
+    settings = [tab.methods, tab.epochs, tab.batch_size, state, tab.losses, tab.optimizer]
+    for control in (tab.methods, tab.epochs, tab.batch_size, tab.losses, tab.optimizer):
         control.change(partial(estimate_note, rt), settings, [tab.device], api_visibility="private",
                        show_progress="hidden", **LIGHT)
     return event
