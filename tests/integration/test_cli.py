@@ -69,14 +69,15 @@ def test_cli_compare_with_losses_and_init_records_both(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "tokdist_core.cli", "compare", "--words", "Schopenhauer", "--data", "bundled",
          "--methods", "subword_mean,tokdist", "--losses", "hidden_mse,logit_kl", "--init", "random",
-         "--schedule", "linear", "--snippets-per-token", "4", "--heldout-per-token", "2", "--snippet-len", "24",
+         "--optimizer", "adam", "--schedule", "linear", "--snippets-per-token", "4", "--heldout-per-token", "2", "--snippet-len", "24",
          "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--json", str(report)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(report.read_text())
     config = data["config"]
     assert config["losses"] == ["hidden_mse", "logit_kl"] and config["init"] == "random"
-    assert config["schedule"] == "linear" and config["method_losses"] == {"tokdist": ["hidden_mse", "logit_kl"]}
+    assert config["schedule"] == "linear" and config["optimizer"] == "adam"
+    assert config["method_losses"] == {"tokdist": ["hidden_mse", "logit_kl"]}
     assert set(data["summary"]) == {"subword_mean", "tokdist"} and data["words"][0]["word"] == " Schopenhauer"
 
 

@@ -47,8 +47,9 @@ PRECISION_CHOICES = [(PRECISION_LABELS[value], value)
 LIVE_LOSS_CAPTION = (
     "**How to read this plot.** Across is the training step, up the loss on a log scale; one colour per method, one "
     "dash style per word. Lower is better: for Token Distillation the loss measures how far the new token's internal "
-    "states still are from those of the original pieces. It jumps around because every step sees different "
-    "snippets; the trend matters. A good run falls quickly at first and then levels off.")
+    "states still are from those of the original pieces. With L-BFGS each step sees all of a word's snippets and "
+    "the curve shows the best loss reached so far, so it only falls; with Adam every step sees different snippets, "
+    "so it jumps around and the trend matters. A good run falls quickly at first and then levels off.")
 
 # The variants of the reference (config fields losses, init, schedule), worded for people.
 LOSS_LABELS = {"hidden_mse": "Hidden states (MSE): the method's own loss",
