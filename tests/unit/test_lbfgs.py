@@ -141,3 +141,15 @@ def test_a_schedule_is_refused_with_lbfgs_and_steps_count_its_passes():
     DistillationConfig(optimizer="adam", schedule="linear").validate()
     assert DistillationConfig(optimizer="lbfgs", epochs=7, batch_size=2).total_steps([5, 3]) == 7
     assert DistillationConfig(optimizer="adam", epochs=7, batch_size=2).total_steps([5, 3]) == 21
+
+
+def test_adapt_keeps_the_adam_defaults_measured_at_scale_and_the_rest_take_lbfgs():
+    from tokdist_core.cli import build_parser
+
+    parser = build_parser()
+    adapt = parser.parse_args(["adapt", "--top", "3", "--out", "x"])
+    assert (adapt.optimizer, adapt.epochs, adapt.batch_size) == ("adam", 24, 4)
+    chosen = parser.parse_args(["adapt", "--top", "3", "--out", "x", "--optimizer", "lbfgs", "--epochs", "39"])
+    assert (chosen.optimizer, chosen.epochs) == ("lbfgs", 39)
+    compare = parser.parse_args(["compare", "--words", "Andorra"])
+    assert (compare.optimizer, compare.epochs) == (DistillationConfig().optimizer, DistillationConfig().epochs)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..foundations.limits import MAX_TOP
+from ..training.config import ADAPT_DEFAULTS
 from .common import (
     UsageError,
     add_common,
@@ -60,6 +61,7 @@ def add_parsers(sub: Any) -> None:
                        description="Pick new tokens for a corpus, learn their rows with each method, save a model "
                                    "per method and report tokens saved and bits per byte on held-out text.")
     add_common(p)
+    p.set_defaults(**ADAPT_DEFAULTS)  # the training defaults measured at scale (training.config)
     source = p.add_argument_group("which words (one of these, or --words/--words-file)")
     source.add_argument("--top", type=int_range(1, MAX_TOP), metavar="N",
                         help=f"the N candidates of --data that save the most tokens, 1..{MAX_TOP}; with "

@@ -17,7 +17,7 @@ from ..foundations.lazy import lazy_exports
 # Loaded on first use: `config` imports no torch, so the command line reads the fields' metadata without it.
 _EXPORTS = {
     "LOSSES": "config", "DISTILL_LOSSES": "config", "NEXT_TOKEN_LOSSES": "config", "LOGIT_LOSSES": "config",
-    "INITS": "config", "SCHEDULES": "config", "OPTIMIZERS": "config", "lr_factor": "config", "PRECISIONS": "config", "DistillationCancelled": "config", "DistillationConfig": "config",
+    "INITS": "config", "SCHEDULES": "config", "OPTIMIZERS": "config", "ADAPT_DEFAULTS": "config", "lr_factor": "config", "PRECISIONS": "config", "DistillationCancelled": "config", "DistillationConfig": "config",
     "FieldSpec": "config", "StepRecord": "config", "config_fields": "config",
     "steps_per_epoch": "config",
     "SPLIT_MIN_SAVED_TOKENS": "batching", "STUDENT_PASS_TOKENS": "batching",

@@ -40,6 +40,10 @@ LOGIT_LOSSES = ("logit_mse", "logit_kl", *NEXT_TOKEN_LOSSES)  # these read the L
 INITS = ("subword_mean", "subword_weighted", "random", "vocab_mean")  # the baselines' row functions
 SCHEDULES = ("constant", "linear")
 OPTIMIZERS = ("adam", "lbfgs")
+# `tokdist adapt`'s defaults where they differ from the interactive ones: at hundreds of words on a tied model,
+# L-BFGS's converged rows were all judged harmful (they take probability on ordinary text), Adam's 24 epochs
+# of batches of 4 pass the held-out check (docs/method.md, "Fewer, better steps: L-BFGS").
+ADAPT_DEFAULTS = {"optimizer": "adam", "epochs": 24}
 # Loss names of earlier versions; a config that still uses one is refused with what to write instead.
 RENAMED_LOSSES = {"distill": "hidden_mse"}
 
@@ -112,7 +116,8 @@ class DistillationConfig:
     Defaults are for the interactive case (a few words, ~25 snippets each): the paper's lr 1e-4 for one
     epoch relies on thousands of steps. A row is a one-vector problem, so L-BFGS takes 39 steps, each on all
     of a word's snippets read up to 4 tokens after the word, where Adam needed hundreds of small ones
-    (docs/method.md, "Fewer, better steps: L-BFGS").
+    (docs/method.md, "Fewer, better steps: L-BFGS"). `tokdist adapt` keeps Adam's 24 epochs of batches of 4
+    (ADAPT_DEFAULTS): at hundreds of words its rows pass the held-out check and L-BFGS's did not.
     """
 
     epochs: int = field(default=39, metadata={
