@@ -146,7 +146,7 @@ class TokenDistillation:
         # The logit losses also apply the LM head to the teacher's final states in every step.
         teacher_heads = sum(any(name in ("logit_mse", "logit_kl") for name in m.losses_for(config)) for m in trained)
         return estimate.estimate_training(self.lm, config.trained_part(train), heldout, len(trained), len(chosen),
-                                          config.epochs, config.step_batch_size(Counter(s.word for s in train).values()),
+                                          config.passes, config.step_batch_size(Counter(s.word for s in train).values()),
                                           next_token,
                                           teacher_head_methods=teacher_heads)
 

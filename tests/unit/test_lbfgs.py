@@ -153,3 +153,15 @@ def test_adapt_keeps_the_adam_defaults_measured_at_scale_and_the_rest_take_lbfgs
     assert (chosen.optimizer, chosen.epochs) == ("lbfgs", 39)
     compare = parser.parse_args(["compare", "--words", "Andorra"])
     assert (compare.optimizer, compare.epochs) == (DistillationConfig().optimizer, DistillationConfig().epochs)
+
+
+def test_the_estimate_counts_lbfgs_first_pass(tiny, two_words):
+    from tokdist_core.api import TokenDistillation
+
+    _, snippets = two_words
+    td = TokenDistillation(tiny)
+    lbfgs = td.estimate_training(snippets, [], ["tokdist"], DistillationConfig(optimizer="lbfgs", epochs=1))
+    adam = td.estimate_training(snippets, [], ["tokdist"], DistillationConfig(optimizer="adam", epochs=2,
+                                                                               batch_size=1024))
+    assert DistillationConfig(optimizer="lbfgs", epochs=1).passes == 2
+    assert lbfgs.seconds == pytest.approx(adam.seconds)  # 1 step + the start = 2 passes of all snippets

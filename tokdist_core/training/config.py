@@ -184,6 +184,11 @@ class DistillationConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def passes(self) -> int:
+        """Passes over the training snippets: L-BFGS measures the start before its first step."""
+        return self.epochs + (self.optimizer == "lbfgs")
+
     def step_batch_size(self, snippets_per_word: Iterable[int]) -> int:
         """Snippets of a word in one step: `batch_size` with Adam, all of the word's with L-BFGS."""
         return max(snippets_per_word, default=1) if self.optimizer == "lbfgs" else self.batch_size
