@@ -224,7 +224,7 @@ def test_odd_api_values_get_messages_naming_the_field_and_no_server_paths(server
     fails("0 is not in the list of choices", ["tokdist"], 1, 0.01, 8, 0, "ntp", 0, api_name="/distill")
     fails("Training seed must be a finite number", ["tokdist"], 1, 0.01, 8, -1, "ntp", "inf",
           api_name="/distill")
-    fails(r"Batch size \(snippets per step\) must be a number", ["tokdist"], 1, 0.01, "big", -1, "ntp", 0,
+    fails(r"Batch size \(snippets per Adam step\) must be a number", ["tokdist"], 1, 0.01, "big", -1, "ntp", 0,
           api_name="/distill")
     # A broken upload: the message names the file, never the server folder it was stored in.
     broken = tmp_path / "broken.parquet"
