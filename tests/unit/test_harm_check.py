@@ -124,3 +124,19 @@ def test_a_resumed_run_with_more_words_trains_only_the_new_ones(tokenizer, corpu
     # Other settings still refuse to resume.
     with pytest.raises(ScaleError, match="snippet_len"):
         adapt(td, WORDS, replace(settings, snippet_len=20), CONFIG, out, resume=True, show_progress=False)
+
+
+def test_when_every_word_does_harm_adapt_stops_and_names_the_least_harmful(tokenizer, corpus, tmp_path):
+    path, split = corpus
+    td = TokenDistillation(make_tiny(tokenizer, "tied"))
+    # Steps of 10 per coordinate make rows that take probability everywhere; no prior correction to rein them in.
+    settings = AdaptSettings(data=[str(path)], methods=("subword_mean", "tokdist"), snippets_per_token=2,
+                             snippet_len=16, heldout_fraction=split.fraction, export=False, prior_correction=False)
+    config = DistillationConfig(optimizer="adam", epochs=2, batch_size=2, learning_rate=10.0)
+    with pytest.raises(ValueError, match="every word makes the validation text worse") as err:
+        adapt(td, WORDS, settings, config, tmp_path / "out", show_progress=False)
+    message = str(err.value)
+    assert "the least harmful: " in message and "--keep-harmful" in message
+    named = [w for w in WORDS if repr(w) in message]
+    assert len(named) == len(WORDS) and message.count(" bits (") == len(WORDS)
+    assert not (tmp_path / "out" / "adapt.json").exists()  # nothing written as if it had finished

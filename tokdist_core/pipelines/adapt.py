@@ -282,8 +282,11 @@ def _harm_check(td: TokenDistillation, rows: dict[str, Any], settings: AdaptSett
                        represents_occurrences=picked.scanned_occurrences) if texts else []
     harmful = [c.word for c in costs if c.harmful]
     if len(harmful) == len(words) and not settings.keep_harmful:
-        raise ValueError(f"every word makes the validation text worse with {judge}'s rows; nothing would be "
-                         "added (keep_harmful / --keep-harmful keeps them; --resume reuses the trained rows)")
+        least = ", ".join(f"{c.word!r} {c.bits_total:+.1f} bits ({c.bits_elsewhere:+.1f} of them elsewhere)"
+                          for c in sorted(costs, key=lambda c: c.bits_total)[:3])
+        raise ValueError(f"every word makes the validation text worse with {judge}'s rows (the least harmful: "
+                         f"{least}); nothing would be added (keep_harmful / --keep-harmful keeps them; --resume "
+                         "reuses the trained rows)")
     return {"method": judge, "documents": len(texts), "bytes": sum(len(t.encode("utf-8")) for t in texts),
             "budget_bytes": budget, "scanned_bytes": picked.scanned_bytes,
             "harmful": harmful, "kept": settings.keep_harmful,
