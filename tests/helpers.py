@@ -19,6 +19,7 @@ import pytest
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
+from tokdist_core.foundations.forward import ATTENTION
 from tokdist_core.foundations.models import LoadedModel
 from tokdist_core.foundations.rows import NewTokenRows
 from tokdist_core.foundations.snippet import Snippet
@@ -48,7 +49,7 @@ def make_tiny(tokenizer, kind: str = "tied", seed: int = 0, device: str = "cpu")
     else:
         config = LlamaConfig(tie_word_embeddings=kind != "untied", **common)
         model = LlamaForCausalLM(config)
-    model.config._attn_implementation = "sdpa"
+    model.config._attn_implementation = ATTENTION
     model.eval().requires_grad_(False).to(device)
     return LoadedModel(name=f"tiny-{kind}", model=model, tokenizer=tokenizer, device=torch.device(device),
                        source=f"test:tiny-{kind}")

@@ -25,7 +25,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from tests.helpers import bundled_runtime, launched_app, wait_for_steps  # noqa: E402
 from tokdist_core.api import TokenDistillation  # noqa: E402
 from tokdist_core.export import load_rows  # noqa: E402
-from tokdist_core.foundations.forward import cpu_has_fast_bf16  # noqa: E402
+from tokdist_core.foundations.forward import ATTENTION, cpu_has_fast_bf16  # noqa: E402
 from tokdist_core.foundations.models import ModelLoadError  # noqa: E402
 
 DEVICE = os.environ.get("TOKDIST_TEST_DEVICE", "cpu")  # "auto" on a GPU box runs the CUDA path
@@ -128,7 +128,7 @@ def test_full_flow_split_contexts_distill_compare_generate_lens_export(app, tmp_
         for parts in report["shares"].values():
             for word, prefix, later in zip(parts["word"], parts["prefix"], parts["later"]):
                 assert min(word, prefix, later) >= 0 and abs(word + prefix + later - 1) < 1e-4
-    assert lm.model.config._attn_implementation == "sdpa"  # the shared model still runs SDPA
+    assert lm.model.config._attn_implementation == ATTENTION  # the shared model still runs SDPA
 
     # Export: rows reload onto the base model, and the word then encodes as one token.
     files, model_zip, code, details = c.predict("tokdist", False, api_name="/export")

@@ -15,6 +15,7 @@ from tokdist_core.evaluation.attention import (
     attention_to_word,
     eager_twin,
 )
+from tokdist_core.foundations.forward import ATTENTION
 from tokdist_core.foundations.snippet import Snippet
 
 KINDS = ["tied", "untied", "gemma"]
@@ -99,8 +100,8 @@ def test_shared_model_keeps_sdpa_and_its_outputs(tokenizer, two_words, kind):
         before = lm.model(input_ids=ids).logits
     report = attention_to_word(lm, [random_rows(lm, [s.word for s in splits])], snippets)
     assert report["snippets"] == len(snippets)
-    assert lm.model.config._attn_implementation == "sdpa"
-    assert all(layer.self_attn.config._attn_implementation == "sdpa" for layer in lm.model.get_decoder().layers)
+    assert lm.model.config._attn_implementation == ATTENTION
+    assert all(layer.self_attn.config._attn_implementation == ATTENTION for layer in lm.model.get_decoder().layers)
     with torch.no_grad():
         after = lm.model(input_ids=ids).logits
     assert torch.equal(before, after)

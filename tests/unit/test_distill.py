@@ -339,6 +339,40 @@ def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words,
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.parametrize("kind", ["tied", "gemma"])
+def test_attention_runs_in_fp32_under_cpu_bf16_autocast(tokenizer, kind, monkeypatch):
+    # The CPU's bf16 flash-attention backward is ~10x slower than fp32's: under CPU autocast the models' attention
+    # (forward.ATTENTION) runs SDPA in fp32 with autocast off, and hands bf16 back to the bf16 matmuls after it.
+    from tokdist_core.foundations import forward
+
+    lm = make_tiny(tokenizer, kind)
+    assert lm.model.config._attn_implementation == forward.ATTENTION
+    seen = []
+    real = forward.sdpa_attention_forward
+
+    def spy(module, query, key, value, mask, **kwargs):
+        seen.append({query.dtype, key.dtype, value.dtype, torch.is_autocast_enabled("cpu")})
+        out, weights = real(module, query, key, value, mask, **kwargs)
+        seen[-1].add(out.dtype)
+        return out, weights
+
+    monkeypatch.setattr(forward, "sdpa_attention_forward", spy)
+    ids = torch.tensor([[5, 9, 14, 3, 8, 21], [7, 7, 30, 2, 0, 0]])
+    mask = (torch.arange(6)[None] < torch.tensor([[6], [4]])).long()
+    embeds = embed_ids(lm.model, ids).requires_grad_(True)
+    with forward.autocast_for(lm.device, "bf16"):
+        hidden, _ = decoder_forward(lm.model, embeds, mask, -1)
+    assert len(seen) == lm.num_layers and all(s == {torch.float32, False} for s in seen)
+    hidden.float().pow(2).sum().backward()  # gradients flow through the fp32 attention to the inputs
+    assert embeds.grad is not None and torch.isfinite(embeds.grad).all() and embeds.grad.abs().sum() > 0
+    seen.clear()
+    with torch.no_grad():
+        exact, _ = decoder_forward(lm.model, embeds, mask, -1)  # no autocast: SDPA exactly as transformers runs it
+    assert all(s == {torch.float32, False} for s in seen)
+    valid = mask.bool()
+    torch.testing.assert_close(hidden.float()[valid], exact[valid], rtol=0.05, atol=0.05)
+
+
 def test_bf16_is_refused_on_a_cpu_that_would_emulate_it(tiny, monkeypatch):
     from tokdist_core.foundations import forward
 

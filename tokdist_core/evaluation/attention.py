@@ -55,7 +55,7 @@ def eager_twin(model: PreTrainedModel) -> nn.Module:
             # deepcopy returns memo entries as they are: the module objects and config are new, the tensors shared.
             shared = {id(t): t for t in itertools.chain(decoder.parameters(), decoder.buffers())}
             twin = copy.deepcopy(decoder, memo=shared)
-            twin.set_attn_implementation("eager")  # the twin's own (copied) config; the shared one keeps "sdpa"
+            twin.set_attn_implementation("eager")  # the twin's own (copied) config; the shared one keeps its SDPA
             _twins[model] = twin
         return twin
 

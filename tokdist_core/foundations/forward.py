@@ -12,7 +12,9 @@ from contextlib import nullcontext
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .limits import PRECISIONS
 
@@ -63,6 +65,30 @@ def _install_taps(model: PreTrainedModel) -> None:
     decoder._tokdist_taps = True
 
 
+
+
+# The attention every model here loads with (foundations.models): transformers' SDPA, registered under our own
+# name so that CPU bf16 autocast can run it in fp32 (below). Its masks are SDPA's.
+ATTENTION = "tokdist_sdpa"
+
+
+def _sdpa_fp32_under_cpu_autocast(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                  attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    """SDPA; under CPU bf16 autocast in fp32. The CPU's bf16 flash-attention backward is about 10x slower than
+    its fp32 one (200 against 18 ms per SmolLM2 student pass, 2026-12-07), and attention is a small share of a
+    pass's FLOPs, so the matmuls stay bf16 and attention does not."""
+    if query.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if attention_mask is not None and attention_mask.is_floating_point():
+            attention_mask = attention_mask.float()
+        with torch.autocast("cpu", enabled=False):
+            out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
+                                                  **kwargs)
+        return out.to(torch.get_autocast_dtype("cpu")), weights
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(ATTENTION, _sdpa_fp32_under_cpu_autocast)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 def autocast_dtype(device: torch.device, mixed_precision: str = "auto") -> torch.dtype | None:

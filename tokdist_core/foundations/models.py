@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .forward import autocast_dtype, num_layers
+from .forward import ATTENTION, autocast_dtype, num_layers
 from .limits import DEFAULT_MODEL
 
 
@@ -190,7 +190,7 @@ def dequantized_copy(spec: BundledModel) -> Path:
 def _load_from(path_or_id: str, device: torch.device, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(
-        path_or_id, dtype=torch.float32, trust_remote_code=False, attn_implementation="sdpa", **kwargs
+        path_or_id, dtype=torch.float32, trust_remote_code=False, attn_implementation=ATTENTION, **kwargs
     )
     return model, tokenizer
 
