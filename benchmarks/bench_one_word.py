@@ -6,6 +6,7 @@ the same every run), the 32-epoch reference once, and optionally other epoch cou
 
     python -m benchmarks.bench_one_word                      # ' bitumen': no test uses it
     python -m benchmarks.bench_one_word --word caesium --curve 8,16
+    python -m benchmarks.bench_one_word --mixed-precision bf16   # the defaults, computed in bf16 (reference too)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import replace
 
 from benchmarks.common import emit, environment
 from tokdist_core.api import TokenDistillation
+from tokdist_core.foundations.limits import PRECISIONS
 from tokdist_core.training import DistillationConfig
 
 TARGET_SECONDS = 5.0
@@ -39,9 +41,10 @@ def main() -> None:
     parser.add_argument("--word", default="bitumen")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--curve", default="", help="comma-separated epoch counts to run once each as well")
+    parser.add_argument("--mixed-precision", default="auto", choices=PRECISIONS)
     args = parser.parse_args()
     td = TokenDistillation(args.model, device="cpu")
-    defaults = DistillationConfig()
+    defaults = DistillationConfig(mixed_precision=args.mixed_precision)
     runs = [_compare(td, args.word, defaults) for _ in range(args.repeats)]
     seconds = [r[0] for r in runs]
     mse, entry = runs[0][1], runs[0][2]
