@@ -11,7 +11,13 @@ import torch
 
 from tests.helpers import make_tiny, reference_mse, subword_init
 from tokdist_core.api import TokenDistillation
-from tokdist_core.foundations.forward import cpu_has_fast_bf16, decoder_forward, embed_ids, output_logits
+from tokdist_core.foundations.forward import (
+    autocast_for,
+    cpu_has_fast_bf16,
+    decoder_forward,
+    embed_ids,
+    output_logits,
+)
 from tokdist_core.foundations.snippet import Snippet
 from tokdist_core.training import (
     DistillationCancelled,
@@ -323,7 +329,7 @@ def test_bf16_on_cpu_computes_in_bf16_and_trains_fp32_rows(tokenizer, two_words,
     # lr 2e-2: Gemma scales its input rows by sqrt(hidden), so 5e-2 overshoots on the tiny Gemma in fp32 as well
     config = DistillationConfig(optimizer="adam", epochs=15, batch_size=4, learning_rate=2e-2, mixed_precision="bf16")
     cache = TeacherCache(lm, snippets, words, -1, with_final=False, mixed_precision="bf16")
-    assert cache.items[0].kv.values.dtype == torch.bfloat16  # the teacher really ran in bf16 (keys are fp32 after RoPE)
+    assert cache.items[0].kv.values.dtype == torch.bfloat16  # the teacher really ran in bf16
     assert cache.items[0].targets.dtype == torch.float32
     trainer = DistillationTrainer(lm, words, config, cache)
     init = subword_init(lm, splits)
@@ -371,6 +377,43 @@ def test_attention_runs_in_fp32_under_cpu_bf16_autocast(tokenizer, kind, monkeyp
     assert all(s == {torch.float32, False} for s in seen)
     valid = mask.bool()
     torch.testing.assert_close(hidden.float()[valid], exact[valid], rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("kind", ["tied", "gemma"])
+def test_cpu_bf16_passes_run_on_a_shared_bf16_twin_of_the_weights(tokenizer, two_words, kind):
+    # Autocast recasts every frozen fp32 weight at every op; on a CPU the bf16 passes run on one bf16 copy instead.
+    lm = make_tiny(tokenizer, kind)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    assert lm.compute_model("no") is lm.model and lm.compute_model("auto") is lm.model  # fp32 on a CPU
+    twin = lm.compute_model("bf16")
+    assert twin is not lm.model and lm.compute_model("bf16") is twin  # built once, shared by every request
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in twin.parameters())
+    assert (twin.get_output_embeddings().weight is twin.get_input_embeddings().weight) == lm.tied
+    ids = torch.tensor([[5, 9, 14, 3, 8, 21], [7, 7, 30, 2, 0, 0]])
+    mask = (torch.arange(6)[None] < torch.tensor([[6], [4]])).long()
+    with torch.no_grad(), autocast_for(lm.device, "bf16"):
+        over_fp32, _ = decoder_forward(lm.model, embed_ids(lm.model, ids), mask, -1)
+        on_twin, _ = decoder_forward(twin, embed_ids(twin, ids), mask, -1)
+    valid = mask.bool()
+    torch.testing.assert_close(on_twin.float()[valid], over_fp32.float()[valid], rtol=0.05, atol=0.05)
+    # The teacher and the trainer compute on the twin; the base model never runs and never changes.
+    calls = {"base": 0, "twin": 0}
+    hooks = [m.get_decoder().register_forward_pre_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+             for k, m in (("base", lm.model), ("twin", twin))]
+    try:
+        splits, snippets = two_words
+        words = [s.word for s in splits]
+        config = DistillationConfig(epochs=2, mixed_precision="bf16")
+        cache = TeacherCache(lm, snippets, words, -1, with_final=False, mixed_precision="bf16")
+        trainer = DistillationTrainer(lm, words, config, cache)
+        result = trainer.train(subword_init(lm, splits))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls["base"] == 0 and calls["twin"] >= 1 + config.passes
+    assert all(row.dtype == torch.float32 and torch.isfinite(row).all() for row in result.rows.values())
+    for key, value in lm.model.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[key]), key
 
 
 def test_bf16_is_refused_on_a_cpu_that_would_emulate_it(tiny, monkeypatch):

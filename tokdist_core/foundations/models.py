@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import os
 import shutil
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,10 @@ from transformers import (
 
 from .forward import ATTENTION, autocast_dtype, num_layers
 from .limits import DEFAULT_MODEL
+
+# A base model's bf16 copy for CPU passes (LoadedModel.compute_model); it goes when the model goes.
+_BF16_TWINS: weakref.WeakKeyDictionary[PreTrainedModel, PreTrainedModel] = weakref.WeakKeyDictionary()
+_TWIN_LOCK = threading.Lock()
 
 
 class ModelLoadError(ValueError):
@@ -108,6 +115,25 @@ class LoadedModel:
     def autocast_dtype(self) -> torch.dtype | None:
         """The default ("auto") compute dtype: bf16 on CUDA, fp32 (None) on CPU."""
         return autocast_dtype(self.device)
+
+    def compute_model(self, mixed_precision: str = "auto") -> PreTrainedModel:
+        """The model a pass runs under this precision: `model` itself, or on a CPU in bf16 its bf16 twin.
+
+        Autocast recasts every frozen fp32 weight at every op (it caches casts only for weights that train):
+        on a CPU with AMX that was a quarter of a bf16 distillation pass. The twin holds the weights once in
+        bf16 (half the fp32 model's memory, built on first use, shared by every request; tied rows stay tied).
+        Its outputs match autocast over the fp32 weights to bf16 rounding.
+        """
+        if self.device.type != "cpu" or autocast_dtype(self.device, mixed_precision) != torch.bfloat16:
+            return self.model
+        with _TWIN_LOCK:
+            twin = _BF16_TWINS.get(self.model)
+            if twin is None:
+                # The memo hands deepcopy each weight already in bf16, so the fp32 weights are never copied.
+                memo = {id(p): torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+                        for p in self.model.parameters()}
+                twin = _BF16_TWINS[self.model] = copy.deepcopy(self.model, memo)
+        return twin
 
     @property
     def device_label(self) -> str:

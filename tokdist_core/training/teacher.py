@@ -108,9 +108,10 @@ class TeacherCache:
             mask[i, : len(s.token_ids)] = 1
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()  # full layers: sliding-window layers would drop prefix keys we slice
+        model = lm.compute_model(self.mixed_precision)
         with autocast_for(device, self.mixed_precision):
             hidden, final = decoder_forward(
-                lm.model, embed_ids(lm.model, ids), mask, self.layer, cache=cache, run_to_end=self.with_final
+                model, embed_ids(model, ids), mask, self.layer, cache=cache, run_to_end=self.with_final
             )
         layers = [layer for layer in cache.layers if getattr(layer, "keys", None) is not None]
         longest = max(s.start for s in batch)

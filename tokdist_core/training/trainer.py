@@ -96,6 +96,7 @@ class DistillationTrainer:
                  output_rows: torch.Tensor | None = None) -> None:
         config.validate(lm)
         self.lm, self.words, self.config, self.cache = lm, list(words), config, cache
+        self.model = lm.compute_model(config.mixed_precision)  # the base model, or its bf16 twin on a CPU
         losses = set(config.losses)
         self.use_hidden = "hidden_mse" in losses
         self.logit_losses = [name for name in ("logit_mse", "logit_kl") if name in losses]
@@ -308,7 +309,7 @@ class DistillationTrainer:
     def _student(self, table: torch.Tensor, local_index: torch.Tensor, batch: StudentBatch, run_to_end: bool,
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The student pass from the new token on: (states at the target layer, final states or None)."""
-        model = self.lm.model
+        model = self.model
         new = (table[local_index] * embed_scale(model)).unsqueeze(1)
         rest = embed_ids(model, batch.suffix_ids) if batch.suffix_ids.shape[1] else new[:, :0]
         embeds = torch.cat([new.to(rest.dtype), rest], dim=1)
@@ -324,9 +325,9 @@ class DistillationTrainer:
         """Per loss in `names`, per row, summed over its positions: "logit_mse" (squared logit difference, mean
         over the original vocabulary) or "logit_kl" (KL(teacher || student) of the next-token distributions
         over the original vocabulary): the reference's definitions."""
-        student = original_logits(self.lm.model, final, self.vocab)
+        student = original_logits(self.model, final, self.vocab)
         with torch.no_grad():  # the teacher's logits, from its cached final states
-            teacher = original_logits(self.lm.model, batch.final_targets.to(final.dtype), self.vocab)
+            teacher = original_logits(self.model, batch.final_targets.to(final.dtype), self.vocab)
         sums = []
         for name in names:
             if name == "logit_mse":
@@ -366,7 +367,7 @@ class DistillationTrainer:
     def _next_token_sums(self, table: torch.Tensor, local_index: torch.Tensor, batch: StudentBatch,
                          final: torch.Tensor, words: list[int]) -> torch.Tensor:
         """Per row, the summed next-token cross-entropy over its original vocabulary plus its own new token."""
-        model = self.lm.model
+        model = self.model
         if self.lm.tied:
             own = table[local_index]
         else:
