@@ -117,7 +117,10 @@ def test_adapt_adds_a_described_special_token_beside_the_words(tmp_path):
 def test_two_gloo_processes_give_the_rows_of_one(tmp_path):
     train, heldout = _corpus(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--words", WORDS, "--data", str(train), "--heldout-data", str(heldout), *FAST, "--no-export"]
+    # fp32: the promise is the same rows to the last bits of the matmuls (bf16, adapt's default where it is
+    # native, keeps them to bf16 rounding only, since a pass's shapes depend on the words beside a word)
+    common = ["--words", WORDS, "--data", str(train), "--heldout-data", str(heldout), *FAST, "--no-export",
+              "--mixed-precision", "no"]
     proc = _adapt(*common, "--out", str(one))
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = _adapt(*common, "--out", str(two), torchrun=2)

@@ -173,7 +173,7 @@ def test_config_fields_carry_help_and_the_bounds_validate_uses(tiny):
     assert lr.type is float and (lr.min, lr.max, lr.min_exclusive) == (0, 10, True)
     assert specs["losses"].multiple
     assert specs["losses"].choices == ("hidden_mse", "logit_mse", "logit_kl", "ntp", "ntp_auto")
-    assert specs["mixed_precision"].choices == ("auto", "bf16", "no") and not specs["mixed_precision"].multiple
+    assert specs["mixed_precision"].choices == ("auto", "native", "bf16", "no") and not specs["mixed_precision"].multiple
 
     def rejected(name, value):
         with pytest.raises(ValueError, match=name) as validated:
@@ -198,7 +198,7 @@ def test_config_fields_carry_help_and_the_bounds_validate_uses(tiny):
             rejected(spec.name, spec.type(spec.min - step))
     assert rejected("epochs", 1001) == "epochs must be an integer between 1 and 1000, got 1001"
     assert rejected("learning_rate", 0) == "learning_rate must be a finite number in (0, 10], got 0"
-    assert rejected("mixed_precision", "fp8") == "mixed_precision must be 'auto', 'bf16' or 'no', got 'fp8'"
+    assert rejected("mixed_precision", "fp8") == "mixed_precision must be 'auto', 'native', 'bf16' or 'no', got 'fp8'"
     assert rejected("losses", ()) == ("losses must be a non-empty subset of ('hidden_mse', 'logit_mse', 'logit_kl', "
                                       "'ntp', 'ntp_auto'), got ()")
     assert rejected("seed", True) == "seed must be an integer, got True"
@@ -308,13 +308,19 @@ def test_native_grouped_query_attention_gives_the_same_loss(tiny_any, two_words,
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
 
 
-def test_precision_setting_picks_the_autocast_dtype():
+def test_precision_setting_picks_the_autocast_dtype(monkeypatch):
+    from tokdist_core.foundations import forward
     from tokdist_core.foundations.forward import autocast_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "no") is None
     assert autocast_dtype(cpu, "bf16") is torch.bfloat16
     assert autocast_dtype(cuda, "auto") is torch.bfloat16 and autocast_dtype(cuda, "no") is None
+    assert autocast_dtype(cuda, "native") is torch.bfloat16
+    # "native": bf16 on a CPU only where it has bf16 matmul kernels, fp32 where bf16 would be emulated
+    for fast, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(forward, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert autocast_dtype(cpu, "native") is expected
     with pytest.raises(ValueError, match="mixed_precision"):
         autocast_dtype(cpu, "fp16")
 

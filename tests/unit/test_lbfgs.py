@@ -148,11 +148,14 @@ def test_adapt_keeps_the_adam_defaults_measured_at_scale_and_the_rest_take_lbfgs
 
     parser = build_parser()
     adapt = parser.parse_args(["adapt", "--top", "3", "--out", "x"])
-    assert (adapt.optimizer, adapt.epochs, adapt.batch_size) == ("adam", 24, 4)
-    chosen = parser.parse_args(["adapt", "--top", "3", "--out", "x", "--optimizer", "lbfgs", "--epochs", "39"])
-    assert (chosen.optimizer, chosen.epochs) == ("lbfgs", 39)
+    assert (adapt.optimizer, adapt.epochs, adapt.batch_size, adapt.mixed_precision) == ("adam", 24, 4, "native")
+    chosen = parser.parse_args(["adapt", "--top", "3", "--out", "x", "--optimizer", "lbfgs", "--epochs", "39",
+                                "--mixed-precision", "no"])
+    assert (chosen.optimizer, chosen.epochs, chosen.mixed_precision) == ("lbfgs", 39, "no")
     compare = parser.parse_args(["compare", "--words", "Andorra"])
-    assert (compare.optimizer, compare.epochs) == (DistillationConfig().optimizer, DistillationConfig().epochs)
+    defaults = DistillationConfig()
+    assert (compare.optimizer, compare.epochs, compare.mixed_precision) == (
+        defaults.optimizer, defaults.epochs, defaults.mixed_precision) == ("lbfgs", 39, "auto")
 
 
 def test_the_estimate_counts_lbfgs_first_pass(tiny, two_words):

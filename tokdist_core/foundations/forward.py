@@ -92,11 +92,14 @@ AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 def autocast_dtype(device: torch.device, mixed_precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for a precision setting: "auto" is bf16 on CUDA and fp32 on CPU, "bf16" is bf16
-    on both (fast on CPUs with native bf16 matmuls), "no" is fp32 everywhere. Weights stay fp32."""
+    """The autocast dtype for a precision setting: "auto" is bf16 on CUDA and fp32 on CPU, "native" is bf16 on
+    CUDA and on CPUs with native bf16 matmuls (fp32 on other CPUs), "bf16" is bf16 on both, "no" is fp32
+    everywhere. Weights stay fp32."""
     if mixed_precision not in PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {mixed_precision!r}")
-    if mixed_precision == "bf16" or (mixed_precision == "auto" and device.type == "cuda"):
+    if mixed_precision == "bf16" or (mixed_precision in ("auto", "native") and device.type == "cuda"):
+        return torch.bfloat16
+    if mixed_precision == "native" and device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
 

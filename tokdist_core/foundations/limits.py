@@ -7,7 +7,8 @@ checks use the same names, so the two can never disagree.
 from __future__ import annotations
 
 DEFAULT_MODEL = "smollm2-135m"  # the bundled model used when none is named
-PRECISIONS = ("auto", "bf16", "no")  # "auto": bf16 autocast on CUDA, fp32 on CPU
+# "auto": bf16 autocast on CUDA, fp32 on CPU; "native": bf16 wherever the hardware computes it natively
+PRECISIONS = ("auto", "native", "bf16", "no")
 MAX_WORD_CHARS = 64
 MAX_DESCRIPTION_CHARS = 300  # a special token's description: a phrase or a sentence, read where the token stands
 MAX_DESCRIPTIONS = 200  # special tokens from descriptions in one run

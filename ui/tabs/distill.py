@@ -40,7 +40,8 @@ the model itself stays frozen. The other methods are simpler starting points to 
 """
 DEFAULT_METHODS = ["random", "subword_mean", "tokdist"]
 PRECISION_LABELS = {"auto": "Automatic: bf16 on a GPU, fp32 on a CPU",
-                    "bf16": "bf16: about 1.3x faster on CPUs with AVX-512 BF16 or AMX", "no": "fp32 everywhere"}
+                    "native": "bf16 where native (GPU, AVX-512 BF16 or AMX), else fp32",
+                    "bf16": "bf16: about 1.7x faster on CPUs with AVX-512 BF16 or AMX", "no": "fp32 everywhere"}
 # The values are the config field's choices; the app only words them for people.
 PRECISION_CHOICES = [(PRECISION_LABELS[value], value)
                      for value in next(s.choices for s in config_fields() if s.name == "mixed_precision")]
@@ -292,7 +293,8 @@ def build(rt: Runtime) -> DistillTab:
                                      info="SmolLM2 shares input and output rows, so this does not matter there.")
             seed = W.Number(value=field["seed"].default, precision=0, label="Training seed", minimum=0)
             precision = gr.Radio(PRECISION_CHOICES, value=field["mixed_precision"].default, label="Number precision",
-                                 info="bf16 halves the bits per number: faster, with results within noise.")
+                                 info="bf16 halves the bits per number: faster; rows differ from fp32's by rounding, more for words "
+                                      "with only a few snippets.")
     with gr.Accordion("Loss, start and schedule (the paper's variants)", open=False, elem_id="variants"):
         gr.Markdown(VARIANTS_HELP, elem_classes="td-help")
         with gr.Row():
