@@ -78,6 +78,7 @@ class TeacherCache:
         self.layer = resolve_layer(lm.model, target_layer)
         self.with_final = with_final
         self.mixed_precision = mixed_precision
+        self.model = lm.compute_model(mixed_precision)  # the base model, or its bf16 twin on a CPU
         word_index = {w: i for i, w in enumerate(self.words)}
         unknown = {s.word for s in snippets} - set(word_index)
         if unknown:
@@ -108,7 +109,7 @@ class TeacherCache:
             mask[i, : len(s.token_ids)] = 1
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()  # full layers: sliding-window layers would drop prefix keys we slice
-        model = lm.compute_model(self.mixed_precision)
+        model = self.model
         with autocast_for(device, self.mixed_precision):
             hidden, final = decoder_forward(
                 model, embed_ids(model, ids), mask, self.layer, cache=cache, run_to_end=self.with_final
